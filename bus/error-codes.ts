@@ -1,0 +1,41 @@
+import type { ErrorCode } from '../store/errors';
+
+/** Error codes that cross the bus in `{error: {code, message}}` replies. */
+export type WireErrorCode =
+  | 'bad_request'
+  | 'not_found'
+  | 'unavailable'
+  | 'corrupt'
+  | 'unauthorized'
+  | 'timeout'
+  | 'internal';
+
+/** How one internal error code is presented on the bus and over HTTP. */
+export interface ErrorCodeMapping {
+  wire: WireErrorCode;
+  /** HTTP status; also sent as `Nats-Service-Error-Code`. */
+  status: number;
+  /** One line for the README's error table. */
+  doc: string;
+}
+
+/**
+ * The one table that maps every internal code to its wire code and status.
+ * A test checks that every `ErrorCode` is here and documented in the README.
+ */
+export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeMapping>> = {
+  BAD_REQUEST: { wire: 'bad_request', status: 400, doc: 'The body is not JSON or does not match the schema.' },
+  KEY_INVALID: { wire: 'bad_request', status: 400, doc: 'The key is empty, not a string, or longer than 1 KiB (UTF-8).' },
+  VALUE_TOO_LARGE: { wire: 'bad_request', status: 413, doc: 'The encoded value exceeds the table limit (default 1 MiB).' },
+  UNKNOWN_OPERATION: { wire: 'bad_request', status: 400, doc: 'The subject names an operation the table does not have.' },
+  TABLE_NOT_FOUND: { wire: 'not_found', status: 404, doc: 'No table with that name is configured.' },
+  TABLE_UNAVAILABLE: { wire: 'unavailable', status: 503, doc: 'The table is opening, recovering or restarting; retry later.' },
+  TABLE_CLOSED: { wire: 'unavailable', status: 503, doc: 'The table is closed (the service is stopping); retry later.' },
+  TABLE_CORRUPT: { wire: 'corrupt', status: 503, doc: 'Stored bytes failed their checksum; the table is being recovered.' },
+  IO_ERROR: { wire: 'internal', status: 500, doc: 'The file system failed; the operation did not take effect.' },
+  CONFIG_INVALID: { wire: 'bad_request', status: 400, doc: 'The configuration is invalid.' },
+  BUS_TIMEOUT: { wire: 'timeout', status: 504, doc: 'No reply arrived within the request timeout.' },
+  BUS_NO_RESPONDERS: { wire: 'unavailable', status: 503, doc: 'Nobody serves that subject (service down or starting).' },
+  BUS_CLOSED: { wire: 'unavailable', status: 503, doc: 'The bus connection is closed or draining.' },
+  INTERNAL: { wire: 'internal', status: 500, doc: 'An unexpected failure; the service logged it.' },
+};
