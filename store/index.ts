@@ -1,0 +1,38 @@
+/**
+ * The table file engine: an append-only log of checksummed records with an
+ * in-memory index. Everything other layers use is exported here; the rest of
+ * store/ is internal.
+ */
+export {
+  TableFile,
+  DEFAULT_MAX_VALUE_BYTES,
+  SELECT_DEFAULT_LIMIT,
+  SELECT_MAX_LIMIT,
+} from './table-file';
+export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult } from './table-file';
+export type { SyncPolicy } from './write-queue';
+export { validateKey } from './key-rules';
+export {
+  FILE_MAGIC,
+  FORMAT_VERSION,
+  FILE_HEADER_BYTES,
+  RECORD_HEADER_BYTES,
+  MAX_KEY_BYTES,
+  KIND_PUT,
+  KIND_DELETE,
+  encodeFileHeader,
+  decodeFileHeader,
+  encodeRecord,
+  recordBytes,
+} from './format';
+export type { FileHeader, RecordKind } from './format';
+export { NodeStoreFs, nodeStoreFs, readFully, writeFully, isErrno, parentDir } from './file-system';
+export type { StoreFs, StoreFsOp, OpenMode } from './file-system';
+export { RecordCursor, CHUNK_BYTES } from './record-cursor';
+export type { CursorStep, RecordView, DamageView } from './record-cursor';
+export { scanRecords } from './record-scan';
+export type { ScanItem, ScannedRecord, DamagedRange } from './record-scan';
+export { scanFile, verifyFile } from './offline';
+export type { FileScanItem, ScannedHeader, VerifyReport } from './offline';
+// Every error class and helper: the other layers import them from here.
+export * from './errors';

@@ -1,0 +1,85 @@
+/**
+ * Offline tools over a table file that is not open in a TableFile (for the
+ * CLI's `verify` and `dump`). They open the file read-only and never modify it.
+ */
+import { decodeFileHeader, FILE_HEADER_BYTES, FileHeader } from './format';
+import { nodeStoreFs, readFully, StoreFs } from './file-system';
+import { DamagedRange, scanRecords, ScanItem } from './record-scan';
+
+/** The header item that starts a scanFile: the decoded header, or why it is not valid. */
+export interface ScannedHeader {
+  type: 'header';
+  header: FileHeader | undefined;
+  /** Set when the header is damaged; records are still scanned after it. */
+  damage: string | undefined;
+}
+
+/** One item of scanFile: the header first, then records and damaged ranges in file order. */
+export type FileScanItem = ScannedHeader | ScanItem;
+
+/** What verifyFile found. */
+export interface VerifyReport {
+  path: string;
+  fileBytes: number;
+  /** Undefined when the header is damaged (then `damaged` starts with [0, 16)). */
+  header: FileHeader | undefined;
+  /** Records whose checksum holds. */
+  records: number;
+  puts: number;
+  deletes: number;
+  /** Highest sequence number among the good records. */
+  maxSeq: number;
+  /** Damaged byte ranges in file order; a final range with `tail` is what open would truncate. */
+  damaged: DamagedRange[];
+  /** True when the header and every byte after it decode as valid records. */
+  ok: boolean;
+}
+
+/**
+ * Yields the header, then every record (key and value copied) and damaged
+ * range of the file at `path`. Damage does not stop the scan: it resumes at
+ * the next valid record.
+ */
+export async function* scanFile(path: string, sfs: StoreFs = nodeStoreFs): AsyncGenerator<FileScanItem> {
+  const fd = await sfs.open(path, 'r');
+  try {
+    const size = await sfs.size(fd);
+    const buf = Buffer.alloc(FILE_HEADER_BYTES);
+    const got = await readFully(sfs, fd, buf, 0, FILE_HEADER_BYTES, 0);
+    const decoded = decodeFileHeader(buf.subarray(0, got));
+    if (typeof decoded === 'string') yield { type: 'header', header: undefined, damage: decoded };
+    else yield { type: 'header', header: decoded, damage: undefined };
+    if (size > FILE_HEADER_BYTES) yield* scanRecords(sfs, fd, FILE_HEADER_BYTES, size);
+  } finally {
+    await sfs.close(fd);
+  }
+}
+
+/** Checks every checksum of the file at `path` and lists the damaged ranges. Never modifies the file. */
+export async function verifyFile(path: string, sfs: StoreFs = nodeStoreFs): Promise<VerifyReport> {
+  const report: VerifyReport = { path, fileBytes: 0, header: undefined, records: 0, puts: 0, deletes: 0, maxSeq: 0, damaged: [], ok: false };
+  const fd = await sfs.open(path, 'r');
+  try {
+    report.fileBytes = await sfs.size(fd);
+  } finally {
+    await sfs.close(fd);
+  }
+  for await (const item of scanFile(path, sfs)) {
+    if (item.type === 'header') {
+      report.header = item.header;
+      if (item.damage !== undefined) {
+        const end = Math.min(FILE_HEADER_BYTES, report.fileBytes);
+        report.damaged.push({ type: 'damage', start: 0, end, reason: item.damage, tail: report.fileBytes <= FILE_HEADER_BYTES });
+      }
+    } else if (item.type === 'record') {
+      report.records++;
+      if (item.kind === 'put') report.puts++;
+      else report.deletes++;
+      if (item.seq > report.maxSeq) report.maxSeq = item.seq;
+    } else {
+      report.damaged.push(item);
+    }
+  }
+  report.ok = report.damaged.length === 0;
+  return report;
+}

@@ -1,0 +1,125 @@
+/**
+ * Opening a table file: create it if missing, check the header, scan every
+ * record into a fresh index, and cut off a torn tail.
+ *
+ * The torn-tail rule. The scan stops at the first record that is not valid
+ * (header fields out of range, runs past the end of the file, or checksum
+ * mismatch) and searches the rest of the file for any valid record:
+ * - none follows: the damage is a torn write from a crash (an incomplete
+ *   record, or a complete-length last record whose bytes did not all reach
+ *   the disk, e.g. zeros). The file is truncated to the end of the last good
+ *   record, fsynced, and the cut is logged and reported. Nothing acknowledged
+ *   under `always` can be there: an acknowledged record was fsynced whole, and
+ *   appends only follow it.
+ * - a valid record follows: the damage is corruption (TableCorruptError with
+ *   the damaged record's offset); nothing is modified.
+ * Searching instead of trusting the length field means that a flipped bit in
+ * a length in mid-file is reported as corruption rather than silently
+ * truncating everything after it.
+ */
+import type { Logger } from 'pino';
+import { StoreIoError, TableCorruptError } from './errors';
+import { decodeFileHeader, encodeFileHeader, FILE_HEADER_BYTES, KIND_PUT } from './format';
+import { isErrno, parentDir, readFully, StoreFs, writeFully } from './file-system';
+import { KeyIndex } from './key-index';
+import { RecordCursor } from './record-cursor';
+
+/** The state of a table file after it was opened and scanned. */
+export interface LoadedTable {
+  fd: number;
+  generation: number;
+  index: KeyIndex;
+  /** Highest sequence number in the file (0 when it has no records). */
+  seq: number;
+  /** Number of valid records (puts and deletes) in the file. */
+  records: number;
+  /** File length after any torn tail was cut. */
+  end: number;
+  tornTailBytes: number;
+}
+
+/** Opens `path` read-write, creating a new empty table file of `generation` when it does not exist. */
+export async function openOrCreate(sfs: StoreFs, table: string, path: string, generation: number): Promise<number> {
+  try {
+    return await sfs.open(path, 'r+');
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw new StoreIoError(table, 'open', { cause: err, details: { path } });
+  }
+  // Build the header under a temporary name and rename it into place: a crash
+  // leaves either no table file or one with a whole, fsynced header.
+  const tmp = `${path}.creating`;
+  try {
+    const header = encodeFileHeader(generation);
+    const fd = await sfs.open(tmp, 'w+');
+    try {
+      await writeFully(sfs, fd, header, 0, header.length, 0);
+      await sfs.fdatasync(fd);
+    } finally {
+      await sfs.close(fd);
+    }
+    await sfs.rename(tmp, path);
+    await sfs.syncDir(parentDir(path));
+    return await sfs.open(path, 'r+');
+  } catch (err) {
+    // Best effort: a leftover is harmless (the next create truncates it).
+    await sfs.unlink(tmp).catch(() => undefined);
+    throw new StoreIoError(table, 'create', { cause: err, details: { path } });
+  }
+}
+
+/** Reads and checks the header, rebuilds the index, truncates a torn tail. Closes nothing. `logger` carries the table binding. */
+export async function loadTable(sfs: StoreFs, fd: number, table: string, logger: Logger): Promise<LoadedTable> {
+  const size = await io(table, 'stat', () => sfs.size(fd));
+  const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
+  const got = await io(table, 'read', () => readFully(sfs, fd, headerBuf, 0, FILE_HEADER_BYTES, 0));
+  const header = decodeFileHeader(headerBuf.subarray(0, got));
+  if (typeof header === 'string') throw new TableCorruptError(table, 0, header);
+
+  const index = new KeyIndex();
+  const cursor = new RecordCursor(sfs, fd, FILE_HEADER_BYTES, size);
+  let seq = 0;
+  let records = 0;
+  let end = size;
+  for (;;) {
+    const step = cursor.step();
+    if (step === 'record') {
+      const r = cursor.record;
+      const key = r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
+      if (r.kind === KIND_PUT) index.set(key, r.offset, r.length);
+      else index.remove(key);
+      if (r.seq > seq) seq = r.seq;
+      records++;
+    } else if (step === 'more') {
+      await io(table, 'read', () => cursor.fill());
+    } else if (step === 'end') {
+      break;
+    } else {
+      const { offset, reason } = cursor.damage;
+      const next = await io(table, 'read', () => cursor.resync());
+      if (next >= 0) {
+        throw new TableCorruptError(table, offset, reason, { details: { nextValidRecord: next } });
+      }
+      end = offset;
+      break;
+    }
+  }
+
+  const tornTailBytes = size - end;
+  if (tornTailBytes > 0) {
+    await io(table, 'truncate', () => sfs.truncate(fd, end));
+    logger.warn({ bytes: tornTailBytes, offset: end, reason: cursor.damage.reason }, 'torn tail truncated');
+  }
+  // Also makes durableLength honest: bytes a previous process wrote without
+  // fsync (policy none) may still be only in the page cache.
+  await io(table, 'fsync', () => sfs.fdatasync(fd));
+  return { fd, generation: header.generation, index, seq, records, end, tornTailBytes };
+}
+
+/** Runs one file operation, turning an I/O failure into StoreIoError. */
+async function io<T>(table: string, operation: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw new StoreIoError(table, operation, { cause: err });
+  }
+}

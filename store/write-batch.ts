@@ -1,0 +1,70 @@
+/**
+ * One group-commit batch: the encoded bytes of consecutive records, the undo
+ * log that restores the index if the batch cannot be written, and the one
+ * promise every writer in the batch awaits.
+ */
+
+/** Consecutive records appended to the log, written with one write call. */
+export class WriteBatch {
+  /** Encoded records; bytes [0, len) land at file offset `base`. */
+  buf: Buffer;
+  len = 0;
+  /** Settles when the batch is durable per policy (or failed, with StoreIoError). */
+  readonly done: Promise<void>;
+  /** Undo log, one entry per record in append order: the key and its previous location (-1 = absent). */
+  readonly keys: string[] = [];
+  readonly prevOffsets: number[] = [];
+  readonly prevLengths: number[] = [];
+  /** True once `done` has settled. */
+  settled = false;
+  private settle!: (err?: Error) => void;
+
+  constructor(
+    /** File offset of the batch's first byte. */
+    readonly base: number,
+    buf: Buffer,
+  ) {
+    this.buf = buf;
+    this.done = new Promise<void>((resolve, reject) => {
+      this.settle = (err) => {
+        this.settled = true;
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+    });
+  }
+
+  /** Number of records in the batch. */
+  get count(): number {
+    return this.keys.length;
+  }
+
+  /** Makes room for `bytes` more bytes at the end (at buf[len - bytes] after the call) and returns the buffer. */
+  reserve(bytes: number): Buffer {
+    const need = this.len + bytes;
+    if (need > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.buf.length * 2));
+      this.buf.copy(grown, 0, 0, this.len);
+      this.buf = grown;
+    }
+    this.len = need;
+    return this.buf;
+  }
+
+  /** Records how to undo the record just appended for `key`. */
+  noteUndo(key: string, prevOffset: number, prevLength: number): void {
+    this.keys.push(key);
+    this.prevOffsets.push(prevOffset);
+    this.prevLengths.push(prevLength);
+  }
+
+  /** Settles `done`: every record of the batch is durable per policy. */
+  resolve(): void {
+    this.settle();
+  }
+
+  /** Settles `done` with the failure that dropped the batch. */
+  reject(err: Error): void {
+    this.settle(err);
+  }
+}

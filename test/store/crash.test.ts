@@ -1,0 +1,99 @@
+import { ChildProcessByStdio, spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { TableFile } from '../../store';
+import { buildCrashChild, childEnv } from '../helpers/store-crash-build';
+import { makeTempDir, removeTempDir } from '../helpers/store-temp';
+
+const ROUNDS = 24;
+
+/** One operation as the child announced it, in the order the child issued them. */
+interface SentOp {
+  id: string;
+  /** The value a put wrote; undefined for a delete. */
+  value: string | undefined;
+}
+
+describe('table file crash', () => {
+  let dir = '';
+  let childJs = '';
+  const running = new Set<ChildProcessByStdio<Writable, Readable, Readable>>();
+
+  beforeAll(() => {
+    dir = makeTempDir('tk-crash-');
+    childJs = buildCrashChild(path.join(dir, 'build'));
+  });
+
+  afterAll(() => {
+    // Only our own children, by pid, if a failed assertion left one behind.
+    for (const child of running) if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
+    removeTempDir(dir);
+  });
+
+  test('table file - every acknowledged write survives kill -9 at random moments', async () => {
+    const file = path.join(dir, 'crash.tkt');
+    const history = new Map<string, SentOp[]>();
+    const acked = new Set<string>();
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+
+    for (let round = 1; round <= ROUNDS; round++) {
+      // Kill after a random number of acknowledgements: the child keeps writing
+      // while the parent reacts, so the moment it dies within a write is random.
+      const killAfter = 1 + rand(round % 4 === 0 ? 5 : 200);
+      const child = spawn(process.execPath, [childJs, file, String(round)], { env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+      running.add(child);
+      let stderr = '';
+      let partial = '';
+      let acksThisRound = 0;
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.stdout.on('data', (chunk: Buffer) => {
+        partial += chunk.toString();
+        let nl: number;
+        while ((nl = partial.indexOf('\n')) >= 0) {
+          const [tag, id, kind, key, value] = partial.slice(0, nl).split(' ');
+          partial = partial.slice(nl + 1);
+          if (tag === 'S') {
+            if (!history.has(key)) history.set(key, []);
+            history.get(key)!.push({ id, value: kind === 'P' ? value : undefined });
+          } else if (tag === 'A') {
+            acked.add(id);
+            if (++acksThisRound === killAfter) process.kill(child.pid!, 'SIGKILL');
+          }
+        }
+      });
+      // 'close' comes after stdout has ended: every line the child wrote has been read.
+      const [code, signal] = await new Promise<[number | null, string | null]>((resolve) =>
+        child.on('close', (c, s) => resolve([c, s])),
+      );
+      running.delete(child);
+      expect({ round, code, signal, stderr }).toEqual({ round, code: null, signal: 'SIGKILL', stderr: '' });
+
+      const table = await TableFile.open({ table: 'crash', path: file });
+      try {
+        for (const [key, ops] of history) {
+          // The last acknowledged op on the key, or any op sent after it (it may
+          // have become durable without its ack reaching us). With no
+          // acknowledged op, the key may also be absent.
+          let last = -1;
+          ops.forEach((op, i) => {
+            if (acked.has(op.id)) last = i;
+          });
+          const allowed = new Set(ops.slice(Math.max(last, 0)).map((op) => op.value));
+          if (last < 0) allowed.add(undefined);
+          const actual = table.get(key)?.toString();
+          if (!allowed.has(actual)) {
+            throw new Error(`round ${round}, key ${key}: found ${actual}; allowed ${JSON.stringify([...allowed])}; last acked ${ops[last]?.id}`);
+          }
+        }
+        for (const item of table.select({ limit: 1000 }).items) expect(history.has(item.key)).toBe(true);
+      } finally {
+        await table.close();
+      }
+    }
+    expect(acked.size).toBeGreaterThan(ROUNDS);
+  });
+});

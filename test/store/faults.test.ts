@@ -1,0 +1,222 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { StoreIoError, SyncPolicy, TableFile } from '../../store';
+import { FaultyFs } from '../helpers/store-faulty-fs';
+import { useTempDir } from '../helpers/store-temp';
+
+const tmp = useTempDir();
+const b = (s: string): Buffer => Buffer.from(s);
+const file = (): string => path.join(tmp.dir, 't.tkt');
+const open = (ffs?: FaultyFs, sync: SyncPolicy = 'always'): Promise<TableFile> => TableFile.open({ table: 't', path: file(), fs: ffs, sync });
+
+/** Every key and value of the table at file() after a clean reopen (no torn tail allowed). */
+async function reopenContents(): Promise<Record<string, string>> {
+  const t = await open();
+  expect(t.openReport.tornTailBytes).toBe(0);
+  const out: Record<string, string> = {};
+  for (const item of t.select({ limit: 1000 }).items) out[item.key] = item.value.toString();
+  const size = t.stats().fileBytes;
+  await t.close();
+  expect(fs.statSync(file()).size).toBe(size);
+  return out;
+}
+
+/** Settles every promise; returns 'ok' or the rejection for each. */
+function outcomes(promises: Promise<unknown>[]): Promise<unknown[]> {
+  return Promise.all(promises.map((p) => p.then(() => 'ok', (err: unknown) => err)));
+}
+
+describe('table file faults', () => {
+  test('table file - an injected write failure rejects the batch with StoreIoError and leaves exactly the acknowledged writes', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    await t.put('a', b('1'));
+    await t.put('b', b('2'));
+    ffs.failOn({ op: 'write', nth: 1 });
+    const results = await outcomes([t.put('a', b('lost')), t.put('c', b('lost')), t.delete('b')]);
+    for (const r of results) {
+      expect(r).toBeInstanceOf(StoreIoError);
+      expect(r).toMatchObject({ code: 'IO_ERROR', details: { table: 't', operation: 'write' } });
+    }
+    // The failed changes were undone in memory too.
+    expect(t.get('a')?.toString()).toBe('1');
+    expect(t.get('b')?.toString()).toBe('2');
+    expect(t.has('c')).toBe(false);
+    expect(t.stats()).toMatchObject({ records: 2, fileRecords: 2 });
+    expect(t.failed).toBeUndefined();
+    await t.put('d', b('4'));
+    await t.close();
+    expect(await reopenContents()).toEqual({ a: '1', b: '2', d: '4' });
+  });
+
+  test('table file - a write that fails half-way is truncated away', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    await t.put('a', b('1'));
+    const good = fs.statSync(file()).size;
+    // 40 bytes: the whole first record of the batch (25 bytes) and part of the second.
+    ffs.failOn({ op: 'write', nth: 1, partialBytes: 40 });
+    const results = await outcomes([t.put('b', b('2')), t.put('c', b('a longer value'))]);
+    expect(results.every((r) => r instanceof StoreIoError)).toBe(true);
+    expect(fs.statSync(file()).size).toBe(good);
+    expect(t.durableLength).toBe(good);
+    await t.close();
+    expect(await reopenContents()).toEqual({ a: '1' });
+  });
+
+  test('table file - records queued behind a failing write are rejected and undone too', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    await t.put('k', b('v1'));
+    ffs.failOn({ op: 'write', nth: 1 });
+    const gate = ffs.hold('write');
+    const inFlight = t.put('k', b('v2'));
+    await gate.reached;
+    // Appended while the failing write is in flight: its offset assumed that write.
+    const queued = [t.put('k', b('v3')), t.put('new', b('x')), t.delete('k')];
+    expect(t.has('k')).toBe(false);
+    gate.release();
+    const results = await outcomes([inFlight, ...queued]);
+    expect(results.every((r) => r instanceof StoreIoError)).toBe(true);
+    expect(t.get('k')?.toString()).toBe('v1');
+    expect(t.has('new')).toBe(false);
+    await t.close();
+    expect(await reopenContents()).toEqual({ k: 'v1' });
+  });
+
+  test('table file - a delete that finds the key already gone answers only once the earlier delete is durable', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    await t.put('k', b('v'));
+    const gate = ffs.hold('write');
+    const first = t.delete('k');
+    await gate.reached;
+    let answered = false;
+    const second = t.delete('k').then((found) => {
+      answered = true;
+      return found;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(answered).toBe(false);
+    gate.release();
+    expect(await first).toBe(true);
+    expect(await second).toBe(false);
+
+    // When the earlier delete fails, the key is back, and the later answer fails too.
+    await t.put('j', b('w'));
+    ffs.failOn({ op: 'write', nth: 1 });
+    const results = await outcomes([t.delete('j'), t.delete('j')]);
+    expect(results.map((r) => r instanceof StoreIoError)).toEqual([true, true]);
+    expect(t.get('j')?.toString()).toBe('w');
+    await t.close();
+  });
+
+  test("table file - an injected fsync failure under 'always' rejects with StoreIoError and the data is rolled back", async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    await t.put('a', b('1'));
+    const durable = t.durableLength;
+    ffs.failOn({ op: 'fdatasync', nth: 1 });
+    const results = await outcomes([t.put('a', b('2')), t.put('b', b('3'))]);
+    for (const r of results) expect(r).toMatchObject({ name: 'StoreIoError', details: { operation: 'fsync' } });
+    expect(t.get('a')?.toString()).toBe('1');
+    expect(t.has('b')).toBe(false);
+    // The bytes were written but not known durable: they are cut off.
+    expect(fs.statSync(file()).size).toBe(durable);
+    await t.put('c', b('4'));
+    await t.close();
+    expect(await reopenContents()).toEqual({ a: '1', c: '4' });
+  });
+
+  test('table file - when the rollback itself fails the file enters the failed state and reopens cleanly', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    await t.put('a', b('1'));
+    ffs.failOn({ op: 'write', nth: 1, partialBytes: 7 }).failOn({ op: 'truncate', nth: 1 });
+    await expect(t.put('b', b('2'))).rejects.toThrow(StoreIoError);
+    expect(t.failed).toBeInstanceOf(StoreIoError);
+    expect(t.failed?.details).toMatchObject({ operation: 'truncate' });
+    await expect(t.put('c', b('3'))).rejects.toMatchObject({ code: 'IO_ERROR', details: { failed: true } });
+    await expect(t.delete('a')).rejects.toThrow(StoreIoError);
+    await expect(t.sync()).rejects.toThrow(StoreIoError);
+    // Reads still work.
+    expect(t.get('a')?.toString()).toBe('1');
+    expect(t.has('b')).toBe(false);
+    await t.close();
+    // The 7 torn bytes are still on disk: reopen cuts them as a torn tail.
+    const r = await open();
+    expect(r.openReport.tornTailBytes).toBe(7);
+    expect(r.get('a')?.toString()).toBe('1');
+    expect(r.has('b')).toBe(false);
+    await r.close();
+  });
+
+  test("table file - an fsync failure under 'none' fails sync() and the file", async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs, 'none');
+    await t.put('a', b('1'));
+    ffs.failOn({ op: 'fdatasync', nth: 1 });
+    await expect(t.sync()).rejects.toMatchObject({ name: 'StoreIoError', details: { operation: 'fsync' } });
+    expect(t.failed).toBeInstanceOf(StoreIoError);
+    await expect(t.put('b', b('2'))).rejects.toThrow(StoreIoError);
+    // An acknowledged write cannot be taken back: it stays readable.
+    expect(t.get('a')?.toString()).toBe('1');
+    await t.close();
+    expect(await reopenContents()).toEqual({ a: '1' });
+  });
+
+  test('table file - failures while opening or creating are StoreIoError and leave no file behind', async () => {
+    const ffs = new FaultyFs();
+    ffs.failOn({ op: 'fdatasync', nth: 1 });
+    await expect(open(ffs)).rejects.toMatchObject({ name: 'StoreIoError', details: { operation: 'create' } });
+    expect(fs.readdirSync(tmp.dir)).toEqual([]);
+    ffs.failOn({ op: 'rename', nth: 1 });
+    await expect(open(ffs)).rejects.toThrow(StoreIoError);
+    expect(fs.readdirSync(tmp.dir)).toEqual([]);
+    const t = await open(ffs);
+    await t.put('a', b('1'));
+    await t.close();
+    ffs.failOn({ op: 'read', nth: 2 });
+    await expect(open(ffs)).rejects.toMatchObject({ details: { operation: 'read' } });
+    expect(await reopenContents()).toEqual({ a: '1' });
+  });
+
+  test('table file - group commit: concurrent puts share one write and one fsync', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    const writes = ffs.calls.write;
+    const fsyncs = ffs.calls.fdatasync;
+    const puts: Promise<void>[] = [];
+    for (let i = 0; i < 200; i++) puts.push(t.put(`k${i}`, b(`v${i}`)));
+    await Promise.all(puts);
+    expect(ffs.calls.write - writes).toBe(1);
+    expect(ffs.calls.fdatasync - fsyncs).toBe(1);
+    await t.close();
+  });
+
+  test('table file - group commit: 64 writers in a loop cost far fewer fsyncs than puts, and all resolve', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    const fsyncs = ffs.calls.fdatasync;
+    const WRITERS = 64;
+    const EACH = 25;
+    let acked = 0;
+    await Promise.all(
+      Array.from({ length: WRITERS }, async (_, w) => {
+        for (let i = 0; i < EACH; i++) {
+          await t.put(`w${w}:${i % 5}`, b(`${w}-${i}`));
+          acked++;
+        }
+      }),
+    );
+    expect(acked).toBe(WRITERS * EACH);
+    const used = ffs.calls.fdatasync - fsyncs;
+    expect(used).toBeGreaterThan(0);
+    expect(used).toBeLessThanOrEqual((WRITERS * EACH) / 16);
+    expect(t.durableLength).toBe(t.stats().fileBytes);
+    await t.close();
+    const contents = await reopenContents();
+    expect(Object.keys(contents)).toHaveLength(WRITERS * 5);
+    expect(contents['w7:4']).toBe('7-24');
+  });
+});

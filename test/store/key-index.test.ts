@@ -1,0 +1,82 @@
+import { KeyIndex } from '../../store/key-index';
+import { SortedKeys } from '../../store/key-order';
+
+/** Deterministic pseudo-random numbers in [0, n). */
+function rng(seed: number): (n: number) => number {
+  let s = seed;
+  return (n) => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    return (s >>> 8) % n;
+  };
+}
+
+describe('table file index', () => {
+  test('table file - the key index matches a Map through inserts, overwrites, removals and growth', () => {
+    const index = new KeyIndex();
+    const model = new Map<string, [number, number]>();
+    const rand = rng(1);
+    // Plain comparisons, one expect per check: a jest matcher per key is too slow here.
+    const mismatches: string[] = [];
+    for (let i = 0; i < 60000; i++) {
+      // A small key space early (many removals that shift probe runs), a large one later (growth).
+      const key = `key:${rand(i < 30000 ? 500 : 20000)}`;
+      if (rand(3) === 0) {
+        if (index.remove(key) !== model.delete(key)) mismatches.push(`remove ${key} at ${i}`);
+      } else {
+        const loc: [number, number] = [rand(1e9) * 1024, rand(5000) + 21];
+        if (index.set(key, loc[0], loc[1]) === model.has(key)) mismatches.push(`set ${key} at ${i}`);
+        model.set(key, loc);
+      }
+      if (i % 5000 === 0 || i === 59999) {
+        let live = 0;
+        for (const [k, [offset, length]] of model) {
+          const slot = index.slotOf(k);
+          if (slot < 0 || index.offsetOf(slot) !== offset || index.lengthOf(slot) !== length) mismatches.push(`lookup ${k} at ${i}`);
+          live += length;
+        }
+        expect({ i, mismatches, size: index.size, live: index.liveBytes }).toEqual({ i, mismatches: [], size: model.size, live });
+        expect(index.keys().sort().join()).toBe([...model.keys()].sort().join());
+        expect(index.has('key:absent')).toBe(false);
+      }
+    }
+    index.clear();
+    expect(index.size).toBe(0);
+    expect(index.slotOf('key:1')).toBe(-1);
+  });
+
+  test('table file - sorted keys match a sorted array through inserts and removals across leaf splits', () => {
+    const rand = rng(2);
+    const initial = Array.from({ length: 3000 }, (_, i) => `k${(i * 7) % 3001}`).sort();
+    const set = SortedKeys.fromSorted(initial);
+    const model = new Set(initial);
+    const mismatches: string[] = [];
+    for (let i = 0; i < 20000; i++) {
+      const key = `k${rand(6000)}`;
+      if (rand(4) === 0) {
+        if (set.remove(key) !== model.delete(key)) mismatches.push(`remove ${key} at ${i}`);
+      } else {
+        if (set.insert(key) === model.has(key)) mismatches.push(`insert ${key} at ${i}`);
+        model.add(key);
+      }
+    }
+    expect(mismatches).toEqual([]);
+    const sorted = [...model].sort();
+    expect(set.size).toBe(sorted.length);
+    expect(set.toArray().join()).toBe(sorted.join());
+    // seek: first key >= (or >) a bound, then walk.
+    for (const bound of ['', 'k', 'k3', 'k3000', 'k5999', 'l', sorted[100]]) {
+      for (const exclusive of [false, true]) {
+        const pos = set.seek(bound, exclusive);
+        const expectedIndex = sorted.findIndex((k) => (exclusive ? k > bound : k >= bound));
+        expect(set.keyAt(pos)).toBe(expectedIndex < 0 ? undefined : sorted[expectedIndex]);
+        if (expectedIndex >= 0 && expectedIndex + 1 < sorted.length) expect(set.keyAt(set.advance(pos))).toBe(sorted[expectedIndex + 1]);
+      }
+    }
+    // Emptying the set removes every leaf.
+    for (const k of sorted) set.remove(k);
+    expect(set.size).toBe(0);
+    expect(set.keyAt(set.seek('', false))).toBeUndefined();
+    expect(set.insert('again')).toBe(true);
+    expect(set.toArray()).toEqual(['again']);
+  });
+});
