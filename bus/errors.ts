@@ -1,4 +1,4 @@
-import { TablekeeperError, type ErrorOptions } from '../store/errors';
+import { BadRequestError, TablekeeperError, type ErrorCode, type ErrorOptions } from '../store/errors';
 
 /** A request got no reply within its timeout. */
 export class BusTimeoutError extends TablekeeperError {
@@ -24,5 +24,44 @@ export class BusNoRespondersError extends TablekeeperError {
 export class BusClosedError extends TablekeeperError {
   constructor(options?: ErrorOptions) {
     super('BUS_CLOSED', 'the bus is closed', options);
+  }
+}
+
+/** A subject, queue name or header is malformed. Code `BAD_REQUEST`. */
+export class InvalidSubjectError extends BadRequestError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** Internal codes presented for each wire code when a remote error is rethrown locally. */
+const CODE_FOR_WIRE: Readonly<Record<string, ErrorCode>> = {
+  bad_request: 'BAD_REQUEST',
+  not_found: 'TABLE_NOT_FOUND',
+  unavailable: 'TABLE_UNAVAILABLE',
+  corrupt: 'TABLE_CORRUPT',
+  timeout: 'BUS_TIMEOUT',
+  internal: 'INTERNAL',
+};
+
+/**
+ * The far side of a request answered with `{error: {code, message}}`.
+ * `wireCode` and `status` are what it sent; `code` is the closest internal
+ * code (wire codes with no internal counterpart, such as `unauthorized`,
+ * become `INTERNAL`), so generic error handling still sees a TablekeeperError.
+ */
+export class RemoteError extends TablekeeperError {
+  /** The wire code as received, e.g. `not_found`. */
+  readonly wireCode: string;
+  /** HTTP-style status from `Nats-Service-Error-Code`, or the wire code's usual status. */
+  readonly status: number;
+
+  constructor(wireCode: string, message: string, status: number, options: ErrorOptions = {}) {
+    super(CODE_FOR_WIRE[wireCode] ?? 'INTERNAL', message, {
+      ...options,
+      details: { wireCode, status, ...options.details },
+    });
+    this.wireCode = wireCode;
+    this.status = status;
   }
 }

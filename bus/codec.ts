@@ -1,0 +1,139 @@
+/**
+ * JSON bodies on the bus, and the one shape of an error reply:
+ * `{error: {code, message}}` with `code` the wire code from `ERROR_CODES`,
+ * plus the NATS micro headers `Nats-Service-Error` (the message) and
+ * `Nats-Service-Error-Code` (the HTTP status), so NATS tooling sees errors too.
+ */
+import { BadRequestError, InternalError, toTablekeeperError } from '../store/errors';
+import type { Bus, Message, RequestOptions } from './bus';
+import { ERROR_CODES, type WireErrorCode } from './error-codes';
+import { RemoteError } from './errors';
+
+/** Header carrying an error reply's human-readable message (NATS micro convention). */
+export const SERVICE_ERROR_HEADER = 'Nats-Service-Error';
+/** Header carrying an error reply's HTTP status (NATS micro convention). */
+export const SERVICE_ERROR_CODE_HEADER = 'Nats-Service-Error-Code';
+
+/** The body of an error reply. */
+export interface ErrorReply {
+  error: { code: WireErrorCode; message: string };
+}
+
+const EMPTY = new Uint8Array(0);
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** JSON-encodes `value` as UTF-8; `undefined` becomes an empty body. */
+export function encodeJson(value: unknown): Uint8Array {
+  const text = JSON.stringify(value);
+  if (text === undefined) return EMPTY;
+  return Buffer.from(text, 'utf8');
+}
+
+/** Parses a JSON body; an empty body is `{}`. Throws `BadRequestError` for bad UTF-8 or JSON. */
+export function decodeJson(data: Uint8Array): unknown {
+  if (data.length === 0) return {};
+  let text: string;
+  try {
+    text = decoder.decode(data);
+  } catch (cause) {
+    throw new BadRequestError('body is not valid JSON', { cause });
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (cause) {
+    throw new BadRequestError('body is not valid JSON', { cause });
+  }
+}
+
+/** Replies with `body` as JSON. Returns what `msg.respond` returns. */
+export function respondOk(msg: Message, body: unknown): boolean {
+  return msg.respond(encodeJson(body));
+}
+
+/** The wire body and headers for an error; unknown thrown values become `INTERNAL`. */
+export function errorReply(err: unknown): { body: ErrorReply; headers: Record<string, string> } {
+  const e = toTablekeeperError(err);
+  const mapping = ERROR_CODES[e.code] ?? ERROR_CODES.INTERNAL;
+  return {
+    body: { error: { code: mapping.wire, message: e.message } },
+    headers: {
+      // Header values may not hold line breaks; the body keeps the exact message.
+      [SERVICE_ERROR_HEADER]: e.message.replace(/[\r\n]+/g, ' '),
+      [SERVICE_ERROR_CODE_HEADER]: String(mapping.status),
+    },
+  };
+}
+
+/** Replies with a structured error for `err`. Returns what `msg.respond` returns. */
+export function respondError(msg: Message, err: unknown): boolean {
+  const { body, headers } = errorReply(err);
+  return msg.respond(encodeJson(body), { headers });
+}
+
+/** True when a reply carries the micro error headers. */
+export function isErrorReply(msg: Message): boolean {
+  return msg.headers !== undefined && msg.headers[SERVICE_ERROR_CODE_HEADER] !== undefined;
+}
+
+const WIRE_FOR_STATUS: Readonly<Record<number, WireErrorCode>> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'unauthorized',
+  404: 'not_found',
+  413: 'bad_request',
+  503: 'unavailable',
+  504: 'timeout',
+};
+
+const STATUS_FOR_WIRE: Readonly<Record<WireErrorCode, number>> = {
+  bad_request: 400,
+  not_found: 404,
+  unavailable: 503,
+  corrupt: 503,
+  unauthorized: 401,
+  timeout: 504,
+  internal: 500,
+};
+
+/**
+ * Sends `body` as JSON and returns the parsed reply. Throws `RemoteError`
+ * when the reply is an error (`{error}` body, or micro error headers alone),
+ * and the bus errors (`BusTimeoutError`, ...) as they are.
+ */
+export async function requestJson(
+  bus: Bus,
+  subject: string,
+  body: unknown,
+  opts?: RequestOptions,
+): Promise<unknown> {
+  const reply = await bus.request(subject, encodeJson(body), opts);
+  const statusHeader = reply.headers?.[SERVICE_ERROR_CODE_HEADER];
+  const status = statusHeader === undefined ? undefined : Number.parseInt(statusHeader, 10) || 500;
+  let parsed: unknown;
+  try {
+    parsed = decodeJson(reply.data);
+  } catch (cause) {
+    if (status !== undefined) throw remoteFromHeaders(reply, status);
+    throw new InternalError(`reply on '${subject}' is not valid JSON`, { cause });
+  }
+  const remote = asErrorBody(parsed);
+  if (remote !== undefined) {
+    throw new RemoteError(remote.code, remote.message, status ?? STATUS_FOR_WIRE[remote.code as WireErrorCode] ?? 500);
+  }
+  if (status !== undefined) throw remoteFromHeaders(reply, status);
+  return parsed;
+}
+
+function remoteFromHeaders(reply: Message, status: number): RemoteError {
+  const message = reply.headers?.[SERVICE_ERROR_HEADER] || `remote error ${status}`;
+  return new RemoteError(WIRE_FOR_STATUS[status] ?? 'internal', message, status);
+}
+
+function asErrorBody(v: unknown): { code: string; message: string } | undefined {
+  if (typeof v !== 'object' || v === null || !('error' in v)) return undefined;
+  const e: unknown = v.error;
+  if (typeof e !== 'object' || e === null) return { code: 'internal', message: String(e) };
+  const code = 'code' in e && typeof e.code === 'string' ? e.code : 'internal';
+  const message = 'message' in e && typeof e.message === 'string' ? e.message : 'remote error';
+  return { code, message };
+}

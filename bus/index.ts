@@ -1,0 +1,70 @@
+/** The bus layer: the `Bus` interface, its two implementations, the contract's subjects, schemas and codec. */
+export {
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type Bus,
+  type Headers,
+  type Message,
+  type MessageHandler,
+  type PublishOptions,
+  type RequestOptions,
+  type SubscribeOptions,
+  type Subscription,
+} from './bus';
+export { InProcessBus, type InProcessBusOptions } from './in-process-bus';
+export { NatsBus, type NatsBusOptions } from './nats-bus';
+export { createBus, type CreateBusOptions } from './create-bus';
+export {
+  BusClosedError,
+  BusNoRespondersError,
+  BusTimeoutError,
+  InvalidSubjectError,
+  RemoteError,
+} from './errors';
+export { ERROR_CODES, type ErrorCodeMapping, type WireErrorCode } from './error-codes';
+export {
+  decodeJson,
+  encodeJson,
+  errorReply,
+  isErrorReply,
+  requestJson,
+  respondError,
+  respondOk,
+  SERVICE_ERROR_CODE_HEADER,
+  SERVICE_ERROR_HEADER,
+  type ErrorReply,
+} from './codec';
+export {
+  ADMIN_OPERATIONS,
+  BACKUP_EVENTS,
+  checkToken,
+  Subjects,
+  TABLE_OPERATIONS,
+  type AdminOperation,
+  type BackupEvent,
+  type TableOperation,
+  type TableSubject,
+} from './subjects';
+export {
+  checkReply,
+  describeErrors,
+  OPERATIONS,
+  parseRequest,
+  validateRequest,
+  type JsonValue,
+  type Operation,
+  type ReplyBodies,
+  type RequestBodies,
+} from './schemas';
+export {
+  Endpoint,
+  MicroService,
+  type EndpointHandler,
+  type EndpointInfo,
+  type EndpointOptions,
+  type EndpointStats,
+  type MicroServiceOptions,
+  type ServiceIdentity,
+  type ServiceInfo,
+  type ServiceStats,
+} from './micro';
+export { checkPattern, checkSubject, isValidSubject } from './rules';

@@ -1,0 +1,88 @@
+import { existsSync } from 'node:fs';
+import { NatsBus } from '../../bus/nats-bus';
+import { MicroService } from '../../bus/micro';
+import { decodeJson } from '../../bus/codec';
+import { startNatsServer, type NatsServer } from '../helpers/nats-server';
+import { captureLog, defineBusContract } from './contract';
+
+let server: NatsServer;
+
+beforeAll(async () => {
+  server = await startNatsServer();
+});
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+defineBusContract('nats bus', async (opts) => NatsBus.connect({ servers: server.url, name: 'contract', ...opts }));
+
+describe('nats bus', () => {
+  test('nats bus - $SRV.PING is answered over a real server', async () => {
+    const bus = await NatsBus.connect({ servers: server.url });
+    const client = await NatsBus.connect({ servers: server.url });
+    try {
+      const svc = new MicroService(bus, { version: '1.2.3', id: 'natsping' });
+      await bus.flush();
+      const reply = await client.request('$SRV.PING.tablekeeper.natsping', undefined, { timeoutMs: 5000 });
+      expect(decodeJson(reply.data)).toEqual({
+        type: 'io.nats.micro.v1.ping_response',
+        name: 'tablekeeper',
+        id: 'natsping',
+        version: '1.2.3',
+        metadata: {},
+      });
+      svc.stop();
+    } finally {
+      await client.close();
+      await bus.close();
+    }
+  });
+
+  test('nats bus - two connections: queue group splits work, and a request crosses connections', async () => {
+    const a = await NatsBus.connect({ servers: server.url });
+    const b = await NatsBus.connect({ servers: server.url });
+    try {
+      const handled: string[] = [];
+      for (const [name, bus] of [['a', a], ['b', b]] as const) {
+        bus.subscribe('xconn.work', (m) => {
+          handled.push(name);
+          m.respond(new TextEncoder().encode(name));
+        }, { queue: 'workers' });
+      }
+      await Promise.all([a.flush(), b.flush()]);
+      const replies = await Promise.all(Array.from({ length: 20 }, () => a.request('xconn.work')));
+      expect(replies).toHaveLength(20);
+      expect(handled).toHaveLength(20);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('nats bus - losing the server is logged as a status change', async () => {
+    const own = await startNatsServer();
+    const log = captureLog();
+    const bus = await NatsBus.connect({ servers: own.url, logger: log.logger });
+    try {
+      await own.stop();
+      const deadline = Date.now() + 10_000;
+      while (!log.lines.some((l) => l.msg === 'nats disconnected') && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(log.lines.map((l) => l.msg)).toContain('nats disconnected');
+    } finally {
+      await bus.close();
+    }
+  });
+
+  test('nats-server helper - stop kills the server by pid and removes its directory', async () => {
+    const own = await startNatsServer({ jetstream: true });
+    expect(own.url).toBe(`nats://127.0.0.1:${own.port}`);
+    expect(existsSync(own.dir)).toBe(true);
+    expect(() => process.kill(own.pid, 0)).not.toThrow();
+    await own.stop();
+    expect(existsSync(own.dir)).toBe(false);
+    expect(() => process.kill(own.pid, 0)).toThrow();
+  });
+});
