@@ -1,0 +1,146 @@
+import type { Logger } from 'pino';
+import type { Message } from '../bus/bus';
+import { decodeJson, respondError } from '../bus/codec';
+import { validateRequest } from '../bus/schemas';
+import {
+  TableCorruptError,
+  TableUnavailableError,
+  TablekeeperError,
+  UnknownOperationError,
+  type TableFile,
+} from '../store';
+
+/** What the owner tells its request handler about the table's current state. */
+export type ServingMode =
+  | { state: 'serving'; file: TableFile }
+  | { state: 'opening' | 'recovering' | 'compacting' | 'stopping' | 'stopped' | 'failed' };
+
+/** What the request handler reports back to the owner. */
+export type RequestHandlerReport =
+  | { type: 'CORRUPTION_DETECTED'; error: TableCorruptError; source: 'read' }
+  | { type: 'FILE_FAILED'; error: TablekeeperError };
+
+const OK_PUT = Buffer.from('{"ok":true}');
+const FOUND_PREFIX = Buffer.from('{"found":true,"value":');
+const NOT_FOUND = Buffer.from('{"found":false}');
+const DELETED = Buffer.from('{"deleted":true}');
+const NOT_DELETED = Buffer.from('{"deleted":false}');
+const CLOSE = Buffer.from('}');
+
+/**
+ * Answers `tables.<t>.<op>` requests against one table file. Values are stored
+ * as their JSON text, so replies are assembled from stored bytes without a
+ * parse/stringify round trip.
+ */
+export class TableRequests {
+  private mode: ServingMode = { state: 'opening' };
+
+  constructor(
+    private readonly table: string,
+    private readonly log: Logger,
+    private readonly report: (r: RequestHandlerReport) => void,
+  ) {}
+
+  /** Switches what incoming requests see; called by the owner on every state change. */
+  setMode(mode: ServingMode): void {
+    this.mode = mode;
+  }
+
+  /**
+   * Handles one request whose operation is `op`. Always answers (when the
+   * message has a reply subject): a result, or `{error: {code, message}}`.
+   * Writes return a promise that settles once the reply is sent.
+   */
+  handle(op: string, msg: Message): void | Promise<void> {
+    const mode = this.mode;
+    if (mode.state !== 'serving') {
+      return fail(msg, new TableUnavailableError(this.table, mode.state));
+    }
+    const file = mode.file;
+    try {
+      switch (op) {
+        case 'get': {
+          const { key } = validateRequest('get', decodeJson(msg.data)) as { key: string };
+          const value = file.get(key);
+          msg.respond(value === undefined ? NOT_FOUND : Buffer.concat([FOUND_PREFIX, value, CLOSE]));
+          return;
+        }
+        case 'put': {
+          const body = validateRequest('put', decodeJson(msg.data)) as { key: string; value: unknown };
+          const bytes = Buffer.from(JSON.stringify(body.value));
+          return file.put(body.key, bytes).then(
+            () => void msg.respond(OK_PUT),
+            (err: unknown) => this.failOp(msg, 'put', err),
+          );
+        }
+        case 'delete': {
+          const { key } = validateRequest('delete', decodeJson(msg.data)) as { key: string };
+          return file.delete(key).then(
+            (deleted) => void msg.respond(deleted ? DELETED : NOT_DELETED),
+            (err: unknown) => this.failOp(msg, 'delete', err),
+          );
+        }
+        case 'select': {
+          const q = validateRequest('select', decodeJson(msg.data)) as {
+            prefix?: string;
+            after?: string;
+            limit?: number;
+          };
+          const page = file.select(q);
+          let out = '{"items":[';
+          for (let i = 0; i < page.items.length; i++) {
+            const item = page.items[i];
+            out += `${i === 0 ? '' : ','}{"key":${JSON.stringify(item.key)},"value":${item.value.toString('utf8')}}`;
+          }
+          out += page.next === undefined ? ']}' : `],"next":${JSON.stringify(page.next)}}`;
+          msg.respond(Buffer.from(out));
+          return;
+        }
+        case 'stats': {
+          validateRequest('stats', decodeJson(msg.data));
+          const s = file.stats();
+          msg.respond(
+            Buffer.from(
+              JSON.stringify({
+                table: this.table,
+                state: 'serving',
+                records: s.records,
+                fileBytes: s.fileBytes,
+                liveBytes: s.liveBytes,
+                deadBytes: s.deadBytes,
+                fragmentation: s.fragmentation,
+                generation: s.generation,
+              }),
+            ),
+          );
+          return;
+        }
+        default:
+          return fail(msg, new UnknownOperationError(op));
+      }
+    } catch (err) {
+      return this.failOp(msg, op, err);
+    }
+  }
+
+  private failOp(msg: Message, op: string, err: unknown): void {
+    if (err instanceof TableCorruptError) {
+      // Never a wrong value and never silence: the caller may retry once the
+      // table has been recovered; the owner leaves the serving state.
+      this.log.error({ table: this.table, op, offset: err.offset, reason: err.reason }, 'corruption detected');
+      this.report({ type: 'CORRUPTION_DETECTED', error: err, source: 'read' });
+      return fail(msg, new TableUnavailableError(this.table, 'recovering', { cause: err }));
+    }
+    if (err instanceof TablekeeperError && err.code === 'IO_ERROR') {
+      this.log.error({ table: this.table, op, err }, 'table write failed');
+      if (this.mode.state === 'serving' && this.mode.file.failed) this.report({ type: 'FILE_FAILED', error: err });
+    } else if (!(err instanceof TablekeeperError)) {
+      this.log.error({ table: this.table, op, err }, 'request failed unexpectedly');
+    }
+    return fail(msg, err);
+  }
+}
+
+function fail(msg: Message, err: unknown): void {
+  respondError(msg, err);
+}

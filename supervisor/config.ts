@@ -1,0 +1,302 @@
+import Ajv, { type ErrorObject } from 'ajv';
+import * as path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { ConfigInvalidError } from '../store/errors';
+
+/** Durability policy of one table, as written in the config file. */
+export type SyncSetting = 'always' | 'none' | { intervalMs: number };
+
+/** A schedule: a fixed interval (`"90s"`, `"6h"`, `"1d"`) or a cron expression. */
+export type ScheduleSetting = { every: string } | { cron: string };
+
+/** One configured table. */
+export interface TableConfig {
+  name: string;
+  sync: SyncSetting;
+  maxValueBytes: number;
+}
+
+/** The whole, validated configuration with every default filled in. */
+export interface Config {
+  dataDir: string;
+  backupDir: string;
+  subjectPrefix: string;
+  logLevel: string;
+  http: { host: string; port: number; adminToken?: string };
+  nats: { url?: string; user?: string; pass?: string; token?: string; credsFile?: string };
+  tables: TableConfig[];
+  backup: ScheduleSetting & { keep: number };
+  compaction: ScheduleSetting & { threshold: number };
+  scrub: ScheduleSetting;
+  supervisor: { maxRestarts: number; restartWindowMs: number; requestTimeoutMs: number };
+  notify: { webhooks: { url: string; secret?: string }[] };
+}
+
+/** The nine tables of the predecessor system, declared by default. */
+export const DEFAULT_TABLES = [
+  'task_queue',
+  'task_dead_letter',
+  'agent_mailbox',
+  'message_history',
+  'agent_channels',
+  'channel_history',
+  'agentcom_config',
+  'thread_messages',
+  'thread_replies',
+] as const;
+
+/** Table names are safe as file names and as single subject tokens. */
+export const TABLE_NAME_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
+
+const DURATION_PATTERN = '^[0-9]+(ms|s|m|h|d)$';
+const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
+
+const scheduleSchema = {
+  oneOf: [
+    { type: 'object', required: ['every'], properties: { every: { type: 'string', pattern: DURATION_PATTERN } } },
+    { type: 'object', required: ['cron'], properties: { cron: { type: 'string', minLength: 9 } } },
+  ],
+};
+
+const syncSchema = {
+  oneOf: [
+    { enum: ['always', 'none'] },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['intervalMs'],
+      properties: { intervalMs: { type: 'integer', minimum: 1, maximum: 3_600_000 } },
+    },
+  ],
+};
+
+/** JSON schema of the config file; unknown keys are errors. */
+export const CONFIG_FILE_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    dataDir: { type: 'string', minLength: 1 },
+    backupDir: { type: 'string', minLength: 1 },
+    subjectPrefix: { type: 'string', pattern: '^([A-Za-z0-9_-]+)(\\.[A-Za-z0-9_-]+)*$' },
+    logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        host: { type: 'string', minLength: 1 },
+        port: { type: 'integer', minimum: 0, maximum: 65535 },
+      },
+    },
+    nats: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        url: { type: 'string', minLength: 1 },
+        user: { type: 'string' },
+        pass: { type: 'string' },
+        token: { type: 'string' },
+        credsFile: { type: 'string' },
+      },
+    },
+    tables: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name'],
+        properties: {
+          name: { type: 'string', pattern: TABLE_NAME_PATTERN },
+          sync: syncSchema,
+          maxValueBytes: { type: 'integer', minimum: 1, maximum: 64 * 1024 * 1024 },
+        },
+      },
+    },
+    backup: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { every: { type: 'string' }, cron: { type: 'string' }, keep: { type: 'integer', minimum: 1, maximum: 1000 } },
+      allOf: [{ not: { required: ['every', 'cron'] } }],
+    },
+    compaction: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { every: { type: 'string' }, cron: { type: 'string' }, threshold: { type: 'number', minimum: 0, maximum: 1 } },
+      allOf: [{ not: { required: ['every', 'cron'] } }],
+    },
+    scrub: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { every: { type: 'string' }, cron: { type: 'string' } },
+      allOf: [{ not: { required: ['every', 'cron'] } }],
+    },
+    supervisor: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        maxRestarts: { type: 'integer', minimum: 0, maximum: 1000 },
+        restartWindowMs: { type: 'integer', minimum: 1 },
+        requestTimeoutMs: { type: 'integer', minimum: 1 },
+      },
+    },
+    notify: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        webhooks: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['url'],
+            properties: { url: { type: 'string', pattern: '^https?://' }, secret: { type: 'string' } },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+const ajv = new Ajv({ allErrors: true, strict: false });
+const validateFile = ajv.compile(CONFIG_FILE_SCHEMA);
+const validateSchedule = ajv.compile(scheduleSchema);
+
+/** Parses `"250ms"`, `"30s"`, `"5m"`, `"6h"`, `"1d"` into milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^([0-9]+)(ms|s|m|h|d)$/.exec(text);
+  if (!m) throw new ConfigInvalidError(`'${text}' is not a duration (use e.g. 250ms, 30s, 5m, 6h, 1d)`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  const ms = Number(m[1]) * unit;
+  if (ms <= 0) throw new ConfigInvalidError(`'${text}' must be longer than zero`);
+  return ms;
+}
+
+function describe(errors: ErrorObject[] | null | undefined): string {
+  return (errors ?? [])
+    .map((e) => {
+      const where = e.instancePath === '' ? '(top level)' : e.instancePath;
+      if (e.keyword === 'additionalProperties') {
+        return `${where}: unknown key '${String(e.params.additionalProperty)}'`;
+      }
+      return `${where}: ${e.message ?? 'is invalid'}`;
+    })
+    .join('; ');
+}
+
+/** Where configuration comes from; injected so tests need no real environment. */
+export interface ConfigSources {
+  env: Record<string, string | undefined>;
+  readFile?: (file: string) => string;
+  cwd?: string;
+}
+
+function envInt(env: Record<string, string | undefined>, name: string): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^[0-9]+$/.test(raw)) throw new ConfigInvalidError(`${name} must be a whole number, got '${raw}'`);
+  return Number(raw);
+}
+
+/**
+ * Builds the configuration: environment variables over the JSON file named by
+ * `TABLEKEEPER_CONFIG` over defaults. Throws ConfigInvalidError naming every
+ * problem it finds.
+ */
+export function loadConfig(sources: ConfigSources): Config {
+  const { env } = sources;
+  const cwd = sources.cwd ?? process.cwd();
+  const readFile = sources.readFile ?? ((f: string) => readFileSync(f, 'utf8'));
+
+  let file: Record<string, any> = {};
+  const configPath = env.TABLEKEEPER_CONFIG;
+  if (configPath) {
+    let text: string;
+    try {
+      text = readFile(configPath);
+    } catch (err) {
+      throw new ConfigInvalidError(`cannot read config file ${configPath}: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      file = JSON.parse(text);
+    } catch (err) {
+      throw new ConfigInvalidError(`config file ${configPath} is not valid JSON: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    if (!validateFile(file)) {
+      throw new ConfigInvalidError(`config file ${configPath} is invalid: ${describe(validateFile.errors)}`);
+    }
+  }
+
+  for (const key of ['backup', 'compaction', 'scrub'] as const) {
+    const s = file[key];
+    if (s && (s.every !== undefined || s.cron !== undefined)) {
+      const { every, cron } = s;
+      if (!validateSchedule(every !== undefined ? { every } : { cron })) {
+        throw new ConfigInvalidError(
+          `${key}: give either every ("<n>ms|s|m|h|d") or cron ("<expression>"), got ${JSON.stringify(s)}`,
+        );
+      }
+      if (every !== undefined) parseDuration(every);
+    }
+  }
+
+  const tablesIn: { name: string; sync?: SyncSetting; maxValueBytes?: number }[] =
+    file.tables ?? DEFAULT_TABLES.map((name) => ({ name }));
+  const seen = new Set<string>();
+  for (const t of tablesIn) {
+    if (seen.has(t.name)) throw new ConfigInvalidError(`tables: '${t.name}' is declared twice`);
+    seen.add(t.name);
+  }
+
+  const dataDir = path.resolve(cwd, env.TABLEKEEPER_DATA_DIR || file.dataDir || './data');
+  const backupDir = path.resolve(cwd, env.TABLEKEEPER_BACKUP_DIR || file.backupDir || path.join(dataDir, 'backups'));
+  const logLevel = env.TABLEKEEPER_LOG_LEVEL || file.logLevel || 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigInvalidError(`TABLEKEEPER_LOG_LEVEL: unknown level '${logLevel}'`);
+  }
+  const port = envInt(env, 'TABLEKEEPER_HTTP_PORT') ?? file.http?.port ?? 8080;
+  if (port > 65535) throw new ConfigInvalidError(`TABLEKEEPER_HTTP_PORT: ${port} is not a port`);
+  const prefix = env.TABLEKEEPER_SUBJECT_PREFIX ?? file.subjectPrefix ?? '';
+  if (prefix !== '' && !/^([A-Za-z0-9_-]+)(\.[A-Za-z0-9_-]+)*$/.test(prefix)) {
+    throw new ConfigInvalidError(`TABLEKEEPER_SUBJECT_PREFIX: '${prefix}' is not a subject prefix`);
+  }
+
+  const nats = {
+    url: env.NATS_URL || file.nats?.url,
+    user: env.NATS_USER || file.nats?.user,
+    pass: env.NATS_PASS || file.nats?.pass,
+    token: env.NATS_TOKEN || file.nats?.token,
+    credsFile: env.NATS_CREDS || file.nats?.credsFile,
+  };
+
+  const schedule = (s: Record<string, any> | undefined, every: string): ScheduleSetting =>
+    s?.cron !== undefined ? { cron: s.cron } : { every: s?.every ?? every };
+
+  return {
+    dataDir,
+    backupDir,
+    subjectPrefix: prefix,
+    logLevel,
+    http: {
+      host: env.TABLEKEEPER_HTTP_HOST || file.http?.host || '127.0.0.1',
+      port,
+      adminToken: env.TABLEKEEPER_ADMIN_TOKEN || undefined,
+    },
+    nats: Object.fromEntries(Object.entries(nats).filter(([, v]) => v !== undefined && v !== '')) as Config['nats'],
+    tables: tablesIn.map((t) => ({
+      name: t.name,
+      sync: t.sync ?? 'always',
+      maxValueBytes: t.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+    })),
+    backup: { ...schedule(file.backup, '24h'), keep: file.backup?.keep ?? 3 },
+    compaction: { ...schedule(file.compaction, '6h'), threshold: file.compaction?.threshold ?? 0.1 },
+    scrub: schedule(file.scrub, '1h'),
+    supervisor: {
+      maxRestarts: file.supervisor?.maxRestarts ?? 5,
+      restartWindowMs: file.supervisor?.restartWindowMs ?? 60_000,
+      requestTimeoutMs: file.supervisor?.requestTimeoutMs ?? 5_000,
+    },
+    notify: { webhooks: file.notify?.webhooks ?? [] },
+  };
+}

@@ -1,0 +1,210 @@
+import type { Logger } from 'pino';
+import { assign, enqueueActions, setup, type ActorRefFrom } from 'xstate';
+import type { Bus } from '../bus/bus';
+import type { MicroService } from '../bus/micro';
+import { tableOwnerMachine, type TableOwnerOutput, type TableOwnerReport, type TableOwnerState } from '../actors/table-owner';
+import type { StoreFs } from '../store';
+import type { Config } from './config';
+import { tablesGateway, type GatewayEvent } from './tables-gateway';
+
+/** What the supervisor needs; everything is injected. */
+export interface SupervisorInput {
+  config: Config;
+  bus: Bus;
+  logger: Logger;
+  service?: MicroService;
+  fs?: StoreFs;
+  /** Wall clock for the restart window (tests pass a fake one). */
+  now?: () => number;
+}
+
+/** The supervisor's view of one table's owner. */
+export interface OwnerRecord {
+  alive: boolean;
+  /** The owner's last reported state ('down' while no owner runs). */
+  state: TableOwnerState | 'down';
+  /** Times of recent restarts, newest last, within the restart window. */
+  restarts: number[];
+  lastError?: string;
+  /** Set while the restart limit is exceeded and the owner is cooling down. */
+  gaveUpAt?: number;
+}
+
+/** Events the supervisor accepts. */
+export type SupervisorEvent =
+  | { type: 'STOP' }
+  | { type: 'RESTART'; table: string }
+  | TableOwnerReport
+  | { type: `xstate.done.actor.${string}`; output: TableOwnerOutput }
+  | { type: `xstate.error.actor.${string}`; error: unknown };
+
+const OWNER_PREFIX = 'owner:';
+const BASE_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 5_000;
+
+function ownerId(table: string): string {
+  return `${OWNER_PREFIX}${table}`;
+}
+
+function tableOf(eventType: string): string {
+  const at = eventType.indexOf(OWNER_PREFIX);
+  return at === -1 ? '' : eventType.slice(at + OWNER_PREFIX.length);
+}
+
+/**
+ * The supervisor: spawns one owner per configured table and restarts an owner
+ * that ends in failure, with exponential backoff and a restart limit per
+ * window (as OTP's max restarts in a period). Past the limit it stops
+ * restarting that table for one window, logs at error level, then tries again;
+ * the other tables are never affected. `STOP` stops every owner (each flushes,
+ * fsyncs and closes its file) and then the supervisor reaches `stopped`.
+ */
+export const supervisorMachine = setup({
+  types: {
+    input: {} as SupervisorInput,
+    context: {} as { input: SupervisorInput; owners: Record<string, OwnerRecord> },
+    events: {} as SupervisorEvent,
+  },
+  actors: { tableOwner: tableOwnerMachine, tablesGateway },
+  actions: {
+    recordState: assign({
+      owners: ({ context, event }) => {
+        if (event.type !== 'OWNER_STATE') return context.owners;
+        return { ...context.owners, [event.table]: { ...context.owners[event.table], state: event.state } };
+      },
+    }),
+    spawnOwner: enqueueActions(({ context, enqueue }, params: { table: string }) => {
+      const { input } = context;
+      const table = input.config.tables.find((t) => t.name === params.table);
+      if (!table) return;
+      enqueue.spawnChild('tableOwner', {
+        id: ownerId(table.name),
+        input: {
+          table,
+          dataDir: input.config.dataDir,
+          bus: input.bus,
+          subjectPrefix: input.config.subjectPrefix ? `${input.config.subjectPrefix}.` : '',
+          logger: input.logger.child({ table: table.name }),
+          service: input.service,
+          fs: input.fs,
+        },
+      });
+      enqueue.assign({
+        owners: ({ context: c }) => ({
+          ...c.owners,
+          [table.name]: { ...c.owners[table.name], alive: true, state: 'opening', gaveUpAt: undefined },
+        }),
+      });
+      enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table: table.name, alive: true } satisfies GatewayEvent);
+    }),
+    ownerEnded: enqueueActions(({ context, enqueue, event }) => {
+      const type = event.type;
+      const table = tableOf(type);
+      const record = context.owners[table];
+      if (!record) return;
+      const output = 'output' in event ? (event.output as TableOwnerOutput) : undefined;
+      const failed = !output || output.reason === 'failed';
+      const reason = output?.error?.message ?? ('error' in event ? String((event.error as Error)?.message ?? event.error) : undefined);
+      enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table, alive: false } satisfies GatewayEvent);
+      enqueue.assign({
+        owners: ({ context: c }) => ({
+          ...c.owners,
+          [table]: { ...c.owners[table], alive: false, state: 'down', lastError: failed ? reason : c.owners[table].lastError },
+        }),
+      });
+      if (!failed) return;
+      const { maxRestarts, restartWindowMs } = context.input.config.supervisor;
+      const now = (context.input.now ?? Date.now)();
+      const recent = record.restarts.filter((t) => now - t < restartWindowMs);
+      const log = context.input.logger;
+      if (recent.length >= maxRestarts) {
+        log.error({ table, restarts: recent.length, windowMs: restartWindowMs, reason }, 'restart limit reached; retrying after one window');
+        enqueue.assign({ owners: ({ context: c }) => ({ ...c.owners, [table]: { ...c.owners[table], restarts: [], gaveUpAt: now } }) });
+        enqueue.raise({ type: 'RESTART', table }, { delay: restartWindowMs });
+        return;
+      }
+      const delay = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** recent.length);
+      log.warn({ table, attempt: recent.length + 1, delayMs: delay, reason }, 'table owner failed; restarting');
+      enqueue.assign({ owners: ({ context: c }) => ({ ...c.owners, [table]: { ...c.owners[table], restarts: [...recent, now] } }) });
+      enqueue.raise({ type: 'RESTART', table }, { delay });
+    }),
+  },
+  guards: {
+    knownOwner: ({ context, event }) => 'table' in event && context.owners[event.table as string] !== undefined,
+    noOwnerAlive: ({ context }) => Object.values(context.owners).every((o) => !o.alive),
+  },
+}).createMachine({
+  id: 'supervisor',
+  context: ({ input }) => ({
+    input,
+    owners: Object.fromEntries(input.config.tables.map((t) => [t.name, { alive: false, state: 'down', restarts: [] } as OwnerRecord])),
+  }),
+  invoke: {
+    id: 'gateway',
+    src: 'tablesGateway',
+    input: ({ context }) => ({
+      bus: context.input.bus,
+      subjectPrefix: context.input.config.subjectPrefix ? `${context.input.config.subjectPrefix}.` : '',
+      tables: context.input.config.tables.map((t) => t.name),
+    }),
+  },
+  initial: 'running',
+  states: {
+    running: {
+      entry: enqueueActions(({ context, enqueue }) => {
+        for (const t of context.input.config.tables) enqueue({ type: 'spawnOwner', params: { table: t.name } });
+      }),
+      on: {
+        'xstate.done.actor.*': { actions: 'ownerEnded' },
+        'xstate.error.actor.*': { actions: 'ownerEnded' },
+        RESTART: {
+          guard: ({ context, event }) => context.owners[event.table]?.alive === false,
+          actions: { type: 'spawnOwner', params: ({ event }) => ({ table: event.table }) },
+        },
+        OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
+        OWNER_CORRUPT: {
+          actions: ({ context, event }) =>
+            context.input.logger.error({ table: event.table, reason: event.error.reason, offset: event.error.offset }, 'owner reported corruption'),
+        },
+        STOP: 'stopping',
+      },
+    },
+    stopping: {
+      entry: enqueueActions(({ context, enqueue }) => {
+        context.input.logger.info({ op: 'stop' }, 'stopping all tables');
+        for (const [table, o] of Object.entries(context.owners)) {
+          if (o.alive) enqueue.sendTo(ownerId(table), { type: 'STOP' });
+        }
+      }),
+      always: { guard: 'noOwnerAlive', target: 'stopped' },
+      on: {
+        OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
+        'xstate.done.actor.*': {
+          actions: assign({
+            owners: ({ context, event }) => {
+              const table = tableOf(event.type);
+              return { ...context.owners, [table]: { ...context.owners[table], alive: false, state: 'down' as const } };
+            },
+          }),
+        },
+        'xstate.error.actor.*': {
+          actions: assign({
+            owners: ({ context, event }) => {
+              const table = tableOf(event.type);
+              return { ...context.owners, [table]: { ...context.owners[table], alive: false, state: 'down' as const } };
+            },
+          }),
+        },
+      },
+    },
+    stopped: { type: 'final' },
+  },
+});
+
+/** A running supervisor. */
+export type SupervisorRef = ActorRefFrom<typeof supervisorMachine>;
+
+/** True once no table is still opening: each one serves, is corrupt, or has failed. */
+export function allTablesSettled(snapshot: ReturnType<SupervisorRef['getSnapshot']>): boolean {
+  return Object.values(snapshot.context.owners).every((o) => o.state !== 'opening' && (o.alive || o.state === 'down'));
+}

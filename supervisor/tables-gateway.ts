@@ -1,0 +1,35 @@
+import { fromCallback } from 'xstate';
+import type { Bus } from '../bus/bus';
+import { respondError } from '../bus/codec';
+import { TableNotFoundError, TableUnavailableError } from '../store';
+
+/** Events the gateway accepts from the supervisor. */
+export type GatewayEvent = { type: 'OWNER_ALIVE'; table: string; alive: boolean };
+
+/** What the gateway needs. */
+export interface GatewayInput {
+  bus: Bus;
+  subjectPrefix: string;
+  tables: string[];
+}
+
+/**
+ * Answers requests no owner answers: an unknown table gets `not_found`, a
+ * configured table whose owner is down (between a crash and its restart) gets
+ * `unavailable`. It stays silent for tables whose owner is alive, so every
+ * request gets exactly one answer.
+ */
+export const tablesGateway = fromCallback<GatewayEvent, GatewayInput>(({ input, receive }) => {
+  const alive = new Map<string, boolean>(input.tables.map((t) => [t, false]));
+  receive((event) => alive.set(event.table, event.alive));
+  const base = `${input.subjectPrefix}tables.`;
+  const sub = input.bus.subscribe(`${base}>`, (msg) => {
+    const rest = msg.subject.slice(base.length);
+    const dot = rest.indexOf('.');
+    const table = dot === -1 ? rest : rest.slice(0, dot);
+    const state = alive.get(table);
+    if (state === undefined) respondError(msg, new TableNotFoundError(table));
+    else if (!state) respondError(msg, new TableUnavailableError(table, 'restarting'));
+  });
+  return () => sub.unsubscribe();
+});

@@ -1,0 +1,75 @@
+import * as path from 'node:path';
+import { ConfigInvalidError } from '../../store/errors';
+import { DEFAULT_TABLES, loadConfig, parseDuration } from '../../supervisor/config';
+
+function withFile(content: unknown, env: Record<string, string> = {}) {
+  return loadConfig({
+    env: { TABLEKEEPER_CONFIG: '/cfg/tk.json', ...env },
+    cwd: '/srv',
+    readFile: (f) => {
+      expect(f).toBe('/cfg/tk.json');
+      return typeof content === 'string' ? content : JSON.stringify(content);
+    },
+  });
+}
+
+describe('config', () => {
+  test('config - defaults declare the nine tables, durable, on loopback', () => {
+    const c = loadConfig({ env: {}, cwd: '/srv' });
+    expect(c.tables.map((t) => t.name)).toEqual([...DEFAULT_TABLES]);
+    expect(c.tables.every((t) => t.sync === 'always' && t.maxValueBytes === 1024 * 1024)).toBe(true);
+    expect(c.dataDir).toBe(path.resolve('/srv', 'data'));
+    expect(c.backupDir).toBe(path.resolve('/srv', 'data', 'backups'));
+    expect(c.http).toEqual({ host: '127.0.0.1', port: 8080, adminToken: undefined });
+    expect(c.nats).toEqual({});
+    expect(c.backup).toEqual({ every: '24h', keep: 3 });
+    expect(c.compaction).toEqual({ every: '6h', threshold: 0.1 });
+    expect(c.scrub).toEqual({ every: '1h' });
+  });
+
+  test('config - environment overrides the file, the file overrides defaults', () => {
+    const c = withFile(
+      {
+        dataDir: './from-file',
+        http: { port: 9000 },
+        nats: { url: 'nats://127.0.0.1:4000' },
+        tables: [{ name: 'a', sync: { intervalMs: 50 } }, { name: 'b', sync: 'none', maxValueBytes: 10 }],
+        compaction: { cron: '0 */6 * * *', threshold: 0.2 },
+      },
+      { TABLEKEEPER_HTTP_PORT: '9100', NATS_URL: 'nats://127.0.0.1:4222', TABLEKEEPER_DATA_DIR: '/var/tk' },
+    );
+    expect(c.dataDir).toBe('/var/tk');
+    expect(c.http.port).toBe(9100);
+    expect(c.nats.url).toBe('nats://127.0.0.1:4222');
+    expect(c.tables).toEqual([
+      { name: 'a', sync: { intervalMs: 50 }, maxValueBytes: 1024 * 1024 },
+      { name: 'b', sync: 'none', maxValueBytes: 10 },
+    ]);
+    expect(c.compaction).toEqual({ cron: '0 */6 * * *', threshold: 0.2 });
+  });
+
+  test('config - unknown keys are named in the error', () => {
+    expect(() => withFile({ tabels: [] })).toThrow(/unknown key 'tabels'/);
+    expect(() => withFile({ http: { prot: 1 } })).toThrow(/\/http: unknown key 'prot'/);
+  });
+
+  test('config - bad values give readable errors', () => {
+    expect(() => withFile('{not json')).toThrow(ConfigInvalidError);
+    expect(() => withFile('{not json')).toThrow(/not valid JSON/);
+    expect(() => withFile({ tables: [{ name: '../etc' }] })).toThrow(/\/tables\/0\/name/);
+    expect(() => withFile({ tables: [{ name: 'a' }, { name: 'a' }] })).toThrow(/declared twice/);
+    expect(() => withFile({ tables: [{ name: 'a', sync: 'sometimes' }] })).toThrow(ConfigInvalidError);
+    expect(() => withFile({ backup: { every: 'daily' } })).toThrow(/backup/);
+    expect(() => loadConfig({ env: { TABLEKEEPER_HTTP_PORT: 'eighty' } })).toThrow(/TABLEKEEPER_HTTP_PORT/);
+    expect(() => loadConfig({ env: { TABLEKEEPER_CONFIG: '/nope/missing.json' } })).toThrow(/cannot read config file/);
+  });
+
+  test('config - durations', () => {
+    expect(parseDuration('250ms')).toBe(250);
+    expect(parseDuration('30s')).toBe(30_000);
+    expect(parseDuration('6h')).toBe(21_600_000);
+    expect(parseDuration('1d')).toBe(86_400_000);
+    expect(() => parseDuration('0s')).toThrow(ConfigInvalidError);
+    expect(() => parseDuration('5 minutes')).toThrow(ConfigInvalidError);
+  });
+});

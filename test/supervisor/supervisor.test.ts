@@ -1,0 +1,163 @@
+import { closeSync, openSync, writeSync } from 'node:fs';
+import * as path from 'node:path';
+import pino from 'pino';
+import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
+import { tableFilePath } from '../../actors/table-owner';
+import { InProcessBus, requestJson, type Bus } from '../../bus';
+import { TableFile } from '../../store';
+import { loadConfig, type Config } from '../../supervisor/config';
+import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
+import { FaultyFs } from '../helpers/store-faulty-fs';
+import { useTempDir } from '../helpers/store-temp';
+
+const silent = pino({ level: 'silent' });
+
+function configFor(dataDir: string, tables: string[], supervisor?: Partial<Config['supervisor']>): Config {
+  const base = loadConfig({ env: { TABLEKEEPER_DATA_DIR: dataDir } });
+  return {
+    ...base,
+    tables: tables.map((name) => ({ name, sync: 'always' as const, maxValueBytes: 1024 })),
+    supervisor: { ...base.supervisor, ...supervisor },
+  };
+}
+
+/** The error code of a reply, or 'ok'. */
+async function outcome(bus: Bus, subject: string, body: unknown): Promise<string> {
+  try {
+    await requestJson(bus, subject, body, { timeoutMs: 2000 });
+    return 'ok';
+  } catch (err) {
+    return (err as { wireCode?: string }).wireCode ?? String(err);
+  }
+}
+
+describe('supervisor', () => {
+  const tmp = useTempDir('tk-sup-');
+  let bus: InProcessBus;
+  let actor: SupervisorRef | undefined;
+
+  beforeEach(() => {
+    bus = new InProcessBus({ logger: silent });
+  });
+
+  afterEach(async () => {
+    if (actor && actor.getSnapshot().status === 'active') {
+      actor.send({ type: 'STOP' });
+      await toPromise(actor);
+    }
+    actor = undefined;
+    await bus.close();
+  });
+
+  function start(config: Config, extra: { fs?: FaultyFs; clock?: SimulatedClock } = {}): SupervisorRef {
+    actor = createActor(supervisorMachine, {
+      input: { config, bus, logger: silent, fs: extra.fs, now: extra.clock ? () => extra.clock!.now() : undefined },
+      clock: extra.clock,
+    });
+    actor.start();
+    return actor;
+  }
+
+  const serving = (a: SupervisorRef, table: string) => waitFor(a, (s) => s.context.owners[table].state === 'serving');
+
+  test('supervisor - one owner per table serves its subjects; an unknown table gets not_found', async () => {
+    const a = start(configFor(tmp.dir, ['alpha', 'beta']));
+    await serving(a, 'alpha');
+    await serving(a, 'beta');
+    await requestJson(bus, 'tables.alpha.put', { key: 'k', value: 1 });
+    await requestJson(bus, 'tables.beta.put', { key: 'k', value: 2 });
+    expect(await requestJson(bus, 'tables.alpha.get', { key: 'k' })).toEqual({ found: true, value: 1 });
+    expect(await requestJson(bus, 'tables.beta.get', { key: 'k' })).toEqual({ found: true, value: 2 });
+    expect(await outcome(bus, 'tables.gamma.get', { key: 'k' })).toBe('not_found');
+    expect(await outcome(bus, 'tables.alpha.explode', {})).toBe('bad_request');
+  });
+
+  test('supervisor - STOP closes every table after its writes, and the data is on disk', async () => {
+    const a = start(configFor(tmp.dir, ['alpha']));
+    await serving(a, 'alpha');
+    const writes = Array.from({ length: 50 }, (_, i) => requestJson(bus, 'tables.alpha.put', { key: `k${i}`, value: i }));
+    await Promise.all(writes);
+    a.send({ type: 'STOP' });
+    await toPromise(a);
+    expect(a.getSnapshot().value).toBe('stopped');
+    const file = await TableFile.open({ table: 'alpha', path: tableFilePath(tmp.dir, 'alpha') });
+    try {
+      expect(file.stats().records).toBe(50);
+      expect(file.get('k49')?.toString()).toBe('49');
+    } finally {
+      await file.close();
+    }
+  });
+
+  test('supervisor - an owner that fails to open is restarted with backoff; other tables are unaffected', async () => {
+    const fs = new FaultyFs();
+    const clock = new SimulatedClock();
+    // Tables open in order; the first open call is alpha's.
+    fs.failOn({ op: 'open', nth: 1, code: 'EIO' });
+    const a = start(configFor(tmp.dir, ['alpha', 'beta']), { fs, clock });
+    await serving(a, 'beta');
+    await waitFor(a, (s) => s.context.owners.alpha.restarts.length === 1 && s.context.owners.alpha.state === 'down');
+    expect(a.getSnapshot().context.owners.alpha.lastError).toMatch(/EIO|open/);
+    // While alpha is down its requests are answered, not dropped.
+    expect(await outcome(bus, 'tables.alpha.get', { key: 'k' })).toBe('unavailable');
+    expect(await outcome(bus, 'tables.beta.put', { key: 'k', value: 'b' })).toBe('ok');
+    clock.increment(99);
+    expect(a.getSnapshot().context.owners.alpha.state).toBe('down');
+    clock.increment(1);
+    await serving(a, 'alpha');
+    expect(await outcome(bus, 'tables.alpha.put', { key: 'k', value: 'a' })).toBe('ok');
+  });
+
+  test('supervisor - past the restart limit it waits one window, then tries again', async () => {
+    const fs = new FaultyFs();
+    const clock = new SimulatedClock();
+    fs.failOn({ op: 'open', nth: 1, code: 'EIO', sticky: true });
+    const a = start(configFor(tmp.dir, ['alpha'], { maxRestarts: 2, restartWindowMs: 60_000 }), { fs, clock });
+    await waitFor(a, (s) => s.context.owners.alpha.restarts.length === 1 && s.context.owners.alpha.state === 'down');
+    clock.increment(100); // first backoff
+    await waitFor(a, (s) => s.context.owners.alpha.restarts.length === 2 && s.context.owners.alpha.state === 'down');
+    clock.increment(200); // second backoff, doubled
+    await waitFor(a, (s) => s.context.owners.alpha.gaveUpAt !== undefined);
+    expect(a.getSnapshot().context.owners.alpha.state).toBe('down');
+    clock.increment(59_999);
+    expect(a.getSnapshot().context.owners.alpha.gaveUpAt).toBeDefined();
+    expect(await outcome(bus, 'tables.alpha.get', { key: 'k' })).toBe('unavailable');
+    fs.heal();
+    clock.increment(1);
+    await serving(a, 'alpha');
+    expect(a.getSnapshot().context.owners.alpha.gaveUpAt).toBeUndefined();
+  });
+
+  test('supervisor - damage found on read: the caller gets unavailable, never a wrong value, and the owner reports it', async () => {
+    const a = start(configFor(tmp.dir, ['alpha', 'beta']));
+    await serving(a, 'alpha');
+    await serving(a, 'beta');
+    await requestJson(bus, 'tables.alpha.put', { key: 'victim', value: 'AAAAAAAAAAAAAAAA' });
+    await requestJson(bus, 'tables.beta.put', { key: 'fine', value: true });
+    // Flip one byte of the stored value behind the owner's back.
+    const file = tableFilePath(tmp.dir, 'alpha');
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.from('B'), 0, 1, 16 + 20 + 'victim'.length + 3);
+    closeSync(fd);
+    expect(await outcome(bus, 'tables.alpha.get', { key: 'victim' })).toBe('unavailable');
+    await waitFor(a, (s) => s.context.owners.alpha.state === 'corrupt');
+    expect(await outcome(bus, 'tables.alpha.get', { key: 'victim' })).toBe('unavailable');
+    expect(await outcome(bus, 'tables.alpha.put', { key: 'other', value: 1 })).toBe('unavailable');
+    expect(await requestJson(bus, 'tables.beta.get', { key: 'fine' })).toEqual({ found: true, value: true });
+  });
+
+  test('supervisor - a table file that is corrupt at open leaves its owner corrupt, not crash-looping', async () => {
+    const file = tableFilePath(tmp.dir, 'alpha');
+    const t = await TableFile.open({ table: 'alpha', path: file });
+    await t.put('a', Buffer.from('"1"'));
+    await t.put('b', Buffer.from('"2"'));
+    await t.close();
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.from([0xff]), 0, 1, 16 + 20); // first record's key byte
+    closeSync(fd);
+    const a = start(configFor(path.dirname(file), ['alpha']));
+    await waitFor(a, (s) => s.context.owners.alpha.state === 'corrupt');
+    expect(a.getSnapshot().context.owners.alpha.restarts).toEqual([]);
+    expect(await outcome(bus, 'tables.alpha.get', { key: 'a' })).toBe('unavailable');
+  });
+});
