@@ -33,6 +33,8 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeMapping>> = {
   TABLE_CLOSED: { wire: 'unavailable', status: 503, doc: 'The table is closed (the service is stopping); retry later.' },
   TABLE_CORRUPT: { wire: 'corrupt', status: 503, doc: 'Stored bytes failed their checksum; the table is being recovered.' },
   IO_ERROR: { wire: 'internal', status: 500, doc: 'The file system failed; the operation did not take effect.' },
+  MAINTENANCE_CONFLICT: { wire: 'unavailable', status: 409, doc: 'A compaction or backup of the table is already running; retry later.' },
+  BACKUP_FAILED: { wire: 'internal', status: 500, doc: 'The backup could not be written or did not verify; no backup was kept.' },
   CONFIG_INVALID: { wire: 'bad_request', status: 400, doc: 'The configuration is invalid.' },
   BUS_TIMEOUT: { wire: 'timeout', status: 504, doc: 'No reply arrived within the request timeout.' },
   BUS_NO_RESPONDERS: { wire: 'unavailable', status: 503, doc: 'Nobody serves that subject (service down or starting).' },

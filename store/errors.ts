@@ -15,6 +15,8 @@ export type ErrorCode =
   | 'TABLE_CLOSED'
   | 'TABLE_CORRUPT'
   | 'IO_ERROR'
+  | 'MAINTENANCE_CONFLICT'
+  | 'BACKUP_FAILED'
   | 'CONFIG_INVALID'
   | 'BUS_TIMEOUT'
   | 'BUS_NO_RESPONDERS'
@@ -129,6 +131,27 @@ export class StoreIoError extends TablekeeperError {
     super('IO_ERROR', `table '${table}': ${operation} failed${cause}`, {
       ...options,
       details: { table, operation, ...options.details },
+    });
+  }
+}
+
+/** A compaction or backup was asked for while another one runs on the same table. */
+export class MaintenanceConflictError extends TablekeeperError {
+  constructor(table: string, requested: string, running: string, options: ErrorOptions = {}) {
+    super('MAINTENANCE_CONFLICT', `table '${table}': cannot start ${requested} while ${running} runs`, {
+      ...options,
+      details: { table, requested, running, ...options.details },
+    });
+  }
+}
+
+/** A backup could not be made or did not verify; nothing of it was kept. */
+export class BackupFailedError extends TablekeeperError {
+  constructor(table: string, reason: string, options: ErrorOptions = {}) {
+    const cause = options.cause instanceof Error ? `: ${options.cause.message}` : '';
+    super('BACKUP_FAILED', `table '${table}': backup failed (${reason})${cause}`, {
+      ...options,
+      details: { table, reason, ...options.details },
     });
   }
 }

@@ -9,7 +9,11 @@ export {
   SELECT_DEFAULT_LIMIT,
   SELECT_MAX_LIMIT,
 } from './table-file';
-export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult } from './table-file';
+export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult, MaintenanceKind } from './table-file';
+export { COMPACT_SUFFIX } from './compaction';
+export type { CompactOptions, CompactionResult, CompactionStep } from './compaction';
+export { backupTable, backupName, listBackups, verifyBackup, pruneBackups } from './backup';
+export type { BackupManifest, BackupOptions, BackupDirOptions, BackupCheck } from './backup';
 export type { SyncPolicy } from './write-queue';
 export { validateKey } from './key-rules';
 export {

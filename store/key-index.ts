@@ -6,33 +6,59 @@
  * with no object per key:
  * - slots: each key gets a small integer slot; the slot's data lives in
  *   growable arrays (the key string, a Float64Array offset exact to 2^53, a
- *   Uint32Array record length). Slots of removed keys are reused.
+ *   Uint32Array record length). Slots of removed keys are reused. Key
+ *   strings are kept in fixed-size chunks, so growth never copies a large
+ *   array (a push that grows a million-element array stalls for ~10 ms).
  * - buckets: an open-addressing hash table (linear probing, load <= 3/4) in an
- *   Int32Array of [hash, slot] pairs, so a probe compares hashes without
- *   touching the slot arrays; removal shifts later entries back (no
- *   tombstones). The hash is seeded per index (FNV-1a over UTF-16 code units,
- *   then a murmur3 finaliser).
+ *   Int32Array of [hash, slot + 1] pairs (0 = empty, so a new table is the
+ *   allocator's zeroed memory, with nothing to fill), so a probe compares
+ *   hashes without touching the slot arrays; removal shifts later entries
+ *   back (no tombstones). The hash is seeded per index (FNV-1a over UTF-16
+ *   code units, then a murmur3 finaliser).
  * A JS Map was measured at about 600 ns per insert at a million keys, most of
  * the time of an open; this table is about twice as fast and half the size.
  */
 import { randomBytes } from 'node:crypto';
 
-const EMPTY = -1;
+// Bucket value of an empty bucket (occupied ones hold slot + 1).
+const EMPTY = 0;
+/** slotOfAscii's answer for a key with a non-ASCII byte: look it up by string. */
+export const NOT_ASCII = -2;
 const INITIAL_BUCKETS = 1024;
 const INITIAL_SLOTS = 1024;
+const CHUNK_BITS = 16;
+const CHUNK_SIZE = 1 << CHUNK_BITS;
+const CHUNK_MASK = CHUNK_SIZE - 1;
 
 /** Key -> (record offset, record length) for every live key. */
 export class KeyIndex {
-  // buckets[2b] = hash, buckets[2b + 1] = slot or EMPTY.
-  private buckets = new Int32Array(INITIAL_BUCKETS * 2).fill(EMPTY);
-  private mask = INITIAL_BUCKETS - 1;
-  private readonly slotKeys: (string | undefined)[] = [];
-  private offsets = new Float64Array(INITIAL_SLOTS);
-  private lengths = new Uint32Array(INITIAL_SLOTS);
+  // buckets[2b] = hash, buckets[2b + 1] = slot + 1, or EMPTY.
+  private buckets: Int32Array;
+  private mask: number;
+  // Key of slot s: keyChunks[s >>> CHUNK_BITS][s & CHUNK_MASK] (undefined when free).
+  private keyChunks: (string | undefined)[][] = [];
+  private slotCount = 0;
+  private offsets: Float64Array;
+  private lengths: Uint32Array;
   private readonly free: number[] = [];
   private count = 0;
   private live = 0;
   private readonly seed = randomBytes(4).readInt32LE(0);
+
+  /**
+   * `expectedKeys` sizes the table up front, so that filling it to that many
+   * keys never rehashes (a rehash at a million keys blocks for tens of ms,
+   * which matters when the index is built while the table serves, by
+   * compaction). Costs nothing until used: the arrays start as zero pages.
+   */
+  constructor(expectedKeys = 0) {
+    let buckets = INITIAL_BUCKETS;
+    while (expectedKeys * 4 > buckets * 3) buckets *= 2;
+    this.buckets = new Int32Array(buckets * 2);
+    this.mask = buckets - 1;
+    this.offsets = new Float64Array(Math.max(INITIAL_SLOTS, expectedKeys));
+    this.lengths = new Uint32Array(Math.max(INITIAL_SLOTS, expectedKeys));
+  }
 
   /** Number of live keys. */
   get size(): number {
@@ -47,7 +73,42 @@ export class KeyIndex {
   /** Slot of `key`, or -1 when absent. Read its location with offsetOf / lengthOf. */
   slotOf(key: string): number {
     const b = this.find(key, this.hash(key));
-    return b < 0 ? -1 : this.buckets[2 * b + 1];
+    return b < 0 ? -1 : this.buckets[2 * b + 1] - 1;
+  }
+
+  /**
+   * Slot of the key whose UTF-8 bytes are buf[start, end), without making a
+   * string of them: -1 when absent, NOT_ASCII when a byte is not ASCII (then
+   * use slotOf). For scans of the whole file, where most keys are only
+   * checked, not kept.
+   */
+  slotOfAscii(buf: Buffer, start: number, end: number): number {
+    // The same hash as hash(): for ASCII, UTF-8 bytes are the UTF-16 code units.
+    let h = this.seed ^ 0x811c9dc5;
+    for (let i = start; i < end; i++) {
+      const c = buf[i];
+      if (c >= 0x80) return NOT_ASCII;
+      h = Math.imul(h ^ c, 0x01000193);
+    }
+    h = finish(h);
+    const buckets = this.buckets;
+    const mask = this.mask;
+    const length = end - start;
+    for (let b = h & mask; ; b = (b + 1) & mask) {
+      const stored = buckets[2 * b + 1];
+      if (stored === EMPTY) return -1;
+      if (buckets[2 * b] !== h) continue;
+      const key = this.keyAt(stored - 1)!;
+      if (key.length !== length) continue;
+      let i = 0;
+      while (i < length && key.charCodeAt(i) === buf[start + i]) i++;
+      if (i === length) return stored - 1;
+    }
+  }
+
+  /** The key stored in a slot returned by slotOf or slotOfAscii. */
+  keyOf(slot: number): string {
+    return this.keyAt(slot)!;
   }
 
   /** Record offset stored in a slot returned by slotOf. */
@@ -75,13 +136,13 @@ export class KeyIndex {
     const b = this.find(key, h);
     let slot: number;
     if (b >= 0) {
-      slot = this.buckets[2 * b + 1];
+      slot = this.buckets[2 * b + 1] - 1;
       this.live -= this.lengths[slot];
     } else {
       slot = this.allocSlot(key);
       // find() stopped at the empty bucket where the key belongs.
       this.buckets[2 * ~b] = h;
-      this.buckets[2 * ~b + 1] = slot;
+      this.buckets[2 * ~b + 1] = slot + 1;
       this.count++;
       if (this.count * 4 > (this.mask + 1) * 3) this.resize((this.mask + 1) * 2);
     }
@@ -95,9 +156,9 @@ export class KeyIndex {
   remove(key: string): boolean {
     const b = this.find(key, this.hash(key));
     if (b < 0) return false;
-    const slot = this.buckets[2 * b + 1];
+    const slot = this.buckets[2 * b + 1] - 1;
     this.live -= this.lengths[slot];
-    this.slotKeys[slot] = undefined;
+    this.keyChunks[slot >>> CHUNK_BITS][slot & CHUNK_MASK] = undefined;
     this.free.push(slot);
     this.count--;
     this.deleteBucket(b);
@@ -107,20 +168,25 @@ export class KeyIndex {
   /** Every live key, in no particular order. */
   keys(): string[] {
     const out: string[] = [];
-    for (const key of this.slotKeys) if (key !== undefined) out.push(key);
+    for (const chunk of this.keyChunks) for (const key of chunk) if (key !== undefined) out.push(key);
     return out;
   }
 
   /** Removes every key and releases the memory. */
   clear(): void {
-    this.buckets = new Int32Array(INITIAL_BUCKETS * 2).fill(EMPTY);
+    this.buckets = new Int32Array(INITIAL_BUCKETS * 2);
     this.mask = INITIAL_BUCKETS - 1;
-    this.slotKeys.length = 0;
+    this.keyChunks = [];
+    this.slotCount = 0;
     this.offsets = new Float64Array(INITIAL_SLOTS);
     this.lengths = new Uint32Array(INITIAL_SLOTS);
     this.free.length = 0;
     this.count = 0;
     this.live = 0;
+  }
+
+  private keyAt(slot: number): string | undefined {
+    return this.keyChunks[slot >>> CHUNK_BITS][slot & CHUNK_MASK];
   }
 
   /**
@@ -131,19 +197,19 @@ export class KeyIndex {
     const buckets = this.buckets;
     const mask = this.mask;
     for (let b = h & mask; ; b = (b + 1) & mask) {
-      const slot = buckets[2 * b + 1];
-      if (slot === EMPTY) return ~b;
-      if (buckets[2 * b] === h && this.slotKeys[slot] === key) return b;
+      const stored = buckets[2 * b + 1];
+      if (stored === EMPTY) return ~b;
+      if (buckets[2 * b] === h && this.keyAt(stored - 1) === key) return b;
     }
   }
 
-  private insertBucket(h: number, slot: number): void {
+  private insertBucket(h: number, stored: number): void {
     const buckets = this.buckets;
     const mask = this.mask;
     let b = h & mask;
     while (buckets[2 * b + 1] !== EMPTY) b = (b + 1) & mask;
     buckets[2 * b] = h;
-    buckets[2 * b + 1] = slot;
+    buckets[2 * b + 1] = stored;
   }
 
   /**
@@ -169,7 +235,7 @@ export class KeyIndex {
 
   private resize(bucketCount: number): void {
     const old = this.buckets;
-    this.buckets = new Int32Array(bucketCount * 2).fill(EMPTY);
+    this.buckets = new Int32Array(bucketCount * 2);
     this.mask = bucketCount - 1;
     // Stored hashes: no key is hashed again.
     for (let b = 0; b < old.length; b += 2) if (old[b + 1] !== EMPTY) this.insertBucket(old[b], old[b + 1]);
@@ -178,11 +244,13 @@ export class KeyIndex {
   private allocSlot(key: string): number {
     const reused = this.free.pop();
     if (reused !== undefined) {
-      this.slotKeys[reused] = key;
+      this.keyChunks[reused >>> CHUNK_BITS][reused & CHUNK_MASK] = key;
       return reused;
     }
-    const slot = this.slotKeys.length;
-    this.slotKeys.push(key);
+    const slot = this.slotCount++;
+    const chunk = slot >>> CHUNK_BITS;
+    if (chunk === this.keyChunks.length) this.keyChunks.push([]);
+    this.keyChunks[chunk].push(key);
     if (slot === this.offsets.length) {
       // Grow by 1.5x: bounds the slack at a third of the arrays.
       const capacity = Math.ceil(slot * 1.5);
@@ -200,11 +268,16 @@ export class KeyIndex {
   private hash(key: string): number {
     let h = this.seed ^ 0x811c9dc5;
     for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    return h | 0;
+    return finish(h);
   }
+}
+
+/** The murmur3 finaliser. */
+function finish(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h | 0;
 }

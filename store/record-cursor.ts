@@ -68,6 +68,12 @@ export class RecordCursor {
     /** File length: the scan never reads at or beyond it. */
     readonly end: number,
     private readonly chunkBytes: number = CHUNK_BYTES,
+    /**
+     * False skips the checksum of each record (framing is still checked): for
+     * a quick pre-pass whose results are only used if a checked pass over the
+     * same bytes succeeds.
+     */
+    private readonly checksums: boolean = true,
   ) {
     this.buf = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(end - start, RECORD_HEADER_BYTES)));
     this.pos = start;
@@ -100,7 +106,7 @@ export class RecordCursor {
       this.need = length;
       return 'more';
     }
-    if (!recordChecksumOk(buf, p, length)) return this.damaged(pos, 'checksum mismatch');
+    if (this.checksums && !recordChecksumOk(buf, p, length)) return this.damaged(pos, 'checksum mismatch');
     const r = this.record;
     r.offset = pos;
     r.length = length;

@@ -14,11 +14,16 @@
  * memory when the record has not been written yet. Every read verifies the
  * record's checksum and key, and throws TableCorruptError rather than return
  * a wrong value.
+ *
+ * Maintenance: `compact` (compaction.ts) rewrites the file online and
+ * backupTable (backup.ts) copies it; at most one of them runs at a time per
+ * table (MaintenanceConflictError).
  */
 import pino, { Logger } from 'pino';
-import { BadRequestError, StoreIoError, TableClosedError, TableCorruptError, ValueTooLargeError } from './errors';
+import { BadRequestError, MaintenanceConflictError, StoreIoError, TableClosedError, TableCorruptError, ValueTooLargeError } from './errors';
+import { AppendObserver, COMPACT_SUFFIX, compactTable, CompactionHost, CompactionResult, CompactionSwitch, CompactOptions } from './compaction';
 import { FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, MAX_VALUE_FIELD, RECORD_HEADER_BYTES, recordBytes, recordChecksumOk } from './format';
-import { nodeStoreFs, StoreFs } from './file-system';
+import { isErrno, nodeStoreFs, StoreFs } from './file-system';
 import { KeyIndex } from './key-index';
 import { validateKey } from './key-rules';
 import { SortedKeys } from './key-order';
@@ -97,17 +102,21 @@ export interface SelectResult {
   next?: string;
 }
 
+/** The kinds of maintenance that need a table to themselves. */
+export type MaintenanceKind = 'compaction' | 'backup';
+
 /** One table file, open for reads and appends. Create with `TableFile.open`. */
 export class TableFile {
   /** Path of the file. */
   readonly path: string;
   readonly table: string;
-  /** Generation from the file header. */
-  readonly generation: number;
   readonly openReport: OpenReport;
   private readonly sfs: StoreFs;
-  private readonly fd: number;
-  private readonly index: KeyIndex;
+  private readonly logger: Logger;
+  // The next three change together, synchronously, when a compaction switches files.
+  private fd: number;
+  private index: KeyIndex;
+  private gen: number;
   private readonly queue: WriteQueue;
   private readonly maxValueBytes: number;
   // Built on the first select (one sort), then kept in step with the index.
@@ -116,13 +125,18 @@ export class TableFile {
   private fileRecords: number;
   private readBuf = Buffer.allocUnsafe(64 * 1024);
   private closing: Promise<void> | undefined;
+  private observer: AppendObserver | undefined;
+  private maintenance: MaintenanceKind | undefined;
+  // Settles when the running compaction has finished (close waits for it).
+  private compaction: Promise<void> | undefined;
 
   private constructor(opts: TableFileOptions, fd: number, loaded: LoadedTable, report: OpenReport, logger: Logger) {
     this.path = opts.path;
     this.table = opts.table;
     this.sfs = opts.fs ?? nodeStoreFs;
+    this.logger = logger;
     this.fd = fd;
-    this.generation = loaded.generation;
+    this.gen = loaded.generation;
     this.index = loaded.index;
     this.seq = loaded.seq;
     this.fileRecords = loaded.records;
@@ -148,6 +162,7 @@ export class TableFile {
     const started = performance.now();
     const sfs = opts.fs ?? nodeStoreFs;
     const logger = (opts.logger ?? pino({ level: 'silent' })).child({ table: opts.table });
+    await removeLeftover(sfs, opts.path + COMPACT_SUFFIX, logger);
     const fd = await openOrCreate(sfs, opts.table, opts.path, opts.generation ?? 1);
     try {
       const loaded = await loadTable(sfs, fd, opts.table, logger);
@@ -160,9 +175,23 @@ export class TableFile {
     }
   }
 
-  /** Bytes of the file known to be fsynced; they never change again (backups may copy them). */
+  /**
+   * Bytes of the file known to be fsynced; they never change again (backups
+   * may copy them). Never decreases, except that a compaction switches to a
+   * new, usually shorter, file (with a new generation).
+   */
   get durableLength(): number {
     return this.queue.durableLength;
+  }
+
+  /** Generation from the file header; a compaction increments it. */
+  get generation(): number {
+    return this.gen;
+  }
+
+  /** The file system seam this table uses (backups and tools go through it too). */
+  get fileSystem(): StoreFs {
+    return this.sfs;
   }
 
   /**
@@ -266,6 +295,57 @@ export class TableFile {
     };
   }
 
+  /**
+   * Rewrites the file without dead records while the table keeps serving
+   * (see compaction.ts for the phases and the tombstone rule). Writes are
+   * held only for the final catch-up and the swap (`pausedMs`); reads never
+   * stop. Rejects MaintenanceConflictError when a compaction or backup runs,
+   * TableClosedError / StoreIoError for a closed or failed table,
+   * TableCorruptError when a record of the old file fails its checksum, and
+   * StoreIoError when the file system fails; in every one of those cases the
+   * table keeps serving on the old file, unchanged, and the new file is
+   * deleted. (Only a failed directory fsync after the rename leaves the table
+   * on the new file, in the failed state: see `failed`.)
+   */
+  compact(opts: CompactOptions = {}): Promise<CompactionResult> {
+    let release: () => void;
+    try {
+      this.checkOpen();
+      const keep = opts.keepTombstonesAbove;
+      if (keep !== undefined && !(Number.isSafeInteger(keep) && keep >= 0)) {
+        throw new BadRequestError(`keepTombstonesAbove must be a non-negative integer, got ${keep}`);
+      }
+      if (this.queue.failed !== undefined) throw new StoreIoError(this.table, 'compact', { cause: this.queue.failed, details: { failed: true } });
+      release = this.acquire('compaction');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const run = compactTable(this.compactionHost(), opts).finally(() => {
+      this.compaction = undefined;
+      release();
+    });
+    this.compaction = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /**
+   * Runs `fn` while holding the table's maintenance slot (for backupTable);
+   * rejects MaintenanceConflictError without running it when a compaction or
+   * backup already runs, TableClosedError when closed.
+   */
+  async runMaintenance<T>(kind: MaintenanceKind, fn: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    const release = this.acquire(kind);
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
   /** Writes and fdatasyncs everything appended so far, whatever the policy. */
   sync(): Promise<void> {
     if (this.closing !== undefined) return Promise.reject(new TableClosedError(this.table));
@@ -280,6 +360,8 @@ export class TableFile {
   close(): Promise<void> {
     if (this.closing === undefined) {
       this.closing = (async () => {
+        // A running compaction gives up at its next step (or, past its rename, finishes the switch).
+        await this.compaction;
         try {
           await this.queue.close();
         } finally {
@@ -316,7 +398,9 @@ export class TableFile {
     this.seq++;
     this.fileRecords++;
     const slot = this.index.slotOf(key);
-    batch.noteUndo(key, slot < 0 ? -1 : this.index.offsetOf(slot), slot < 0 ? 0 : this.index.lengthOf(slot));
+    const prevOffset = slot < 0 ? -1 : this.index.offsetOf(slot);
+    batch.noteUndo(key, prevOffset, slot < 0 ? 0 : this.index.lengthOf(slot));
+    this.observer?.(key, prevOffset);
     if (kind === KIND_PUT) {
       if (this.index.set(key, offset, length)) this.order?.insert(key);
     } else if (this.index.remove(key)) {
@@ -367,6 +451,64 @@ export class TableFile {
 
   private checkOpen(): void {
     if (this.closing !== undefined) throw new TableClosedError(this.table);
+  }
+
+  /** Takes the maintenance slot; returns its release. */
+  private acquire(kind: MaintenanceKind): () => void {
+    const running = this.maintenance;
+    if (running !== undefined) throw new MaintenanceConflictError(this.table, kind, running);
+    this.maintenance = kind;
+    return () => {
+      this.maintenance = undefined;
+    };
+  }
+
+  /** The view of this table that a compaction works on. */
+  private compactionHost(): CompactionHost {
+    const self = this;
+    return {
+      table: this.table,
+      path: this.path,
+      sfs: this.sfs,
+      logger: this.logger,
+      queue: this.queue,
+      get fd() {
+        return self.fd;
+      },
+      get generation() {
+        return self.gen;
+      },
+      get seq() {
+        return self.seq;
+      },
+      get index() {
+        return self.index;
+      },
+      get closeRequested() {
+        return self.closing !== undefined;
+      },
+      observe(observer) {
+        self.observer = observer;
+      },
+      install(next: CompactionSwitch) {
+        // The key set is unchanged (same live keys), so the key order stays valid.
+        self.fd = next.fd;
+        self.index = next.index;
+        self.gen = next.generation;
+        self.fileRecords = next.fileRecords;
+      },
+    };
+  }
+}
+
+/** Deletes a leftover of an interrupted compaction (never data: the table file is whole without it). */
+async function removeLeftover(sfs: StoreFs, file: string, logger: Logger): Promise<void> {
+  try {
+    await sfs.unlink(file);
+    logger.warn({ file }, 'removed the leftover of an interrupted compaction');
+  } catch (err) {
+    // Harmless if it stays: the next compaction truncates it.
+    if (!isErrno(err, 'ENOENT')) logger.warn({ err, file }, 'could not remove the leftover of an interrupted compaction');
   }
 }
 

@@ -19,11 +19,11 @@ export class WriteBatch {
   settled = false;
   private settle!: (err?: Error) => void;
 
-  constructor(
-    /** File offset of the batch's first byte. */
-    readonly base: number,
-    buf: Buffer,
-  ) {
+  /** File offset of the batch's first byte. */
+  base: number;
+
+  constructor(base: number, buf: Buffer) {
+    this.base = base;
     this.buf = buf;
     this.done = new Promise<void>((resolve, reject) => {
       this.settle = (err) => {
@@ -49,6 +49,11 @@ export class WriteBatch {
     }
     this.len = need;
     return this.buf;
+  }
+
+  /** Moves the (not yet written) batch to another file offset; see WriteQueue.switchFile. */
+  rebase(base: number): void {
+    this.base = base;
   }
 
   /** Records how to undo the record just appended for `key`. */

@@ -14,6 +14,10 @@
  * - [0, durableLength): fsynced; never changes again.
  * - [durableLength, writtenEnd): handed to the OS, not yet fsynced.
  * - [writtenEnd, fileEnd): only in memory, in the in-flight or pending batch.
+ *
+ * Compaction can pause the queue (appends still land in the pending batch and
+ * are readable, but nothing is written) and, once it is idle, move it to a
+ * new file (`switchFile`): the pending batch is then written there.
  */
 import type { Logger } from 'pino';
 import { StoreIoError } from './errors';
@@ -70,8 +74,12 @@ export class WriteQueue {
   private spare: Buffer | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly always: boolean;
+  private fd: number;
+  private paused = false;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: WriteQueueOptions) {
+    this.fd = opts.fd;
     this.fileEnd = this.writtenEnd = this.durableLength = opts.end;
     this.always = opts.policy === 'always';
     if (typeof opts.policy === 'object') {
@@ -135,6 +143,52 @@ export class WriteQueue {
     return this.syncWaiter.promise;
   }
 
+  /**
+   * Holds writes: appends keep going into the pending batch (readable, not
+   * written), sync() waits, and no new write or fsync starts. Resolves once
+   * the write and fsync in flight (if any) have finished, so the file no
+   * longer changes. Undone by `resume`.
+   */
+  pause(): Promise<void> {
+    this.paused = true;
+    if (!this.looping) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Ends a pause: the held batch and any waiting sync go ahead. */
+  resume(): void {
+    this.paused = false;
+    if (this.pending !== undefined || this.syncWaiter !== undefined) this.schedule();
+  }
+
+  /** The batch holding the appends made while paused (undefined when there are none). */
+  get heldBatch(): WriteBatch | undefined {
+    return this.pending;
+  }
+
+  /**
+   * While paused and idle: continues on another file whose first `end` bytes
+   * are durable. The held batch moves to offset `end` of the new file (its
+   * records do not contain offsets); the caller fixes the index to match.
+   */
+  switchFile(fd: number, end: number): void {
+    if (!this.paused || this.looping) throw new Error('switchFile needs a paused, idle queue');
+    this.fd = fd;
+    this.writtenEnd = this.durableLength = end;
+    const held = this.pending;
+    if (held !== undefined) held.rebase(end);
+    this.fileEnd = end + (held === undefined ? 0 : held.len);
+  }
+
+  /**
+   * Enters the failed state from outside the loop (compaction could not make
+   * its switch durable): the held batch is rejected and undone, writes are
+   * refused until the file is reopened.
+   */
+  failWith(error: StoreIoError): void {
+    this.fail(error);
+  }
+
   /** Stops the interval timer and makes everything appended durable (unless failed). */
   async close(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
@@ -143,7 +197,7 @@ export class WriteQueue {
   }
 
   private schedule(): void {
-    if (this.looping) return;
+    if (this.looping || this.paused) return;
     this.looping = true;
     // setImmediate, not a microtask: lets every caller of this tick join the batch.
     setImmediate(() => void this.loop());
@@ -152,6 +206,8 @@ export class WriteQueue {
   private async loop(): Promise<void> {
     try {
       for (;;) {
+        // Paused: leave the pending batch and sync waiter for resume().
+        if (this.paused) return;
         const batch = this.pending;
         const syncWaiter = this.syncWaiter;
         // `looping` is cleared in `finally` in this same synchronous step, so an
@@ -163,7 +219,7 @@ export class WriteQueue {
         if (batch !== undefined) {
           this.inflight = batch;
           try {
-            await writeFully(this.opts.sfs, this.opts.fd, batch.buf, 0, batch.len, batch.base);
+            await writeFully(this.opts.sfs, this.fd, batch.buf, 0, batch.len, batch.base);
           } catch (err) {
             await this.recoverFromWrite(err, batch, syncWaiter);
             continue;
@@ -179,7 +235,7 @@ export class WriteQueue {
           // Only bytes written before the fsync started are covered by it.
           const target = this.writtenEnd;
           try {
-            await this.opts.sfs.fdatasync(this.opts.fd);
+            await this.opts.sfs.fdatasync(this.fd);
           } catch (err) {
             await this.recoverFromSync(err, this.always ? batch : undefined, syncWaiter);
             continue;
@@ -197,6 +253,9 @@ export class WriteQueue {
       this.inflight = undefined;
     } finally {
       this.looping = false;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const resolve of waiters) resolve();
     }
   }
 
@@ -259,8 +318,8 @@ export class WriteQueue {
   /** Cuts the file back to a record boundary and fsyncs the cut; fails the queue if that fails. */
   private async truncateTo(length: number): Promise<void> {
     try {
-      await this.opts.sfs.truncate(this.opts.fd, length);
-      await this.opts.sfs.fdatasync(this.opts.fd);
+      await this.opts.sfs.truncate(this.fd, length);
+      await this.opts.sfs.fdatasync(this.fd);
       // The fsync after the cut covers every byte below it.
       this.durableLength = length;
     } catch (err) {

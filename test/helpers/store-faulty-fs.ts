@@ -19,6 +19,11 @@ export interface Fault {
   partialBytes?: number;
   /** Keep failing every call from the nth on (default: only the nth). */
   sticky?: boolean;
+  /**
+   * For `write`: do not fail; write the bytes with the first one flipped and
+   * report success (a silent corruption, for read-back verification tests).
+   */
+  corrupt?: boolean;
 }
 
 /** StoreFs with call counters and injectable failures. */
@@ -81,8 +86,14 @@ export class FaultyFs implements StoreFs {
   }
   write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
     return this.async('write', () => this.inner.write(fd, buf, offset, length, position), async (fault) => {
+      if (fault.corrupt === true) {
+        const bad = Buffer.from(buf.subarray(offset, offset + length));
+        if (bad.length > 0) bad[0] ^= 0xff;
+        return this.inner.write(fd, bad, 0, bad.length, position);
+      }
       const part = Math.min(fault.partialBytes ?? 0, length);
       if (part > 0) await this.inner.write(fd, buf, offset, part, position);
+      return undefined;
     });
   }
   fdatasync(fd: number): Promise<void> {
@@ -113,7 +124,8 @@ export class FaultyFs implements StoreFs {
     return this.async('mkdir', () => this.inner.mkdir(dir));
   }
 
-  private async async<T>(op: StoreFsOp, fn: () => Promise<T>, beforeFailing?: (fault: Fault) => Promise<void>): Promise<T> {
+  /** `beforeFailing` runs when a fault fires; if it returns a value, the call returns that instead of failing. */
+  private async async<T>(op: StoreFsOp, fn: () => Promise<T>, beforeFailing?: (fault: Fault) => Promise<T | undefined>): Promise<T> {
     try {
       const gate = this.gates.get(op);
       if (gate !== undefined) {
@@ -123,7 +135,8 @@ export class FaultyFs implements StoreFs {
       }
       const fault = this.check(op);
       if (fault) {
-        if (beforeFailing) await beforeFailing(fault);
+        const instead = beforeFailing === undefined ? undefined : await beforeFailing(fault);
+        if (instead !== undefined) return instead;
         throw errnoError(fault, op);
       }
       return await fn();

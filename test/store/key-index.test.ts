@@ -1,5 +1,6 @@
-import { KeyIndex } from '../../store/key-index';
+import { KeyIndex, NOT_ASCII } from '../../store/key-index';
 import { SortedKeys } from '../../store/key-order';
+import { ByteKeySet } from '../../store/byte-key-set';
 
 /** Deterministic pseudo-random numbers in [0, n). */
 function rng(seed: number): (n: number) => number {
@@ -11,6 +12,25 @@ function rng(seed: number): (n: number) => number {
 }
 
 describe('table file index', () => {
+  test('table file - the key index finds keys by their UTF-8 bytes as by string, and sends non-ASCII keys to the string lookup', () => {
+    const index = new KeyIndex(5000);
+    const rand = rng(7);
+    const keys: string[] = [];
+    for (let i = 0; i < 3000; i++) keys.push(`k${rand(1e6)}:${'x'.repeat(rand(40))}`);
+    keys.push('ключ', 'ab\u00e9', '日本', '\u{1f600}');
+    keys.forEach((k, i) => index.set(k, i * 100, 20 + i));
+    const mismatches: string[] = [];
+    for (const key of [...keys, 'absent', 'k', 'k1:', '\u00e9t\u00e9']) {
+      const bytes = Buffer.from(`__${key}__`);
+      const got = index.slotOfAscii(bytes, 2, bytes.length - 2);
+      const want = /^[\x00-\x7f]*$/.test(key) ? index.slotOf(key) : NOT_ASCII;
+      if (got !== want) mismatches.push(`${key}: ${got} != ${want}`);
+      if (got >= 0 && (index.keyOf(got) !== key || index.offsetOf(got) !== keys.indexOf(key) * 100)) mismatches.push(`${key}: wrong slot`);
+    }
+    expect(mismatches).toEqual([]);
+    expect(index.slotOfAscii(Buffer.from('absent'), 0, 6)).toBe(-1);
+  });
+
   test('table file - the key index matches a Map through inserts, overwrites, removals and growth', () => {
     const index = new KeyIndex();
     const model = new Map<string, [number, number]>();
@@ -78,5 +98,28 @@ describe('table file index', () => {
     expect(set.keyAt(set.seek('', false))).toBeUndefined();
     expect(set.insert('again')).toBe(true);
     expect(set.toArray()).toEqual(['again']);
+  });
+});
+
+describe('table file byte key set', () => {
+  test('table file - the byte key set matches a Set of strings through adds, deletes and growth', () => {
+    const set = new ByteKeySet();
+    const model = new Set<string>();
+    const rand = rng(3);
+    const mismatches: string[] = [];
+    for (let i = 0; i < 60000; i++) {
+      const key = `${rand(3) === 0 ? 'ключ' : 'k'}${rand(i < 30000 ? 400 : 20000)}${'x'.repeat(rand(30))}`;
+      const bytes = Buffer.from(`..${key}.`);
+      if (rand(3) === 0) {
+        if (set.delete(bytes, 2, bytes.length - 1) !== model.delete(key)) mismatches.push(`delete ${key} at ${i}`);
+      } else {
+        if (set.add(bytes, 2, bytes.length - 1) === model.has(key)) mismatches.push(`add ${key} at ${i}`);
+        model.add(key);
+      }
+      if (set.size !== model.size) mismatches.push(`size at ${i}`);
+      if (mismatches.length > 5) break;
+    }
+    expect(mismatches).toEqual([]);
+    expect(model.size).toBeGreaterThan(1000);
   });
 });

@@ -1,0 +1,312 @@
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  BackupFailedError,
+  BackupManifest,
+  backupTable,
+  BadRequestError,
+  listBackups,
+  MaintenanceConflictError,
+  pruneBackups,
+  scanFile,
+  StoreFsOp,
+  StoreIoError,
+  TableClosedError,
+  TableFile,
+  verifyBackup,
+} from '../../store';
+import { FaultyFs } from '../helpers/store-faulty-fs';
+import { useTempDir } from '../helpers/store-temp';
+import { contents, Workload } from '../helpers/store-workload';
+
+const tmp = useTempDir('tk-backup-');
+const b = (s: string): Buffer => Buffer.from(s);
+const dataDir = (): string => path.join(tmp.dir, 'data');
+const backupDir = (): string => path.join(tmp.dir, 'backups');
+const tableDir = (): string => path.join(backupDir(), 't');
+const open = (ffs?: FaultyFs): Promise<TableFile> => {
+  fs.mkdirSync(dataDir(), { recursive: true });
+  return TableFile.open({ table: 't', path: path.join(dataDir(), 't.tkt'), fs: ffs });
+};
+const at = (ms: number): Date => new Date(Date.UTC(2024, 0, 2, 3, 4, 5) + ms);
+const backupFiles = (): string[] => (fs.existsSync(tableDir()) ? fs.readdirSync(tableDir()).sort() : []);
+
+/** Opens a copy of a backup's data file as a table (the backup itself stays untouched). */
+async function openCopyOf(m: BackupManifest): Promise<TableFile> {
+  const dir = fs.mkdtempSync(path.join(tmp.dir, 'restore-'));
+  fs.copyFileSync(path.join(tableDir(), `${m.name}.tkt`), path.join(dir, 't.tkt'));
+  return TableFile.open({ table: 't', path: path.join(dir, 't.tkt') });
+}
+
+describe('table backups', () => {
+  test('backup - a backup taken while writers run is the exact state after a prefix of the operations, from before the sync on', async () => {
+    const t = await open();
+    const w = new Workload(t, { keys: 4000, valueBytes: 100, seed: 3 });
+    await w.fill();
+    // Every operation before this id was acknowledged before the backup started.
+    const ackedBefore = [...w.history.values()].flat().length;
+    let issuedAtSync = -1;
+    const sync = t.sync.bind(t);
+    // Note how far the writers got when the backup's sync resolved (test-only wrapper).
+    t.sync = async () => {
+      await sync();
+      issuedAtSync = [...w.history.values()].flat().length;
+    };
+    w.start(4);
+    const m = await backupTable(t, backupDir(), { now: at(0) });
+    const issuedAfter = [...w.history.values()].flat().length;
+    await w.stop();
+    expect(issuedAfter).toBeGreaterThan(issuedAtSync);
+
+    const restored = await openCopyOf(m);
+    const state = contents(restored);
+    // Values name the operation that wrote them: the backup shows, per key,
+    // the last operation below some cut C, and that C is the same for every key.
+    const ops = [...w.history.entries()].flatMap(([key, list]) => list.map((op) => ({ key, ...op }))).sort((x, y) => x.id - y.id);
+    const shown = new Set([...state.values()].map((v) => Number(v.slice(0, v.indexOf(':')))));
+    const cut = Math.max(...shown) + 1;
+    expect(cut).toBeGreaterThanOrEqual(ackedBefore);
+    expect(cut).toBeLessThanOrEqual(issuedAtSync);
+    const prefixState = new Map<string, string>();
+    for (const op of ops) {
+      if (op.id >= cut) break;
+      if (op.value === undefined) prefixState.delete(op.key);
+      else prefixState.set(op.key, op.value);
+    }
+    expect(state).toEqual(prefixState);
+
+    // The manifest describes the copy exactly.
+    const copy = fs.readFileSync(path.join(tableDir(), `${m.name}.tkt`));
+    let records = 0;
+    for await (const item of scanFile(path.join(tableDir(), `${m.name}.tkt`))) if (item.type === 'record') records++;
+    expect(m).toEqual({
+      table: 't',
+      name: 't-20240102T030405000Z-g1',
+      generation: 1,
+      length: copy.length,
+      records,
+      liveKeys: state.size,
+      maxSeq: restored.stats().seq,
+      sha256: createHash('sha256').update(copy).digest('hex'),
+      createdAt: '2024-01-02T03:04:05.000Z',
+      formatVersion: 1,
+    });
+    expect(restored.openReport.tornTailBytes).toBe(0);
+    await restored.close();
+    expect(JSON.parse(fs.readFileSync(path.join(tableDir(), `${m.name}.json`), 'utf8'))).toEqual(m);
+    expect(backupFiles()).toEqual([`${m.name}.json`, `${m.name}.tkt`]);
+    expect(await listBackups(backupDir(), 't')).toEqual([m]);
+    expect(await verifyBackup(m, backupDir())).toEqual({ ok: true, problems: [] });
+    await t.close();
+  });
+
+  test('backup - manifest counts are exact for a known history', async () => {
+    const t = await open();
+    await t.put('a', b('1'));
+    await t.put('b', b('2'));
+    await t.put('a', b('3'));
+    await t.delete('b');
+    await t.put('c', b('4'));
+    const m = await backupTable(t, backupDir(), { now: at(678) });
+    expect(m).toMatchObject({ name: 't-20240102T030405678Z-g1', records: 5, liveKeys: 2, maxSeq: 5, length: t.durableLength, generation: 1 });
+    // After a compaction the generation is in the name.
+    await t.compact();
+    const m2 = await backupTable(t, backupDir(), { now: at(679) });
+    expect(m2).toMatchObject({ name: 't-20240102T030405679Z-g2', records: 2, liveKeys: 2, maxSeq: 5, generation: 2 });
+    expect((await listBackups(backupDir(), 't')).map((x) => x.name)).toEqual([m2.name, m.name]);
+    // The same instant twice is refused rather than overwritten.
+    await expect(backupTable(t, backupDir(), { now: at(679) })).rejects.toMatchObject({ code: 'BACKUP_FAILED', details: { reason: 'exists' } });
+    expect(await verifyBackup(m2, backupDir())).toMatchObject({ ok: true });
+    await t.close();
+  });
+
+  test('backup - a corrupted, truncated or missing backup fails verifyBackup', async () => {
+    const t = await open();
+    for (let i = 0; i < 200; i++) await t.put(`k${i}`, b(`value-${i}`));
+    const m = await backupTable(t, backupDir(), { now: at(0) });
+    await t.close();
+    const data = path.join(tableDir(), `${m.name}.tkt`);
+    const good = fs.readFileSync(data);
+
+    const flipped = Buffer.from(good);
+    flipped[good.length >> 1] ^= 0x01;
+    fs.writeFileSync(data, flipped);
+    const corrupt = await verifyBackup(m, backupDir());
+    expect(corrupt.ok).toBe(false);
+    expect(corrupt.problems.join('\n')).toMatch(/damaged record at offset \d+: checksum mismatch/);
+    expect(corrupt.problems.join('\n')).toMatch(/sha256/);
+
+    fs.writeFileSync(data, good.subarray(0, good.length - 5));
+    expect((await verifyBackup(m, backupDir())).problems.join('\n')).toMatch(/expected \d+/);
+
+    fs.rmSync(data);
+    expect(await verifyBackup(m, backupDir())).toMatchObject({ ok: false });
+    // Without its data file the backup is not listed either.
+    expect(await listBackups(backupDir(), 't')).toEqual([]);
+  });
+
+  test.each<[string, StoreFsOp, number, string]>([
+    ['the table sync fails', 'fdatasync', 0, 'sync'],
+    ['the copy write fails', 'write', 1, 'copy'],
+    ['the copy fdatasync fails', 'fdatasync', 1, 'copy'],
+    ['a read-back read fails', 'read', 3, 'verify'],
+    ['the rename of the copy fails', 'rename', 1, 'rename'],
+    ['the manifest fdatasync fails', 'fdatasync', 2, 'manifest'],
+    ['the manifest rename fails', 'rename', 2, 'manifest'],
+    ['the directory fsync fails', 'syncDir', 1, 'manifest'],
+  ])('backup - when %s it rejects with BackupFailedError and keeps nothing', async (_name, op, nth, stage) => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    for (let i = 0; i < 100; i++) await t.put(`k${i}`, b(`value-${i}`));
+    if (nth === 0) {
+      // The write loop is still winding down: the backup's sync costs an fdatasync.
+      ffs.failOn({ op, nth: 1 });
+    } else {
+      // Let the write loop go idle, so the backup's sync costs nothing and the nth call is the backup's.
+      await new Promise((resolve) => setImmediate(resolve));
+      ffs.failOn({ op, nth });
+    }
+    const err = await backupTable(t, backupDir(), { now: at(1) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BackupFailedError);
+    expect(err).toMatchObject({ code: 'BACKUP_FAILED', details: { table: 't', reason: stage } });
+    // The injected EIO, directly or inside the table's StoreIoError.
+    expect(['EIO', 'IO_ERROR']).toContain(((err as Error).cause as { code: string }).code);
+    expect(ffs.fired).toHaveLength(1);
+    expect(backupFiles()).toEqual([]);
+    expect(await listBackups(backupDir(), 't')).toEqual([]);
+    // The table is unaffected and the next backup works.
+    await t.put('after', b('x'));
+    const m = await backupTable(t, backupDir(), { now: at(2) });
+    expect(await listBackups(backupDir(), 't')).toEqual([m]);
+    await t.close();
+  });
+
+  test('backup - a copy that reads back different from the table, or a damaged table, fails verification and is deleted', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    for (let i = 0; i < 100; i++) await t.put(`k${i}`, b(`value-${i}`));
+    // A silent corruption of the copy's only write.
+    ffs.failOn({ op: 'write', nth: 1, corrupt: true });
+    await expect(backupTable(t, backupDir(), { now: at(1) })).rejects.toMatchObject({
+      code: 'BACKUP_FAILED',
+      details: { reason: 'verification', problems: expect.arrayContaining([expect.stringMatching(/^copy differs from the table file/)]) },
+    });
+    expect(backupFiles()).toEqual([]);
+
+    // Damage in the table file itself (a record no read has touched).
+    const file = path.join(dataDir(), 't.tkt');
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.from([0xee]), 0, 1, 40);
+    fs.closeSync(fd);
+    await expect(backupTable(t, backupDir(), { now: at(2) })).rejects.toMatchObject({
+      details: { reason: 'verification', problems: [expect.stringMatching(/^damaged record at offset 16/)] },
+    });
+    expect(backupFiles()).toEqual([]);
+    await t.close();
+  });
+
+  test('backup - a write rolled back after an fsync failure during the backup does not disturb it', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    for (let i = 0; i < 100; i++) await t.put(`k${i}`, b(`value-${i}`));
+    const model = contents(t);
+    // Hold the backup at its first read of the table file, after L was taken.
+    const gate = ffs.hold('read');
+    const backup = backupTable(t, backupDir(), { now: at(1) });
+    await gate.reached;
+    ffs.failOn({ op: 'fdatasync', nth: 1 });
+    await expect(t.put('k1', b('rolled back'))).rejects.toThrow(StoreIoError);
+    await t.put('k2', b('after the backup point'));
+    gate.release();
+    const m = await backup;
+    const restored = await openCopyOf(m);
+    expect(contents(restored)).toEqual(model);
+    await restored.close();
+    expect(await verifyBackup(m, backupDir())).toMatchObject({ ok: true });
+    await t.close();
+  });
+
+  test('backup - a write not yet durable when the backup starts is not copied, and its rollback does not matter', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    for (let i = 0; i < 100; i++) await t.put(`k${i}`, b(`value-${i}`));
+    await new Promise((resolve) => setImmediate(resolve));
+    const model = contents(t);
+    ffs.failOn({ op: 'fdatasync', nth: 1 });
+    const backup = backupTable(t, backupDir(), { now: at(1) });
+    // Appended (visible) before the backup notes its length; its fsync then fails and it is cut off.
+    const doomed = t.put('k1', b('never durable'));
+    await expect(doomed).rejects.toThrow(StoreIoError);
+    const m = await backup;
+    const restored = await openCopyOf(m);
+    expect(contents(restored)).toEqual(model);
+    await restored.close();
+    await t.close();
+  });
+
+  test('backup - retention keeps the newest N, never the last verified one, and clears old leftovers', async () => {
+    const t = await open();
+    const made: BackupManifest[] = [];
+    for (let i = 0; i < 5; i++) {
+      await t.put(`k${i}`, b(`v${i}`));
+      made.push(await backupTable(t, backupDir(), { now: at(i * 1000) }));
+    }
+    await expect(pruneBackups(backupDir(), 't', 0)).rejects.toBeInstanceOf(BadRequestError);
+    await expect(pruneBackups(backupDir(), 't', 1.5)).rejects.toBeInstanceOf(BadRequestError);
+    expect(await pruneBackups(backupDir(), 't', 5)).toEqual([]);
+    // Leftovers: a partial copy and an orphan data file older than the newest backup, a newer partial (in progress).
+    fs.writeFileSync(path.join(tableDir(), 't-20240102T030406500Z-g1.tkt.partial'), 'old partial');
+    fs.writeFileSync(path.join(tableDir(), 't-20240102T030401000Z-g1.tkt'), 'orphan');
+    fs.writeFileSync(path.join(tableDir(), 't-20240102T030500000Z-g1.tkt.partial'), 'in progress');
+
+    const deleted = await pruneBackups(backupDir(), 't', 2);
+    expect(deleted.map((m) => m.name).sort()).toEqual(made.slice(0, 3).map((m) => m.name).sort());
+    expect((await listBackups(backupDir(), 't')).map((m) => m.name)).toEqual([made[4].name, made[3].name]);
+    expect(backupFiles()).toEqual([
+      `${made[3].name}.json`,
+      `${made[3].name}.tkt`,
+      `${made[4].name}.json`,
+      `${made[4].name}.tkt`,
+      't-20240102T030500000Z-g1.tkt.partial',
+    ]);
+
+    // With verify, a damaged newest backup does not count and is not deleted; the last good one stays.
+    fs.writeFileSync(path.join(tableDir(), `${made[4].name}.tkt`), 'damaged');
+    expect(await pruneBackups(backupDir(), 't', 1, { verify: true })).toEqual([]);
+    expect((await listBackups(backupDir(), 't')).map((m) => m.name)).toEqual([made[4].name, made[3].name]);
+    // Without verify, keep 1 keeps the newest.
+    expect((await pruneBackups(backupDir(), 't', 1)).map((m) => m.name)).toEqual([made[3].name]);
+    expect(await pruneBackups(path.join(tmp.dir, 'nothing-here'), 't', 1)).toEqual([]);
+    await t.close();
+  });
+
+  test('backup - backup and compaction of one table never run at the same time', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    for (let i = 0; i < 100; i++) await t.put(`k${i}`, b(`value-${i}`));
+    const gate = ffs.hold('read');
+    const backup = backupTable(t, backupDir(), { now: at(1) });
+    await gate.reached;
+    await expect(t.compact()).rejects.toBeInstanceOf(MaintenanceConflictError);
+    await expect(backupTable(t, backupDir(), { now: at(2) })).rejects.toMatchObject({
+      code: 'MAINTENANCE_CONFLICT',
+      details: { requested: 'backup', running: 'backup' },
+    });
+    gate.release();
+    await backup;
+
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const compaction = t.compact({ onStep: (step) => (step === 'started' ? held : undefined) });
+    await expect(backupTable(t, backupDir(), { now: at(3) })).rejects.toMatchObject({
+      code: 'MAINTENANCE_CONFLICT',
+      details: { requested: 'backup', running: 'compaction' },
+    });
+    release();
+    await compaction;
+    expect((await backupTable(t, backupDir(), { now: at(4) })).generation).toBe(2);
+    await t.close();
+    await expect(backupTable(t, backupDir(), { now: at(5) })).rejects.toBeInstanceOf(TableClosedError);
+  });
+});

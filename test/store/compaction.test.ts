@@ -1,0 +1,531 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  BadRequestError,
+  CompactionStep,
+  FILE_HEADER_BYTES,
+  MaintenanceConflictError,
+  recordBytes,
+  scanFile,
+  StoreIoError,
+  SyncPolicy,
+  TableClosedError,
+  TableCorruptError,
+  TableFile,
+} from '../../store';
+import { FaultyFs } from '../helpers/store-faulty-fs';
+import { useTempDir } from '../helpers/store-temp';
+import { contents, crashProblems, snapshotDir, Workload } from '../helpers/store-workload';
+
+const tmp = useTempDir('tk-compact-');
+const b = (s: string): Buffer => Buffer.from(s);
+const dataDir = (): string => path.join(tmp.dir, 'data');
+const file = (): string => path.join(dataDir(), 't.tkt');
+const open = (opts: { sync?: SyncPolicy; fs?: FaultyFs; at?: string } = {}): Promise<TableFile> => {
+  fs.mkdirSync(dataDir(), { recursive: true });
+  return TableFile.open({ table: 't', path: opts.at ?? file(), sync: opts.sync, fs: opts.fs });
+};
+const settle = (ps: Promise<unknown>[]): Promise<unknown[]> => Promise.all(ps.map((p) => p.then(() => 'ok', (err: unknown) => err)));
+
+/** Sequence numbers and kinds of the records of a file, checking that it has no damage. */
+async function fileRecords(at: string): Promise<{ generation: number; records: { seq: number; kind: string; key: string; length: number }[] }> {
+  let generation = 0;
+  const records: { seq: number; kind: string; key: string; length: number }[] = [];
+  for await (const item of scanFile(at)) {
+    if (item.type === 'header') generation = item.header!.generation;
+    else if (item.type === 'record') records.push({ seq: item.seq, kind: item.kind, key: item.key, length: item.length });
+    else throw new Error(`damage in ${at}: ${item.reason}`);
+  }
+  return { generation, records };
+}
+
+function expectIncreasingSeqs(records: { seq: number }[]): void {
+  for (let i = 1; i < records.length; i++) if (records[i].seq <= records[i - 1].seq) throw new Error(`seq ${records[i].seq} after ${records[i - 1].seq} at record ${i}`);
+}
+
+/** A promise with its resolve, for holding a compaction at a step. */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+describe('table file compaction', () => {
+  test('compaction - keeps exactly the live records, in order, with a new generation and no fragmentation', async () => {
+    const t = await open();
+    const w = new Workload(t, { keys: 3000, valueBytes: 60 });
+    await w.fill();
+    // Non-ASCII keys take the string lookup in the copy: live, overwritten and deleted ones.
+    for (const key of ['ключ', 'clé', '日本', '\u{1f600}', 'gone-é']) await w.put(key);
+    await w.put('clé');
+    await w.delete('gone-é');
+    // End on a put: the highest sequence is then carried by a live record.
+    await w.put(w.key(1));
+    const before = t.stats();
+    expect(before.deadBytes).toBeGreaterThan(0);
+    const result = await t.compact();
+    const after = t.stats();
+    expect(result).toMatchObject({
+      status: 'compacted',
+      bytesBefore: before.fileBytes,
+      bytesAfter: FILE_HEADER_BYTES + before.liveBytes,
+      recordsCopied: before.records,
+      tombstonesKept: 0,
+      generation: before.generation + 1,
+    });
+    expect(after).toEqual({
+      records: before.records,
+      fileRecords: before.records,
+      fileBytes: FILE_HEADER_BYTES + before.liveBytes,
+      liveBytes: before.liveBytes,
+      deadBytes: 0,
+      fragmentation: 0,
+      generation: before.generation + 1,
+      seq: before.seq,
+    });
+    expect(t.generation).toBe(2);
+    expect(contents(t)).toEqual(w.expected());
+    expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
+    expect(fs.statSync(file()).size).toBe(after.fileBytes);
+    // Writes go on in the new file.
+    await w.put(w.key(2));
+    await w.delete(w.key(3));
+    await t.close();
+
+    const { generation, records } = await fileRecords(file());
+    expect(generation).toBe(2);
+    expectIncreasingSeqs(records);
+    const r = await open();
+    expect(contents(r)).toEqual(w.expected());
+    expect(r.stats()).toMatchObject({ seq: before.seq + 2, generation: 2 });
+    await r.close();
+  });
+
+  test('compaction - the highest sequence survives compaction and reopen when it is carried by a delete', async () => {
+    const t = await open();
+    await t.put('a', b('1'));
+    await t.put('b', b('2'));
+    await t.delete('b');
+    const result = await t.compact();
+    expect(result).toMatchObject({ recordsCopied: 2, tombstonesKept: 1 });
+    expect(t.stats()).toMatchObject({ seq: 3, records: 1, deadBytes: recordBytes(1, 0) });
+    await t.close();
+    const r = await open();
+    expect(r.stats().seq).toBe(3);
+    await r.put('c', b('3'));
+    expect(r.stats().seq).toBe(4);
+    // Now a put carries the highest sequence: the tombstone goes.
+    await r.compact();
+    expect(r.stats()).toMatchObject({ seq: 4, records: 2, deadBytes: 0 });
+    await r.close();
+    const { records } = await fileRecords(file());
+    expect(records.map((x) => [x.seq, x.kind, x.key])).toEqual([[1, 'put', 'a'], [4, 'put', 'c']]);
+  });
+
+  test('compaction - keepTombstonesAbove keeps exactly the last delete of each absent key above it', async () => {
+    const t = await open();
+    for (const k of ['k1', 'k2', 'k3', 'k4', 'k5', 'k6']) await t.put(k, b(`v-${k}`)); // seq 1-6
+    await t.delete('k1'); // 7
+    await t.delete('k2'); // 8
+    await t.put('k2', b('again')); // 9: k2 lives, its delete is not needed
+    await t.delete('k3'); // 10: superseded by the delete at 12
+    await t.put('k3', b('again')); // 11
+    await t.delete('k3'); // 12
+    await t.delete('k4'); // 13
+    await t.put('x', b('last')); // 14
+    const model = contents(t);
+    const liveBytes = t.stats().liveBytes;
+    await t.close();
+    const variants: [number | undefined, number[]][] = [
+      [undefined, []],
+      [14, []],
+      [8, [12, 13]],
+      [7, [12, 13]],
+      [6, [7, 12, 13]],
+      [0, [7, 12, 13]],
+    ];
+    const original = fs.readFileSync(file());
+    for (const [keep, seqs] of variants) {
+      fs.writeFileSync(file(), original);
+      const c = await open();
+      const result = await c.compact({ keepTombstonesAbove: keep });
+      const tombBytes = seqs.length * recordBytes(2, 0);
+      expect({ keep, kept: result.tombstonesKept }).toEqual({ keep, kept: seqs.length });
+      // Every dead byte is a kept tombstone.
+      expect(c.stats()).toMatchObject({ deadBytes: tombBytes, liveBytes, fileBytes: FILE_HEADER_BYTES + liveBytes + tombBytes, seq: 14 });
+      expect(contents(c)).toEqual(model);
+      await c.close();
+      const { records } = await fileRecords(file());
+      expectIncreasingSeqs(records);
+      expect({ keep, seqs: records.filter((r) => r.kind === 'delete').map((r) => r.seq) }).toEqual({ keep, seqs });
+      const r = await open();
+      expect(contents(r)).toEqual(model);
+      await r.close();
+    }
+  });
+
+  test.each<[string, SyncPolicy]>([
+    ['always', 'always'],
+    ['none', 'none'],
+  ])('compaction - puts, overwrites and deletes during every phase are neither lost nor reordered (sync %s)', async (_name, sync) => {
+    const t = await open({ sync });
+    const w = new Workload(t, { keys: 12000, valueBytes: 110, seed: 11 });
+    await w.fill();
+    const before = t.stats();
+    const steps: CompactionStep[] = [];
+    const bursts = new Map<CompactionStep, Promise<unknown>[]>();
+    const heldAtDirSync: string[] = [];
+    let firstHeldId = Infinity;
+    w.start(4);
+    const result = await t.compact({
+      onStep: async (step) => {
+        // Reads see every write issued so far, in every phase.
+        for (let i = 0; i < 100; i++) {
+          const key = w.key(w.rand(12000));
+          expect(t.get(key)?.toString()).toBe(w.visible(key));
+        }
+        if (step === 'dir-synced') {
+          // Writes issued while paused are held: none is acknowledged before the switch.
+          for (const op of [...w.history.values()].flat()) if (op.state === 'acked' && op.id >= firstHeldId) heldAtDirSync.push(`${op.id}`);
+        }
+        // A big burst at the first flush makes phase 2 run more than one round.
+        const n = step === 'flushed' && !steps.includes('flushed') ? 700 : 30;
+        steps.push(step);
+        if (step === 'paused') firstHeldId = nextId(w);
+        const ops: Promise<unknown>[] = [];
+        for (let i = 0; i < n; i++) ops.push(i % 10 === 0 ? w.put(`new:${step}:${i}`) : w.randomOp());
+        bursts.set(step, ops);
+        await new Promise((resolve) => setImmediate(resolve));
+      },
+    });
+    await w.stop();
+    await settle([...bursts.values()].flat());
+    expect(w.failed).toBe(0);
+    expect(heldAtDirSync).toEqual([]);
+    expect(steps.filter((s) => s !== 'flushed')).toEqual(['started', 'caught-up', 'paused', 'before-rename', 'renamed', 'dir-synced', 'switched']);
+    expect(steps.filter((s) => s === 'flushed').length).toBeGreaterThanOrEqual(2);
+    expect(result.rounds).toBeGreaterThanOrEqual(2);
+    expect(result.generation).toBe(before.generation + 1);
+    expect(t.generation).toBe(before.generation + 1);
+
+    const expected = w.expected();
+    expect(contents(t)).toEqual(expected);
+    await t.close();
+    expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
+    const { generation, records } = await fileRecords(file());
+    expect(generation).toBe(before.generation + 1);
+    expectIncreasingSeqs(records);
+    const r = await open({ sync });
+    expect(contents(r)).toEqual(expected);
+    expect(r.stats().seq).toBe(records[records.length - 1].seq);
+    await r.close();
+  });
+
+  test.each<CompactionStep>(['started', 'flushed', 'caught-up', 'paused', 'before-rename', 'renamed', 'dir-synced', 'switched'])(
+    'compaction - a crash at step %s leaves a table with every acknowledged write and no leftover',
+    async (crashAt) => {
+      const t = await open();
+      const w = new Workload(t, { keys: 10000, valueBytes: 110, seed: 5 });
+      await w.fill();
+      const snap = path.join(tmp.dir, 'snap');
+      let allowed: Map<string, Set<string | undefined>> | undefined;
+      const burst: Promise<unknown>[] = [];
+      w.start(3);
+      await t.compact({
+        onStep: async (step) => {
+          if (step === 'paused') for (let i = 0; i < 40; i++) burst.push(w.randomOp());
+          if (step === crashAt && allowed === undefined) {
+            // The files as a kill -9 at this instant would leave them.
+            snapshotDir(dataDir(), snap);
+            allowed = w.allowedNow();
+          }
+          await new Promise((resolve) => setImmediate(resolve));
+        },
+      });
+      await w.stop();
+      await settle(burst);
+      await t.close();
+      expect(allowed).toBeDefined();
+      const renamed = ['renamed', 'dir-synced', 'switched'].includes(crashAt);
+      expect(fs.readdirSync(snap).sort()).toEqual(renamed ? ['t.tkt'] : ['t.tkt', 't.tkt.compact']);
+
+      const r = await open({ at: path.join(snap, 't.tkt') });
+      expect(r.openReport.tornTailBytes).toBe(0);
+      expect(r.generation).toBe(renamed ? 2 : 1);
+      expect(crashProblems(allowed!, contents(r))).toEqual([]);
+      expect(fs.readdirSync(snap)).toEqual(['t.tkt']);
+      await r.close();
+    },
+  );
+
+  describe('failures leave the table on the old file', () => {
+    /** A table of ~1.3 MB live data (so the copy takes two buffers), closed and reopened through `ffs`. */
+    async function setup(ffs: FaultyFs): Promise<{ t: TableFile; w: Workload; original: Buffer }> {
+      const t0 = await open();
+      const w = new Workload(t0, { keys: 10000, valueBytes: 120 });
+      await w.fill();
+      await t0.close();
+      w.table = await open({ fs: ffs });
+      return { t: w.table, w, original: fs.readFileSync(file()) };
+    }
+
+    /** Compacts with one write held at the pause; checks the failure, then that the table works on the old file. */
+    async function expectFailure(t: TableFile, w: Workload, original: Buffer, expectError: (err: unknown) => void): Promise<void> {
+      let held: Promise<unknown> | undefined;
+      const err = await t
+        .compact({
+          onStep: (step) => {
+            if (step === 'paused') held = w.put('held');
+          },
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expectError(err);
+      if (held !== undefined) await held;
+      expect(t.failed).toBeUndefined();
+      expect(t.generation).toBe(1);
+      expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
+      // The old file only grew by the writes made since.
+      expect(fs.readFileSync(file()).subarray(0, original.length).equals(original)).toBe(true);
+      await w.put('after');
+      await w.delete(w.key(3));
+      expect(contents(t)).toEqual(w.expected());
+      await t.close();
+      const r = await open();
+      expect(r.generation).toBe(1);
+      expect(contents(r)).toEqual(w.expected());
+      await r.close();
+    }
+
+    test.each<[string, { op: 'write' | 'fdatasync' | 'rename' | 'read' | 'open'; nth: number }]>([
+      ['the new file cannot be created', { op: 'open', nth: 1 }],
+      ['a write of the new file fails mid copy', { op: 'write', nth: 2 }],
+      ['a read of the old file fails', { op: 'read', nth: 1 }],
+      ['the fdatasync of the bulk fails', { op: 'fdatasync', nth: 1 }],
+      ['the fdatasync in the pause fails', { op: 'fdatasync', nth: 2 }],
+      ['the rename fails', { op: 'rename', nth: 1 }],
+    ])('compaction - when %s it rejects with StoreIoError', async (_name, fault) => {
+      const ffs = new FaultyFs();
+      const { t, w, original } = await setup(ffs);
+      ffs.failOn(fault);
+      await expectFailure(t, w, original, (err) => {
+        expect(err).toBeInstanceOf(StoreIoError);
+        expect(err).toMatchObject({ code: 'IO_ERROR', details: { table: 't', operation: 'compact', step: fault.op } });
+      });
+      expect(ffs.fired).toHaveLength(1);
+    });
+
+    test('compaction - a record that fails its checksum aborts with TableCorruptError and nothing changes', async () => {
+      const ffs = new FaultyFs();
+      const { t, w } = await setup(ffs);
+      // Damage a superseded record (key 3 was overwritten by fill) near the
+      // start of the file: no read touches it, only the compaction does.
+      const { records } = await fileRecords(file());
+      expect(records[3].key).toBe(w.key(3));
+      const offset = FILE_HEADER_BYTES + records.slice(0, 3).reduce((n, r) => n + r.length, 0);
+      const fd = fs.openSync(file(), 'r+');
+      fs.writeSync(fd, Buffer.from([0xff]), 0, 1, offset + 30);
+      fs.closeSync(fd);
+      const damaged = fs.readFileSync(file());
+      const err = await t.compact().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TableCorruptError);
+      expect(err).toMatchObject({ code: 'TABLE_CORRUPT', offset, reason: 'checksum mismatch' });
+      expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
+      expect(fs.readFileSync(file()).equals(damaged)).toBe(true);
+      expect(t.generation).toBe(1);
+      await w.put('after');
+      expect(t.get('after')?.toString()).toBe(w.visible('after'));
+      await t.close();
+    });
+
+    test('compaction - when the directory fsync after the rename fails, the table is on the new file and refuses writes', async () => {
+      const ffs = new FaultyFs();
+      const { t, w } = await setup(ffs);
+      ffs.failOn({ op: 'syncDir', nth: 1 });
+      let held: Promise<unknown> | undefined;
+      await expect(
+        t.compact({
+          onStep: (step) => {
+            if (step === 'paused') held = w.put('held').catch((err: unknown) => err);
+          },
+        }),
+      ).rejects.toMatchObject({ name: 'StoreIoError', details: { step: 'syncDir' } });
+      // The held write was never acknowledged.
+      expect(await held).toBeInstanceOf(StoreIoError);
+      expect(t.failed).toBeInstanceOf(StoreIoError);
+      expect(t.generation).toBe(2);
+      expect(contents(t)).toEqual(w.expected());
+      await expect(t.put('x', b('1'))).rejects.toThrow(StoreIoError);
+      await t.close();
+      expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
+      const r = await open();
+      expect(r.generation).toBe(2);
+      expect(contents(r)).toEqual(w.expected());
+      await r.close();
+    });
+
+    test('compaction - a write below the start offset that is rolled back makes the round start again; nothing is lost', async () => {
+      const ffs = new FaultyFs();
+      const { t, w } = await setup(ffs);
+      // Written, not yet fsynced, when round one notes its offset; then its fsync fails.
+      const gate = ffs.hold('fdatasync');
+      const doomed = w.put(w.key(7));
+      // Right after the rollback a longer record reuses the doomed record's offset.
+      const follower = doomed.catch(() => w.put('follower', 1000));
+      await gate.reached;
+      const result = await t.compact({
+        onStep: (step) => {
+          if (step !== 'started') return;
+          // Released after round one has started (and noted the doomed record below its offset).
+          setImmediate(() => {
+            ffs.failOn({ op: 'fdatasync', nth: 1 });
+            gate.release();
+          });
+        },
+      });
+      await expect(doomed).rejects.toThrow(StoreIoError);
+      await follower;
+      expect(result.generation).toBe(2);
+      expect(contents(t)).toEqual(w.expected());
+      await t.close();
+      const r = await open();
+      expect(contents(r)).toEqual(w.expected());
+      await r.close();
+    });
+  });
+
+  test('compaction - a write made during the copy and rolled back after the copy passed its key leaves the key as it was', async () => {
+    const ffs = new FaultyFs();
+    const t = await open({ fs: ffs });
+    const w = new Workload(t, { keys: 10000, valueBytes: 120 });
+    await w.fill();
+    // Key 9999's live record is the last of the file: the copy reaches it last.
+    const key = w.key(9999);
+    let doomed: Promise<unknown> | undefined;
+    let gate: { reached: Promise<void>; release: () => void } | undefined;
+    const result = await t.compact({
+      onStep: async (step) => {
+        if (step === 'flushed' && doomed === undefined) {
+          // Mid copy: overwrite the key; its fsync is held, then fails (and is rolled back).
+          gate = ffs.hold('fdatasync');
+          doomed = w.put(key).catch((err: unknown) => err);
+          await gate.reached;
+        }
+        if (step === 'caught-up') {
+          // A held call is counted when released: this makes it fail.
+          ffs.failOn({ op: 'fdatasync', nth: 1 });
+          gate!.release();
+          expect(await doomed).toBeInstanceOf(StoreIoError);
+        }
+      },
+    });
+    expect(result.generation).toBe(2);
+    expect(t.get(key)?.toString()).toBe(w.visible(key));
+    expect(contents(t)).toEqual(w.expected());
+    await t.close();
+    const r = await open();
+    expect(contents(r)).toEqual(w.expected());
+    await r.close();
+  });
+
+  test('compaction - writes held by the pause that then fail in the new file are undone to the compacted records', async () => {
+    const ffs = new FaultyFs();
+    const t = await open({ fs: ffs });
+    const w = new Workload(t, { keys: 2000, valueBytes: 50 });
+    await w.fill();
+    const held: Promise<unknown>[] = [];
+    await t.compact({
+      onStep: async (step) => {
+        // Key 5's live record is then in the last tail, copied by the final round.
+        if (step === 'caught-up') await w.put(w.key(5));
+        if (step === 'paused') held.push(w.put(w.key(1)), w.delete(w.key(2)), w.put('brand-new'), w.put(w.key(1)), w.put(w.key(5)));
+        // Every write of the compaction is done: the next write is the held batch, to the new file.
+        if (step === 'dir-synced') ffs.failOn({ op: 'write', nth: 1 });
+      },
+    });
+    for (const err of await settle(held)) expect(err).toBeInstanceOf(StoreIoError);
+    expect(t.failed).toBeUndefined();
+    expect(t.get(w.key(1))?.toString()).toBe(w.visible(w.key(1)));
+    expect(t.get(w.key(2))?.toString()).toBe(w.visible(w.key(2)));
+    expect(t.get(w.key(5))?.toString()).toBe(w.visible(w.key(5)));
+    expect(t.has('brand-new')).toBe(false);
+    expect(contents(t)).toEqual(w.expected());
+    // Dead: only key 5's round-one copy, superseded by its copy in the final round.
+    expect(t.stats()).toMatchObject({ deadBytes: recordBytes(w.key(5).length, 50), fileRecords: w.expected().size + 1 });
+    await w.put(w.key(2));
+    await t.close();
+    const r = await open();
+    expect(contents(r)).toEqual(w.expected());
+    await r.close();
+  });
+
+  test('compaction - open deletes a leftover compaction file and never reads it', async () => {
+    const t = await open();
+    await t.put('a', b('1'));
+    await t.close();
+    fs.writeFileSync(`${file()}.compact`, 'garbage that is not a table file');
+    const r = await open();
+    expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
+    expect(contents(r)).toEqual(new Map([['a', '1']]));
+    await r.close();
+  });
+
+  test('compaction - one maintenance at a time: a second compaction or a backup is refused with MaintenanceConflictError', async () => {
+    const t = await open();
+    await t.put('a', b('1'));
+    const gate = deferred();
+    const first = t.compact({ onStep: (step) => (step === 'started' ? gate.promise : undefined) });
+    await expect(t.compact()).rejects.toBeInstanceOf(MaintenanceConflictError);
+    await expect(t.compact()).rejects.toMatchObject({ code: 'MAINTENANCE_CONFLICT', details: { table: 't', requested: 'compaction', running: 'compaction' } });
+    await expect(t.runMaintenance('backup', async () => 'ran')).rejects.toMatchObject({ code: 'MAINTENANCE_CONFLICT', details: { running: 'compaction' } });
+    gate.resolve();
+    await first;
+    // Free again.
+    await expect(t.runMaintenance('backup', async () => 'ran')).resolves.toBe('ran');
+    await t.compact();
+    expect(t.generation).toBe(3);
+    await t.close();
+  });
+
+  test('compaction - refused on a closed or failed table and for a bad keepTombstonesAbove', async () => {
+    const ffs = new FaultyFs();
+    const t = await open({ fs: ffs });
+    await t.put('a', b('1'));
+    await expect(t.compact({ keepTombstonesAbove: -1 })).rejects.toBeInstanceOf(BadRequestError);
+    await expect(t.compact({ keepTombstonesAbove: 1.5 })).rejects.toBeInstanceOf(BadRequestError);
+    ffs.failOn({ op: 'write', nth: 1, partialBytes: 3 }).failOn({ op: 'truncate', nth: 1 });
+    await expect(t.put('b', b('2'))).rejects.toThrow(StoreIoError);
+    expect(t.failed).toBeDefined();
+    await expect(t.compact()).rejects.toMatchObject({ name: 'StoreIoError', details: { failed: true } });
+    await t.close();
+    await expect(t.compact()).rejects.toBeInstanceOf(TableClosedError);
+  });
+
+  test('compaction - close during a compaction stops it and leaves the old file', async () => {
+    const t = await open();
+    const w = new Workload(t, { keys: 10000, valueBytes: 110 });
+    await w.fill();
+    let closing: Promise<void> | undefined;
+    const compaction = t.compact({
+      onStep: (step) => {
+        if (step === 'flushed' && closing === undefined) closing = t.close();
+      },
+    });
+    await expect(compaction).rejects.toBeInstanceOf(TableClosedError);
+    await closing;
+    expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
+    const r = await open();
+    expect(r.generation).toBe(1);
+    expect(contents(r)).toEqual(w.expected());
+    await r.close();
+  });
+});
+
+function nextId(w: Workload): number {
+  // The id the next issued operation gets: one more than the highest so far.
+  let max = -1;
+  for (const ops of w.history.values()) for (const op of ops) if (op.id > max) max = op.id;
+  return max + 1;
+}
