@@ -4,6 +4,7 @@
  * plus the NATS micro headers `Nats-Service-Error` (the message) and
  * `Nats-Service-Error-Code` (the HTTP status), so NATS tooling sees errors too.
  */
+import { isUtf8 } from 'node:buffer';
 import { BadRequestError, InternalError, toTablekeeperError } from '../store/errors';
 import type { Bus, Message, RequestOptions } from './bus';
 import { ERROR_CODES, type WireErrorCode } from './error-codes';
@@ -20,7 +21,6 @@ export interface ErrorReply {
 }
 
 const EMPTY = new Uint8Array(0);
-const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /** JSON-encodes `value` as UTF-8; `undefined` becomes an empty body. */
 export function encodeJson(value: unknown): Uint8Array {
@@ -32,12 +32,9 @@ export function encodeJson(value: unknown): Uint8Array {
 /** Parses a JSON body; an empty body is `{}`. Throws `BadRequestError` for bad UTF-8 or JSON. */
 export function decodeJson(data: Uint8Array): unknown {
   if (data.length === 0) return {};
-  let text: string;
-  try {
-    text = decoder.decode(data);
-  } catch (cause) {
-    throw new BadRequestError('body is not valid JSON', { cause });
-  }
+  // isUtf8 + toString is several times faster than a fatal TextDecoder.
+  if (!isUtf8(data)) throw new BadRequestError('body is not valid JSON');
+  const text = Buffer.from(data.buffer, data.byteOffset, data.length).toString('utf8');
   try {
     return JSON.parse(text) as unknown;
   } catch (cause) {

@@ -5,6 +5,7 @@
  */
 import type { Headers, Message, MessageHandler, PublishOptions, Subscription } from './bus';
 import { BusTimeoutError } from './errors';
+import { OBSERVE_REPLY, replyError, type ObservableMessage, type ReplyObserver } from './reply-observer';
 import type { TimedEntry, TimerList } from './request-timers';
 
 /** What the parts need from their bus. */
@@ -22,7 +23,11 @@ export interface Target {
 }
 
 /** A published message or a request, as a subscriber sees it. */
-export class LocalMessage implements Message {
+export class LocalMessage implements ObservableMessage {
+  answered = false;
+  private observer: ReplyObserver | undefined = undefined;
+  private observedAt = 0;
+
   constructor(
     readonly subject: string,
     readonly data: Uint8Array,
@@ -37,8 +42,22 @@ export class LocalMessage implements Message {
   }
 
   respond(data: Uint8Array, opts?: PublishOptions): boolean {
+    if (this.observer !== undefined) this.complete(replyError(opts));
     if (this.request === undefined) return false;
     return this.bus.sendReply(this.request, data, opts);
+  }
+
+  [OBSERVE_REPLY](observer: ReplyObserver, startedMs: number): void {
+    this.observer = observer;
+    this.observedAt = startedMs;
+  }
+
+  complete(error: string | undefined): void {
+    const observer = this.observer;
+    if (observer === undefined) return;
+    this.observer = undefined;
+    this.answered = true;
+    observer.replyObserved(this.observedAt, error);
   }
 }
 

@@ -11,15 +11,17 @@
  *   `respondOk(msg, ...)`, `respondError(msg, ...)`), e.g. from an actor.
  * The message it receives records the endpoint's stats on its first reply:
  * a reply carrying `Nats-Service-Error-Code` counts as an error. The cost per
- * request is one small object, a counter and two clock reads.
+ * request is a counter and two clock reads: the bus's own messages carry the
+ * observer themselves (`reply-observer.ts`), other messages get a wrapper.
  */
 import { randomBytes } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import { TablekeeperError } from '../store/errors';
 import type { Bus, Headers, Message, PublishOptions, Subscription } from './bus';
-import { encodeJson, respondError, respondOk, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from './codec';
+import { encodeJson, respondError, respondOk } from './codec';
 import { checkToken } from './subjects';
 import { checkPattern, checkQueue, isThenable } from './rules';
+import { isObservable, OBSERVE_REPLY, replyError, type ObservableMessage, type ReplyObserver } from './reply-observer';
 
 /** Handles one endpoint request; see the file comment for the reply rules. */
 export type EndpointHandler = (msg: Message) => unknown;
@@ -96,7 +98,7 @@ export interface MicroServiceOptions {
 const VERBS = ['PING', 'INFO', 'STATS'] as const;
 
 /** A registered endpoint: its stats, and how to remove it. */
-export class Endpoint {
+export class Endpoint implements ReplyObserver {
   numRequests = 0;
   numErrors = 0;
   lastError = '';
@@ -153,7 +155,7 @@ export class Endpoint {
   }
 
   /** @internal Called once per request, on its first reply (or when the handler ends without one). */
-  recordReply(startedMs: number, error: string | undefined): void {
+  replyObserved(startedMs: number, error: string | undefined): void {
     this.processingMs += this.service.now() - startedMs;
     if (error !== undefined) {
       this.numErrors++;
@@ -163,7 +165,16 @@ export class Endpoint {
 
   private readonly onMessage = (raw: Message): void | Promise<void> => {
     this.numRequests++;
-    const msg = new EndpointMessage(raw, this, this.service.now());
+    const startedMs = this.service.now();
+    // The bus's own messages report their first reply themselves; anything
+    // else is wrapped.
+    let msg: ObservableMessage;
+    if (isObservable(raw)) {
+      raw[OBSERVE_REPLY](this, startedMs);
+      msg = raw;
+    } else {
+      msg = new EndpointMessage(raw, this, startedMs);
+    }
     let result: unknown;
     try {
       result = this.handler(msg);
@@ -181,13 +192,13 @@ export class Endpoint {
     this.finish(msg, result);
   };
 
-  private finish(msg: EndpointMessage, body: unknown): void {
+  private finish(msg: ObservableMessage, body: unknown): void {
     if (msg.answered) return;
     if (body !== undefined) respondOk(msg, body);
     else if (msg.reply === undefined) msg.complete(undefined); // a publish: nothing to answer
   }
 
-  private fail(msg: EndpointMessage, err: unknown): void {
+  private fail(msg: ObservableMessage, err: unknown): void {
     // respondError goes through msg.respond, which counts the error (even
     // for a publish, where there is nobody to send it to).
     if (!msg.answered) respondError(msg, err);
@@ -197,8 +208,8 @@ export class Endpoint {
   }
 }
 
-/** The message an endpoint handler sees: a `Message` that records stats on its first reply. */
-class EndpointMessage implements Message {
+/** A message from a bus whose messages cannot be observed, wrapped so that it records stats on its first reply. */
+class EndpointMessage implements ObservableMessage {
   answered = false;
 
   constructor(
@@ -206,6 +217,10 @@ class EndpointMessage implements Message {
     private readonly endpoint: Endpoint,
     private readonly startedMs: number,
   ) {}
+
+  [OBSERVE_REPLY](): void {
+    // Observed from construction.
+  }
 
   get subject(): string {
     return this.raw.subject;
@@ -221,17 +236,14 @@ class EndpointMessage implements Message {
   }
 
   respond(data: Uint8Array, opts?: PublishOptions): boolean {
-    if (!this.answered) {
-      const h = opts?.headers;
-      const code = h?.[SERVICE_ERROR_CODE_HEADER];
-      this.complete(code === undefined ? undefined : h?.[SERVICE_ERROR_HEADER] || code);
-    }
+    if (!this.answered) this.complete(replyError(opts));
     return this.raw.respond(data, opts);
   }
 
   complete(error: string | undefined): void {
+    if (this.answered) return;
     this.answered = true;
-    this.endpoint.recordReply(this.startedMs, error);
+    this.endpoint.replyObserved(this.startedMs, error);
   }
 }
 

@@ -48,6 +48,7 @@ import {
   type Subscription,
 } from './bus';
 import { BusClosedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError } from './errors';
+import { OBSERVE_REPLY, replyError, type ObservableMessage, type ReplyObserver } from './reply-observer';
 import { RequestTimers, type TimedEntry, type TimerList } from './request-timers';
 import {
   checkPattern,
@@ -370,8 +371,11 @@ class NatsBusSubscription implements Subscription {
 }
 
 /** A received NATS message seen through our `Message`; headers converted on first use. */
-class NatsMessage implements Message {
+class NatsMessage implements ObservableMessage {
   private convertedHeaders: Headers | undefined | null = null;
+  answered = false;
+  private observer: ReplyObserver | undefined = undefined;
+  private observedAt = 0;
 
   constructor(
     private readonly msg: Msg,
@@ -395,7 +399,21 @@ class NatsMessage implements Message {
     return this.convertedHeaders;
   }
 
+  [OBSERVE_REPLY](observer: ReplyObserver, startedMs: number): void {
+    this.observer = observer;
+    this.observedAt = startedMs;
+  }
+
+  complete(error: string | undefined): void {
+    const observer = this.observer;
+    if (observer === undefined) return;
+    this.observer = undefined;
+    this.answered = true;
+    observer.replyObserved(this.observedAt, error);
+  }
+
   respond(data: Uint8Array, opts?: PublishOptions): boolean {
+    if (this.observer !== undefined) this.complete(replyError(opts));
     const reply = this.msg.reply;
     if (!reply) return false;
     const headers = toNatsHeaders(opts?.headers);

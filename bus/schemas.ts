@@ -91,7 +91,11 @@ export const OPERATIONS = {
     },
     reply: { type: 'object' },
   },
-  'admin.compact': { subject: 'admin.compact', request: emptyRequest, reply: { type: 'object' } },
+  'admin.compact': {
+    subject: 'admin.compact[.<t>]',
+    request: { type: 'object', properties: { force: { type: 'boolean' } }, additionalProperties: false },
+    reply: { type: 'object' },
+  },
   'admin.backup': { subject: 'admin.backup[.<t>]', request: emptyRequest, reply: { type: 'object' } },
   'admin.restore': { subject: 'admin.restore.<t>', request: emptyRequest, reply: { type: 'object' } },
   'admin.health': { subject: 'admin.health', request: emptyRequest, reply: { type: 'object' } },
@@ -118,7 +122,7 @@ export interface RequestBodies {
   stats: Record<string, never>;
   compact: { force?: boolean };
   corruption: { reason: string; offset?: number };
-  'admin.compact': Record<string, never>;
+  'admin.compact': { force?: boolean };
   'admin.backup': Record<string, never>;
   'admin.restore': Record<string, never>;
   'admin.health': Record<string, never>;
@@ -194,4 +198,40 @@ export function parseRequest<K extends keyof RequestBodies>(op: K, data: Uint8Ar
 export function checkReply(op: Operation, body: unknown): string | null {
   const v = validator(replyValidators, op, 'reply');
   return v(body) ? null : describeErrors(v.errors);
+}
+
+// `{"key":"` and `"}`: the one body shape `parseKeyRequest` reads itself.
+const KEY_BODY_HEAD = [0x7b, 0x22, 0x6b, 0x65, 0x79, 0x22, 0x3a, 0x22] as const;
+const KEY_BODY_HEAD_LEN = KEY_BODY_HEAD.length;
+const KEY_BODY_MIN = KEY_BODY_HEAD_LEN + 1 + 2;
+const KEY_BODY_MAX = KEY_BODY_HEAD_LEN + key.maxLength + 2;
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string })
+  .latin1Slice;
+
+/**
+ * The key of a `get` or `delete` request body, exactly as
+ * `parseRequest(op, data).key` would return it, or undefined when the body
+ * is not in the one shape read here: `{"key":"K"}` with no whitespace, where
+ * K is 1 to 1024 printable ASCII characters other than `"` and `\`. Such a
+ * body is valid JSON whose parse is `{key: K}`, which the schema accepts
+ * (the only other rules are type string and length 1..1024, and for ASCII one
+ * character is one UTF-16 unit), so nothing the schema rejects gets through.
+ * Every other body, valid or not, must go through `parseRequest`.
+ */
+export function fastKeyOf(data: Uint8Array): string | undefined {
+  const n = data.length;
+  if (n < KEY_BODY_MIN || n > KEY_BODY_MAX) return undefined;
+  for (let i = 0; i < KEY_BODY_HEAD_LEN; i++) if (data[i] !== KEY_BODY_HEAD[i]) return undefined;
+  const end = n - 2;
+  if (data[end] !== 0x22 || data[end + 1] !== 0x7d) return undefined;
+  for (let i = KEY_BODY_HEAD_LEN; i < end; i++) {
+    const c = data[i];
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return undefined;
+  }
+  return latin1Slice.call(data, KEY_BODY_HEAD_LEN, end);
+}
+
+/** The key of a `get` or `delete` request: the fast shape above, else the full decode and schema check. */
+export function parseKeyRequest(op: 'get' | 'delete', data: Uint8Array): string {
+  return fastKeyOf(data) ?? validateRequest(op, decodeJson(data)).key;
 }

@@ -24,10 +24,11 @@ export const tablesGateway = fromCallback<GatewayEvent, GatewayInput>(({ input, 
   receive((event) => alive.set(event.table, event.alive));
   const base = `${input.subjectPrefix}tables.`;
   const sub = input.bus.subscribe(`${base}>`, (msg) => {
-    const rest = msg.subject.slice(base.length);
-    const dot = rest.indexOf('.');
-    const table = dot === -1 ? rest : rest.slice(0, dot);
-    const state = alive.get(table);
+    const subject = msg.subject;
+    const dot = subject.indexOf('.', base.length);
+    const state = alive.get(subject.slice(base.length, dot === -1 ? subject.length : dot));
+    if (state === true) return; // the owner answers (the common case: nothing else to do)
+    const table = subject.slice(base.length, dot === -1 ? subject.length : dot);
     if (state === undefined) respondError(msg, new TableNotFoundError(table));
     else if (!state) respondError(msg, new TableUnavailableError(table, 'restarting'));
   });
