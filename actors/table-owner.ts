@@ -3,8 +3,17 @@ import type { Logger } from 'pino';
 import { assign, fromCallback, fromPromise, sendParent, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { Bus, Message } from '../bus/bus';
 import type { MicroService } from '../bus/micro';
-import { TableCorruptError, TableFile, toTablekeeperError, type StoreFs, type TablekeeperError } from '../store';
+import {
+  MaintenanceConflictError,
+  TableCorruptError,
+  TableFile,
+  TableUnavailableError,
+  toTablekeeperError,
+  type StoreFs,
+  type TablekeeperError,
+} from '../store';
 import type { TableConfig } from '../supervisor/config';
+import { runMaintenance, type MaintenanceJob } from './maintenance-job';
 import { TableRequests, type RequestHandlerReport, type ServingMode } from './table-requests';
 
 /** What a table owner needs; everything comes in here, nothing from module state. */
@@ -31,6 +40,8 @@ export interface TableOwnerOutput {
 /** Events a table owner accepts. */
 export type TableOwnerEvent =
   | { type: 'STOP' }
+  | { type: 'MAINTAIN'; job: MaintenanceJob }
+  | { type: 'COMPACT_REQUESTED'; force: boolean; reply: (body: unknown) => void }
   | { type: 'CORRUPTION_DETECTED'; error: TableCorruptError; source: 'read' | 'scrub' | 'operator' | 'open' }
   | { type: 'FILE_FAILED'; error: TablekeeperError };
 
@@ -40,6 +51,7 @@ export type TableOwnerState = 'opening' | 'serving' | 'corrupt' | 'stopping' | '
 /** Events the owner sends to its parent (the supervisor). */
 export type TableOwnerReport =
   | { type: 'OWNER_STATE'; table: string; state: TableOwnerState }
+  | { type: 'OWNER_COMPACT_REQUEST'; table: string; force: boolean; reply: (body: unknown) => void }
   | { type: 'OWNER_CORRUPT'; table: string; error: TableCorruptError; source: string };
 
 /** The file a table lives in, inside the data directory. */
@@ -81,6 +93,16 @@ const openTable = fromPromise<TableFile, TableOwnerInput>(({ input }) =>
   }),
 );
 
+const maintain = fromPromise<void, { file: TableFile; job: MaintenanceJob; logger: Logger }>(async ({ input }) => {
+  // The job's own promise carries the outcome to the supervisor; this actor
+  // only marks how long the table is busy with maintenance.
+  try {
+    input.job.resolve(await runMaintenance(input.file, input.job.request, input.logger));
+  } catch (err) {
+    input.job.reject(err);
+  }
+});
+
 const closeTable = fromPromise<void, { file: TableFile | null }>(async ({ input }) => {
   if (input.file) await input.file.close();
 });
@@ -94,13 +116,34 @@ const closeTable = fromPromise<void, { file: TableFile | null }>(async ({ input 
 export const tableOwnerMachine = setup({
   types: {
     input: {} as TableOwnerInput,
-    context: {} as { input: TableOwnerInput; file: TableFile | null; error: TablekeeperError | null; failed: boolean },
+    context: {} as {
+      input: TableOwnerInput;
+      file: TableFile | null;
+      error: TablekeeperError | null;
+      failed: boolean;
+      job: MaintenanceJob | null;
+      stopRequested: boolean;
+    },
     events: {} as TableOwnerEvent,
     output: {} as TableOwnerOutput,
   },
-  actors: { requestRouter, openTable, closeTable },
+  actors: { requestRouter, openTable, closeTable, maintain },
   actions: {
     route: sendTo('router', (_, mode: ServingMode): RouterEvent => ({ type: 'MODE', mode })),
+    rejectJob: ({ context, event }) => {
+      if (event.type !== 'MAINTAIN') return;
+      const table = context.input.table.name;
+      const state = context.file ? 'busy with maintenance' : 'not serving';
+      event.job.reject(
+        context.file
+          ? new MaintenanceConflictError(table, event.job.request.kind, 'another maintenance run')
+          : new TableUnavailableError(table, state),
+      );
+    },
+    forwardCompact: sendParent(({ context, event }): TableOwnerReport => {
+      const e = event as Extract<TableOwnerEvent, { type: 'COMPACT_REQUESTED' }>;
+      return { type: 'OWNER_COMPACT_REQUEST', table: context.input.table.name, force: e.force, reply: e.reply };
+    }),
     report: sendParent(({ context }, state: TableOwnerState): TableOwnerReport => ({
       type: 'OWNER_STATE',
       table: context.input.table.name,
@@ -109,8 +152,13 @@ export const tableOwnerMachine = setup({
   },
 }).createMachine({
   id: 'tableOwner',
-  context: ({ input }) => ({ input, file: null, error: null, failed: false }),
+  context: ({ input }) => ({ input, file: null, error: null, failed: false, job: null, stopRequested: false }),
   invoke: { id: 'router', src: 'requestRouter', input: ({ context }) => context.input },
+  on: {
+    // Outside `serving.idle` a maintenance job is refused at once.
+    MAINTAIN: { actions: 'rejectJob' },
+    COMPACT_REQUESTED: { actions: 'forwardCompact' },
+  },
   initial: 'opening',
   states: {
     opening: {
@@ -118,8 +166,13 @@ export const tableOwnerMachine = setup({
       invoke: {
         src: 'openTable',
         input: ({ context }) => context.input,
-        onDone: { target: 'serving', actions: assign({ file: ({ event }) => event.output }) },
+        onDone: [
+          // A stop that arrived while opening closes the freshly opened file.
+          { guard: ({ context }) => context.stopRequested, target: 'stopping', actions: assign({ file: ({ event }) => event.output }) },
+          { target: 'serving', actions: assign({ file: ({ event }) => event.output }) },
+        ],
         onError: [
+          { guard: ({ context }) => context.stopRequested, target: 'stopped' },
           {
             guard: ({ event }) => event.error instanceof TableCorruptError,
             target: 'corrupt',
@@ -128,7 +181,7 @@ export const tableOwnerMachine = setup({
           { target: 'failed', actions: assign({ error: ({ event }) => toTablekeeperError(event.error) }) },
         ],
       },
-      on: { STOP: 'stopping' },
+      on: { STOP: { actions: assign({ stopRequested: true }) } },
     },
     serving: {
       entry: [
@@ -140,6 +193,26 @@ export const tableOwnerMachine = setup({
         STOP: 'stopping',
         CORRUPTION_DETECTED: { target: 'corrupt', actions: assign({ error: ({ event }) => event.error }) },
         FILE_FAILED: { target: 'failed', actions: assign({ error: ({ event }) => event.error }) },
+      },
+      initial: 'idle',
+      states: {
+        idle: {
+          on: { MAINTAIN: { target: 'maintaining', actions: assign({ job: ({ event }) => event.job }) } },
+        },
+        // Online maintenance: requests keep being served from the same file.
+        maintaining: {
+          invoke: {
+            src: 'maintain',
+            input: ({ context }) => ({
+              file: context.file as TableFile,
+              job: context.job as MaintenanceJob,
+              logger: context.input.logger,
+            }),
+            // Leaving mid-run (stop, corruption) stops this actor, but the run
+            // itself still settles the job, so no caller is left waiting.
+            onDone: { target: 'idle', actions: assign({ job: null }) },
+          },
+        },
       },
     },
     corrupt: {

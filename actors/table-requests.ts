@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Message } from '../bus/bus';
-import { decodeJson, respondError } from '../bus/codec';
-import { validateRequest } from '../bus/schemas';
+import { decodeJson, encodeJson, respondError } from '../bus/codec';
+import { parseKeyRequest, validateRequest } from '../bus/schemas';
 import {
   TableCorruptError,
   TableUnavailableError,
@@ -18,6 +18,7 @@ export type ServingMode =
 /** What the request handler reports back to the owner. */
 export type RequestHandlerReport =
   | { type: 'CORRUPTION_DETECTED'; error: TableCorruptError; source: 'read' }
+  | { type: 'COMPACT_REQUESTED'; force: boolean; reply: (body: unknown) => void }
   | { type: 'FILE_FAILED'; error: TablekeeperError };
 
 const OK_PUT = Buffer.from('{"ok":true}');
@@ -25,7 +26,17 @@ const FOUND_PREFIX = Buffer.from('{"found":true,"value":');
 const NOT_FOUND = Buffer.from('{"found":false}');
 const DELETED = Buffer.from('{"deleted":true}');
 const NOT_DELETED = Buffer.from('{"deleted":false}');
-const CLOSE = Buffer.from('}');
+const CLOSE_BRACE = 0x7d;
+
+/** `{"found":true,"value":<value>}` in one buffer (the bus copies it once more on reply). */
+function foundReply(value: Uint8Array): Buffer {
+  const head = FOUND_PREFIX.length;
+  const out = Buffer.allocUnsafe(head + value.length + 1);
+  out.set(FOUND_PREFIX, 0);
+  out.set(value, head);
+  out[head + value.length] = CLOSE_BRACE;
+  return out;
+}
 
 /**
  * Answers `tables.<t>.<op>` requests against one table file. Values are stored
@@ -52,6 +63,17 @@ export class TableRequests {
    * Writes return a promise that settles once the reply is sent.
    */
   handle(op: string, msg: Message): void | Promise<void> {
+    if (op === 'compact') {
+      // Compaction is the supervisor's to schedule and serialise with the
+      // table's other maintenance; it answers through `reply`.
+      try {
+        const { force } = validateRequest('compact', decodeJson(msg.data)) as { force?: boolean };
+        this.report({ type: 'COMPACT_REQUESTED', force: force === true, reply: (body) => void msg.respond(encodeJson(body)) });
+      } catch (err) {
+        fail(msg, err);
+      }
+      return;
+    }
     const mode = this.mode;
     if (mode.state !== 'serving') {
       return fail(msg, new TableUnavailableError(this.table, mode.state));
@@ -60,9 +82,8 @@ export class TableRequests {
     try {
       switch (op) {
         case 'get': {
-          const { key } = validateRequest('get', decodeJson(msg.data)) as { key: string };
-          const value = file.get(key);
-          msg.respond(value === undefined ? NOT_FOUND : Buffer.concat([FOUND_PREFIX, value, CLOSE]));
+          const value = file.get(parseKeyRequest('get', msg.data));
+          msg.respond(value === undefined ? NOT_FOUND : foundReply(value));
           return;
         }
         case 'put': {
@@ -74,8 +95,7 @@ export class TableRequests {
           );
         }
         case 'delete': {
-          const { key } = validateRequest('delete', decodeJson(msg.data)) as { key: string };
-          return file.delete(key).then(
+          return file.delete(parseKeyRequest('delete', msg.data)).then(
             (deleted) => void msg.respond(deleted ? DELETED : NOT_DELETED),
             (err: unknown) => this.failOp(msg, 'delete', err),
           );

@@ -1,4 +1,5 @@
 import Ajv, { type ErrorObject } from 'ajv';
+import { Cron } from 'croner';
 import * as path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { ConfigInvalidError } from '../store/errors';
@@ -54,7 +55,7 @@ const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
 const scheduleSchema = {
   oneOf: [
     { type: 'object', required: ['every'], properties: { every: { type: 'string', pattern: DURATION_PATTERN } } },
-    { type: 'object', required: ['cron'], properties: { cron: { type: 'string', minLength: 9 } } },
+    { type: 'object', required: ['cron'], properties: { cron: { type: 'string', minLength: 1 } } },
   ],
 };
 
@@ -161,6 +162,15 @@ const ajv = new Ajv({ allErrors: true, strict: false });
 const validateFile = ajv.compile(CONFIG_FILE_SCHEMA);
 const validateSchedule = ajv.compile(scheduleSchema);
 
+/** Throws ConfigInvalidError unless `expr` is a cron expression croner accepts. */
+export function validateCron(name: string, expr: string): void {
+  try {
+    new Cron(expr, { paused: true });
+  } catch (err) {
+    throw new ConfigInvalidError(`${name}.cron: '${expr}' is not a cron expression (${(err as Error).message})`);
+  }
+}
+
 /** Parses `"250ms"`, `"30s"`, `"5m"`, `"6h"`, `"1d"` into milliseconds. */
 export function parseDuration(text: string): number {
   const m = /^([0-9]+)(ms|s|m|h|d)$/.exec(text);
@@ -238,6 +248,7 @@ export function loadConfig(sources: ConfigSources): Config {
         );
       }
       if (every !== undefined) parseDuration(every);
+      else validateCron(key, cron);
     }
   }
 

@@ -1,11 +1,14 @@
 import type { Logger } from 'pino';
-import { assign, enqueueActions, setup, type ActorRefFrom } from 'xstate';
+import { assign, enqueueActions, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { Bus } from '../bus/bus';
 import type { MicroService } from '../bus/micro';
 import { tableOwnerMachine, type TableOwnerOutput, type TableOwnerReport, type TableOwnerState } from '../actors/table-owner';
 import type { StoreFs } from '../store';
 import type { Config } from './config';
+import { maintenanceActor, type MaintenanceActorReport } from './maintenance-actor';
+import { systemClock, type Clock } from './schedule';
 import { tablesGateway, type GatewayEvent } from './tables-gateway';
+import { TableUnavailableError } from '../store';
 
 /** What the supervisor needs; everything is injected. */
 export interface SupervisorInput {
@@ -16,6 +19,8 @@ export interface SupervisorInput {
   fs?: StoreFs;
   /** Wall clock for the restart window (tests pass a fake one). */
   now?: () => number;
+  /** Clock for the maintenance schedules (tests pass a simulated one). */
+  clock?: Clock;
 }
 
 /** The supervisor's view of one table's owner. */
@@ -35,6 +40,7 @@ export type SupervisorEvent =
   | { type: 'STOP' }
   | { type: 'RESTART'; table: string }
   | TableOwnerReport
+  | MaintenanceActorReport
   | { type: `xstate.done.actor.${string}`; output: TableOwnerOutput }
   | { type: `xstate.error.actor.${string}`; error: unknown };
 
@@ -65,13 +71,18 @@ export const supervisorMachine = setup({
     context: {} as { input: SupervisorInput; owners: Record<string, OwnerRecord> },
     events: {} as SupervisorEvent,
   },
-  actors: { tableOwner: tableOwnerMachine, tablesGateway },
+  actors: { tableOwner: tableOwnerMachine, tablesGateway, maintenanceActor },
   actions: {
-    recordState: assign({
-      owners: ({ context, event }) => {
-        if (event.type !== 'OWNER_STATE') return context.owners;
-        return { ...context.owners, [event.table]: { ...context.owners[event.table], state: event.state } };
-      },
+    recordState: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'OWNER_STATE') return;
+      enqueue.assign({ owners: { ...context.owners, [event.table]: { ...context.owners[event.table], state: event.state } } });
+      enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table: event.table, state: event.state });
+    }),
+    dispatchJob: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'MAINTAIN') return;
+      const owner = context.owners[event.table];
+      if (owner?.alive) enqueue.sendTo(ownerId(event.table), { type: 'MAINTAIN', job: event.job });
+      else event.job.reject(new TableUnavailableError(event.table, owner ? owner.state : 'unknown'));
     }),
     spawnOwner: enqueueActions(({ context, enqueue }, params: { table: string }) => {
       const { input } = context;
@@ -106,6 +117,7 @@ export const supervisorMachine = setup({
       const failed = !output || output.reason === 'failed';
       const reason = output?.error?.message ?? ('error' in event ? String((event.error as Error)?.message ?? event.error) : undefined);
       enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table, alive: false } satisfies GatewayEvent);
+      enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table, state: 'down' });
       enqueue.assign({
         owners: ({ context: c }) => ({
           ...c.owners,
@@ -139,15 +151,27 @@ export const supervisorMachine = setup({
     input,
     owners: Object.fromEntries(input.config.tables.map((t) => [t.name, { alive: false, state: 'down', restarts: [] } as OwnerRecord])),
   }),
-  invoke: {
-    id: 'gateway',
-    src: 'tablesGateway',
-    input: ({ context }) => ({
-      bus: context.input.bus,
-      subjectPrefix: context.input.config.subjectPrefix ? `${context.input.config.subjectPrefix}.` : '',
-      tables: context.input.config.tables.map((t) => t.name),
-    }),
-  },
+  invoke: [
+    {
+      id: 'gateway',
+      src: 'tablesGateway',
+      input: ({ context }) => ({
+        bus: context.input.bus,
+        subjectPrefix: context.input.config.subjectPrefix ? `${context.input.config.subjectPrefix}.` : '',
+        tables: context.input.config.tables.map((t) => t.name),
+      }),
+    },
+    {
+      id: 'maintenance',
+      src: 'maintenanceActor',
+      input: ({ context }) => ({
+        config: context.input.config,
+        bus: context.input.bus,
+        logger: context.input.logger,
+        clock: context.input.clock ?? systemClock,
+      }),
+    },
+  ],
   initial: 'running',
   states: {
     running: {
@@ -162,6 +186,8 @@ export const supervisorMachine = setup({
           actions: { type: 'spawnOwner', params: ({ event }) => ({ table: event.table }) },
         },
         OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
+        MAINTAIN: { actions: 'dispatchJob' },
+        OWNER_COMPACT_REQUEST: { actions: sendTo('maintenance', ({ event }) => event) },
         OWNER_CORRUPT: {
           actions: ({ context, event }) =>
             context.input.logger.error({ table: event.table, reason: event.error.reason, offset: event.error.offset }, 'owner reported corruption'),
@@ -179,6 +205,11 @@ export const supervisorMachine = setup({
       always: { guard: 'noOwnerAlive', target: 'stopped' },
       on: {
         OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
+        MAINTAIN: { actions: ({ event }) => event.job.reject(new TableUnavailableError(event.table, 'stopping')) },
+        OWNER_COMPACT_REQUEST: {
+          actions: ({ event }) =>
+            event.reply({ status: 'error', table: event.table, error: { code: 'TABLE_UNAVAILABLE', message: 'the service is stopping' } }),
+        },
         'xstate.done.actor.*': {
           actions: assign({
             owners: ({ context, event }) => {

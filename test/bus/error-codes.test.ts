@@ -26,4 +26,12 @@ describe('error codes', () => {
       expect(m.doc.trim().length).toBeGreaterThan(10);
     }
   });
+
+  test('error codes - the README documents every code with its wire code, status and meaning', () => {
+    const readme = readFileSync(join(__dirname, '../../README.md'), 'utf8');
+    for (const [code, m] of Object.entries(ERROR_CODES)) {
+      const row = `| \`${code}\` | \`${m.wire}\` | ${m.status} | ${m.doc} |`;
+      expect({ code, documented: readme.includes(row) }).toEqual({ code, documented: true });
+    }
+  });
 });

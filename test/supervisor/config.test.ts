@@ -60,6 +60,8 @@ describe('config', () => {
     expect(() => withFile({ tables: [{ name: 'a' }, { name: 'a' }] })).toThrow(/declared twice/);
     expect(() => withFile({ tables: [{ name: 'a', sync: 'sometimes' }] })).toThrow(ConfigInvalidError);
     expect(() => withFile({ backup: { every: 'daily' } })).toThrow(/backup/);
+    expect(() => withFile({ backup: { cron: '61 * * * *' } })).toThrow(/backup.cron: '61 \* \* \* \*' is not a cron expression/);
+    expect(() => withFile({ backup: { every: '1h', cron: '0 * * * *' } })).toThrow(ConfigInvalidError);
     expect(() => loadConfig({ env: { TABLEKEEPER_HTTP_PORT: 'eighty' } })).toThrow(/TABLEKEEPER_HTTP_PORT/);
     expect(() => loadConfig({ env: { TABLEKEEPER_CONFIG: '/nope/missing.json' } })).toThrow(/cannot read config file/);
   });
