@@ -1,0 +1,220 @@
+/**
+ * `npm run bench`: measures Tablekeeper beside its peers in one run, prints a
+ * table and records it in BENCHMARKS.md with the date, machine and versions.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pino from 'pino';
+import { connect } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
+import { encodeJson, InProcessBus, NatsBus, type Bus } from '../bus';
+import { startService } from '../cli/serve';
+import { loadConfig, type Config } from '../supervisor/config';
+import { TableFile } from '../store';
+import { findNatsServerBinary, startNatsServer } from '../test/helpers/nats-server';
+import { benchKey, closedLoop, jsonValue, medianOf } from './load';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const CONCURRENCY = 64;
+const VALUE = jsonValue(128);
+const silent = pino({ level: 'silent' });
+
+interface Row {
+  what: string;
+  ours: string;
+  peer: string;
+  goal: string;
+  met: boolean;
+}
+
+const rows: Row[] = [];
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+function benchConfig(dataDir: string): Config {
+  const base = loadConfig({ env: { TABLEKEEPER_DATA_DIR: dataDir, TABLEKEEPER_LOG_LEVEL: 'warn' } });
+  return { ...base, tables: [{ name: 'bench', sync: 'always', maxValueBytes: 1024 * 1024 }] };
+}
+
+/** put then get over any bus, 64 in flight; returns median ops/s of each. */
+async function putGet(bus: Bus, puts: number, gets: number) {
+  const putBodies = Array.from({ length: 1000 }, (_, i) => encodeJson({ key: benchKey(i), value: VALUE }));
+  const getBodies = Array.from({ length: 1000 }, (_, i) => encodeJson({ key: benchKey(i) }));
+  const put = await medianOf(3, () =>
+    closedLoop(puts, CONCURRENCY, (i) => bus.request('tables.bench.put', putBodies[i % 1000])),
+  );
+  const get = await medianOf(3, () =>
+    closedLoop(gets, CONCURRENCY, (i) => bus.request('tables.bench.get', getBodies[i % 1000])),
+  );
+  return { put: put.opsPerSec, get: get.opsPerSec };
+}
+
+async function embedded(): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tk-bench-emb-'));
+  const logger = pino({ level: 'warn' });
+  const service = await startService(benchConfig(dir), logger);
+  try {
+    const r = await putGet(service.bus, 200_000, 1_000_000);
+    rows.push({ what: 'embedded durable put/s (sync always)', ours: fmt(r.put), peer: 'SQLite FULL ~6k (issue figure)', goal: '>= 50,000', met: r.put >= 50_000 });
+    rows.push({ what: 'embedded get/s', ours: fmt(r.get), peer: '', goal: '>= 300,000', met: r.get >= 300_000 });
+  } finally {
+    await service.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function waitForLine(child: ChildProcess, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      if (buf.includes(text)) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`child exited with ${code} before '${text}'`)));
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await done;
+}
+
+async function overNats(): Promise<void> {
+  const nats = await startNatsServer({ jetstream: true });
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tk-bench-nats-'));
+  const children: ChildProcess[] = [];
+  try {
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ tables: [{ name: 'bench', sync: 'always' }], logLevel: 'warn' }));
+    const serve = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'main.js'), 'serve'], {
+      env: { PATH: process.env.PATH ?? '', NATS_URL: nats.url, TABLEKEEPER_CONFIG: path.join(dir, 'config.json'), TABLEKEEPER_DATA_DIR: path.join(dir, 'data'), TABLEKEEPER_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(serve);
+    await waitForLine(serve, 'tablekeeper started');
+    const echo = spawn(process.execPath, [path.join(__dirname, 'echo-responder.js'), nats.url, 'bench.echo'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(echo);
+    await waitForLine(echo, 'ready');
+
+    const bus = await NatsBus.connect({ servers: nats.url, name: 'bench-client', logger: silent });
+    const ours = await putGet(bus, 100_000, 200_000);
+    const echoBody = encodeJson({ key: benchKey(1), value: VALUE });
+    const raw = await medianOf(3, () => closedLoop(200_000, CONCURRENCY, () => bus.request('bench.echo', echoBody)));
+    await bus.close();
+
+    const nc = await connect({ servers: nats.url, name: 'bench-kv' });
+    const kv = await new Kvm(nc).create('bench', { history: 1 });
+    const kvValue = encodeJson(VALUE);
+    const kvPut = await medianOf(3, () => closedLoop(50_000, CONCURRENCY, (i) => kv.put(benchKey(i % 1000), kvValue)));
+    const kvGet = await medianOf(3, () => closedLoop(100_000, CONCURRENCY, (i) => kv.get(benchKey(i % 1000))));
+    await nc.close();
+
+    rows.push({ what: 'NATS put/s (ours, fsync each) vs JetStream KV put/s', ours: fmt(ours.put), peer: fmt(kvPut.opsPerSec), goal: '>= 1.0x KV', met: ours.put >= kvPut.opsPerSec });
+    rows.push({ what: 'NATS get/s (ours) vs JetStream KV get/s', ours: fmt(ours.get), peer: fmt(kvGet.opsPerSec), goal: '>= 1.0x KV', met: ours.get >= kvGet.opsPerSec });
+    rows.push({ what: 'NATS put/s vs raw request/reply echo/s', ours: fmt(ours.put), peer: fmt(raw.opsPerSec), goal: '>= 0.8x echo', met: ours.put >= 0.8 * raw.opsPerSec });
+    rows.push({ what: 'NATS get/s vs raw request/reply echo/s', ours: fmt(ours.get), peer: fmt(raw.opsPerSec), goal: '>= 0.8x echo', met: ours.get >= 0.8 * raw.opsPerSec });
+  } finally {
+    for (const c of children) await stopChild(c);
+    await nats.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function heapBytes(): number {
+  (global as { gc?: () => void }).gc?.();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+async function openMillion(): Promise<void> {
+  const N = 1_000_000;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tk-bench-open-'));
+  try {
+    const file = path.join(dir, 'big.tkt');
+    const value = Buffer.from(JSON.stringify(VALUE));
+    const writer = await TableFile.open({ table: 'big', path: file, sync: 'none' });
+    for (let i = 0; i < N; i += 1000) {
+      const batch = [];
+      for (let j = i; j < i + 1000; j++) batch.push(writer.put(benchKey(j), value));
+      await Promise.all(batch);
+    }
+    await writer.close();
+
+    // A V8 sequential one-byte string (Node builds without pointer
+    // compression) costs a 16-byte header plus its characters, rounded up to
+    // 8 bytes: that is "the key" the goal excludes.
+    const keyBytes = Math.ceil((16 + benchKey(0).length) / 8) * 8;
+
+    const base = heapBytes();
+    const started = process.hrtime.bigint();
+    const table = await TableFile.open({ table: 'big', path: file });
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const perKey = (heapBytes() - base) / N;
+    await table.close();
+    rows.push({ what: 'open 1M keys (s)', ours: seconds.toFixed(2), peer: '', goal: '<= 1.5', met: seconds <= 1.5 });
+    rows.push({
+      what: `index bytes per key, excluding the key (all ${Math.round(perKey)} B minus the ${keyBytes} B key string)`,
+      ours: String(Math.round(perKey - keyBytes)),
+      peer: 'Bitcask keydir 44.5',
+      goal: '<= 100',
+      met: perKey - keyBytes <= 100,
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function table(): string {
+  const head = ['measure', 'Tablekeeper', 'peer', 'goal', 'met'];
+  const body = rows.map((r) => [r.what, r.ours, r.peer, r.goal, r.met ? 'yes' : 'NO']);
+  return [head, head.map(() => '---'), ...body].map((r) => `| ${r.join(' | ')} |`).join('\n');
+}
+
+function machine(): string {
+  const cpu = os.cpus();
+  let nats = 'unknown';
+  try {
+    nats = execFileSync(findNatsServerBinary(), ['--version']).toString().trim();
+  } catch {
+    // reported as unknown
+  }
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  return [
+    `- machine: ${cpu[0]?.model ?? 'unknown cpu'}, ${cpu.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`,
+    `- node ${process.version}, ${nats}, tablekeeper ${pkg.version}, @nats-io/transport-node ${pkg.dependencies['@nats-io/transport-node']}, xstate ${pkg.dependencies.xstate}`,
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const only = process.argv[2];
+  if (!only || only === 'embedded') await embedded();
+  if (!only || only === 'nats') await overNats();
+  if (!only || only === 'open') await openMillion();
+  const date = new Date().toISOString().slice(0, 10);
+  const section = `## ${date}\n\n${machine()}\n\n${table()}\n`;
+  process.stdout.write(`\n${section}\n`);
+  if (!only) {
+    const file = path.join(ROOT, 'BENCHMARKS.md');
+    let old = '';
+    try {
+      old = readFileSync(file, 'utf8');
+    } catch {
+      old = '';
+    }
+    const header = '# Benchmarks\n\nRecorded by `npm run bench` (newest first). See "How the benchmarks measure" in README.md.\n\n';
+    const rest = old.startsWith('# Benchmarks') ? old.slice(old.indexOf('\n## ') + 1) : '';
+    writeFileSync(file, `${header}${section}\n${rest.startsWith('## ') ? rest : ''}`);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

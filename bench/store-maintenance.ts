@@ -1,0 +1,178 @@
+/**
+ * Maintenance benchmark of the table engine: online compaction and backup of
+ * a large, half-dead table, against a plain file copy, with the latency of a
+ * get+put loop that runs meanwhile.
+ *
+ * The table: `keys` keys of ~20 bytes with ~128-byte JSON-ish values, each
+ * written twice (so half of the file's bytes are dead). The latency loop
+ * runs one operation at a time, each a get of a random key then a put of a
+ * random key awaited to its acknowledgement, and records the time from the
+ * start of the get to the acknowledgement; the table uses `sync: 'none'` so
+ * that the numbers show what maintenance adds (event-loop stalls, held
+ * writes), not fsync latency. `baseline*` is the same loop with nothing
+ * else running.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { backupTable, TableFile } from '../store';
+
+/** What to run. */
+export interface MaintenanceBenchOptions {
+  /** Number of keys (each written twice). */
+  keys: number;
+  /** An empty directory to work in (the caller removes it). */
+  dir: string;
+  /** Value size in bytes; default 128. */
+  valueBytes?: number;
+}
+
+/** Durations in milliseconds. */
+export interface MaintenanceBenchResult {
+  keys: number;
+  /** Table file size before compaction, and its live part. */
+  fileBytes: number;
+  liveBytes: number;
+  /** copyFile + fdatasync of the table file (before compaction). */
+  copyMs: number;
+  compactMs: number;
+  /** compactMs / copyMs. */
+  compactVsCopy: number;
+  /** How long writes were held. */
+  compactPausedMs: number;
+  /** The get+put loop while compacting. */
+  getPutOps: number;
+  getPutP50Ms: number;
+  getPutP99Ms: number;
+  getPutMaxMs: number;
+  /** copyFile + fdatasync of the compacted file. */
+  copyAfterMs: number;
+  /** Backup of the compacted table (copy, fsync, read-back verification). */
+  backupMs: number;
+  /** backupMs / copyAfterMs. */
+  backupVsCopy: number;
+  backupOps: number;
+  backupP99Ms: number;
+  backupMaxMs: number;
+  /** The loop with no maintenance running. */
+  baselineP99Ms: number;
+  baselineMaxMs: number;
+}
+
+/** Builds the table, then measures a plain copy, a compaction and a backup, each with the latency loop beside it. */
+export async function runMaintenanceBench(opts: MaintenanceBenchOptions): Promise<MaintenanceBenchResult> {
+  const { keys, dir } = opts;
+  const valueBytes = opts.valueBytes ?? 128;
+  const file = path.join(dir, 'bench.tkt');
+  const table = await TableFile.open({ table: 'bench', path: file, sync: 'none' });
+  try {
+    await fill(table, keys, valueBytes);
+    await table.sync();
+    const before = table.stats();
+
+    const baseline = await measure(table, keys, valueBytes, () => pause(1000));
+    const copyMs = await plainCopy(file, path.join(dir, 'copy.tkt'));
+    let compactPausedMs = 0;
+    const compaction = await measure(table, keys, valueBytes, async () => {
+      compactPausedMs = (await table.compact()).pausedMs;
+    });
+    await table.sync();
+    const copyAfterMs = await plainCopy(file, path.join(dir, 'copy.tkt'));
+    const backup = await measure(table, keys, valueBytes, () => backupTable(table, path.join(dir, 'backups')).then(() => undefined));
+
+    return {
+      keys,
+      fileBytes: before.fileBytes,
+      liveBytes: before.liveBytes,
+      copyMs,
+      compactMs: compaction.ms,
+      compactVsCopy: compaction.ms / copyMs,
+      compactPausedMs,
+      getPutOps: compaction.ops,
+      getPutP50Ms: compaction.p50,
+      getPutP99Ms: compaction.p99,
+      getPutMaxMs: compaction.max,
+      copyAfterMs,
+      backupMs: backup.ms,
+      backupVsCopy: backup.ms / copyAfterMs,
+      backupOps: backup.ops,
+      backupP99Ms: backup.p99,
+      backupMaxMs: backup.max,
+      baselineP99Ms: baseline.p99,
+      baselineMaxMs: baseline.max,
+    };
+  } finally {
+    await table.close();
+  }
+}
+
+/** `k<10 digits>:profile`: 20 bytes. */
+function benchKey(i: number): string {
+  return `k${String(i).padStart(10, '0')}:profile`;
+}
+
+/** A JSON object of exactly `bytes` bytes (for bytes >= 40). */
+function benchValue(i: number, round: number, bytes: number): Buffer {
+  const head = `{"id":${i},"round":${round},"name":"user ${i}","note":"`;
+  const tail = '"}';
+  return Buffer.from(head + 'x'.repeat(Math.max(0, bytes - head.length - tail.length)) + tail);
+}
+
+/** Writes every key twice, in batches. */
+async function fill(table: TableFile, keys: number, valueBytes: number): Promise<void> {
+  for (let round = 0; round < 2; round++) {
+    for (let start = 0; start < keys; start += 10000) {
+      const puts: Promise<void>[] = [];
+      for (let i = start; i < Math.min(keys, start + 10000); i++) puts.push(table.put(benchKey(i), benchValue(i, round, valueBytes)));
+      await Promise.all(puts);
+    }
+  }
+}
+
+/** copyFile + fdatasync, as a plain copy of the table file would do it. */
+async function plainCopy(from: string, to: string): Promise<number> {
+  const started = performance.now();
+  await fs.promises.copyFile(from, to);
+  const handle = await fs.promises.open(to, 'r+');
+  await handle.datasync();
+  await handle.close();
+  const ms = performance.now() - started;
+  await fs.promises.rm(to);
+  return ms;
+}
+
+/** Runs `work` while the get+put loop runs; returns work's duration and the loop's latencies. */
+async function measure(
+  table: TableFile,
+  keys: number,
+  valueBytes: number,
+  work: () => Promise<void>,
+): Promise<{ ms: number; ops: number; p50: number; p99: number; max: number }> {
+  const latencies: number[] = [];
+  let done = false;
+  let seed = 42;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  const loop = (async () => {
+    for (let round = 2; !done; round++) {
+      const t0 = performance.now();
+      table.get(benchKey(rand(keys)));
+      const i = rand(keys);
+      await table.put(benchKey(i), benchValue(i, round, valueBytes));
+      latencies.push(performance.now() - t0);
+    }
+  })();
+  const started = performance.now();
+  await work();
+  const ms = performance.now() - started;
+  done = true;
+  await loop;
+  latencies.sort((a, b) => a - b);
+  const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  return { ms, ops: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? 0 };
+}
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
