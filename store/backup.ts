@@ -12,11 +12,12 @@
  * Layout: `<backupDir>/<table>/<name>.tkt` (the copy) and `<name>.json` (its
  * manifest), with `name = <table>-<YYYYMMDDTHHMMSSmmmZ>-g<generation>`, which
  * sorts by time and is safe in file names. Steps:
- * 1. copy [0, L) into `<name>.tkt.partial`, fdatasync;
- * 2. verify by reading the copy back: each chunk equals the table file's
- *    bytes (so the copy is what was meant, and its sha256 is the source's),
- *    the sha256 is computed over it, and a full record scan finds every
- *    checksum valid and no damage, counting records, live keys and maxSeq;
+ * 1. copy [0, L) into `<name>.tkt.partial`, hashing (sha256) the bytes as
+ *    they are copied; fdatasync;
+ * 2. verify by reading the copy back, in one pass: its sha256 must equal the
+ *    one of the bytes copied, and a full record scan must find every
+ *    checksum valid and no damage; the scan counts records, live keys and
+ *    maxSeq;
  * 3. rename to `<name>.tkt`, write the manifest (temp, fdatasync, rename),
  *    fsync the directory.
  * A backup that fails anywhere is deleted and reported as BackupFailedError;
@@ -120,9 +121,10 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     ours.push(partial, data, `${manifestFile}.tmp`, manifestFile);
 
     stage = 'copy';
-    await copyPrefix(sfs, file.path, partial, length);
+    const copied = await copyPrefix(sfs, file.path, partial, length);
     stage = 'verify';
-    const found = await inspectCopy(sfs, partial, length, file.path, file.stats().records);
+    const found = await inspectCopy(sfs, partial, length, file.stats().records);
+    if (found.problems.length === 0 && found.sha256 !== copied) found.problems.push('sha256 of the copy read back differs from the bytes copied');
     if (found.problems.length === 0 && found.generation !== generation) found.problems.push(`header generation ${found.generation}, expected ${generation}`);
     if (found.problems.length > 0) {
       throw new BackupFailedError(table, 'verification', { details: { name, problems: found.problems } });
@@ -204,7 +206,7 @@ export async function verifyBackup(manifest: BackupManifest, backupDir: string, 
   const file = path.join(backupDir, manifest.table, `${manifest.name}.tkt`);
   let found: CopyReport;
   try {
-    found = await inspectCopy(sfs, file, manifest.length, undefined, manifest.liveKeys);
+    found = await inspectCopy(sfs, file, manifest.length, manifest.liveKeys);
   } catch (err) {
     return { ok: false, problems: [`cannot read ${file}: ${err instanceof Error ? err.message : String(err)}`] };
   }
@@ -282,8 +284,14 @@ async function removeLeftovers(sfs: StoreFs, dir: string, backups: BackupManifes
   return removed;
 }
 
-/** Copies bytes [0, length) of `from` into a new file `to`, fdatasynced; reads and writes overlap. */
-async function copyPrefix(sfs: StoreFs, from: string, to: string, length: number): Promise<void> {
+/**
+ * Copies bytes [0, length) of `from` into a new file `to`, fdatasynced, and
+ * returns the sha256 of the bytes copied. The read of the next chunk, the
+ * write of this one and its hashing overlap.
+ */
+async function copyPrefix(sfs: StoreFs, from: string, to: string, length: number): Promise<string> {
+  const hash = createHash('sha256');
+  const slicer = new TimeSlicer();
   const src = await sfs.open(from, 'r');
   try {
     const dst = await sfs.open(to, 'w+');
@@ -296,16 +304,19 @@ async function copyPrefix(sfs: StoreFs, from: string, to: string, length: number
         return n;
       };
       let pos = 0;
-      let next = length > 0 ? readAt(0, bufs[0]) : undefined;
-      for (let i = 0; next !== undefined; i++) {
-        const n = await next;
+      let reading = length > 0 ? readAt(0, bufs[0]) : undefined;
+      for (let i = 0; reading !== undefined; i++) {
+        const n = await reading;
         const buf = bufs[i % 2];
-        const at = pos;
+        const writing = writeFully(sfs, dst, buf, 0, n, pos);
+        // Settled below; these keep a failure from being reported as unhandled meanwhile.
+        writing.catch(() => undefined);
         pos += n;
-        next = pos < length ? readAt(pos, bufs[(i + 1) % 2]) : undefined;
-        // Settled below; avoids an unhandled rejection while the write runs.
-        next?.catch(() => undefined);
-        await writeFully(sfs, dst, buf, 0, n, at);
+        reading = pos < length ? readAt(pos, bufs[(i + 1) % 2]) : undefined;
+        reading?.catch(() => undefined);
+        slicer.restart();
+        await hashInPieces(hash, buf, 0, n, slicer);
+        await writing;
       }
       await sfs.fdatasync(dst);
     } finally {
@@ -314,6 +325,7 @@ async function copyPrefix(sfs: StoreFs, from: string, to: string, length: number
   } finally {
     await sfs.close(src).catch(() => undefined);
   }
+  return hash.digest('hex');
 }
 
 /** What a read-back of a copy found. */
@@ -327,72 +339,48 @@ interface CopyReport {
 }
 
 /**
- * Reads `file` (which must be `length` bytes): its sha256, its header, every
- * record (checksums, counts). With `source`, also checks that every chunk
- * equals the same bytes of that file. Works in time slices; `keysHint` sizes
- * the live key set (no rehash pauses when it is about right).
+ * Reads `file` (which must be `length` bytes) once: its sha256, its header,
+ * and every record (checksums, damage, counts). Works in time slices;
+ * `keysHint` sizes the live key set (no rehash pauses when about right).
  */
-async function inspectCopy(sfs: StoreFs, file: string, length: number, source: string | undefined, keysHint: number): Promise<CopyReport> {
+async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint: number): Promise<CopyReport> {
   const report: CopyReport = { sha256: '', generation: undefined, records: 0, liveKeys: 0, maxSeq: 0, problems: [] };
+  const hash = createHash('sha256');
   const fd = await sfs.open(file, 'r');
   try {
     const size = await sfs.size(fd);
     if (size !== length) report.problems.push(`file is ${size} bytes, expected ${length}`);
-    report.sha256 = await hashAndCompare(sfs, fd, length, source, report.problems);
     const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
-    const header = decodeFileHeader(headerBuf.subarray(0, await readFully(sfs, fd, headerBuf, 0, FILE_HEADER_BYTES, 0)));
+    const got = await readFully(sfs, fd, headerBuf, 0, Math.min(FILE_HEADER_BYTES, length), 0);
+    hash.update(headerBuf.subarray(0, got));
+    const header = decodeFileHeader(headerBuf.subarray(0, got));
     if (typeof header === 'string') report.problems.push(`header: ${header}`);
     else report.generation = header.generation;
-    if (report.problems.length === 0) await scanCopy(sfs, fd, length, report, keysHint);
+    if (report.problems.length === 0 && length > FILE_HEADER_BYTES) await scanCopy(sfs, fd, length, report, hash, keysHint);
   } finally {
     await sfs.close(fd).catch(() => undefined);
   }
+  report.sha256 = hash.digest('hex');
   return report;
 }
 
-/** sha256 of [0, length) of `fd`; with `source`, notes each chunk that differs from it. */
-async function hashAndCompare(sfs: StoreFs, fd: number, length: number, source: string | undefined, problems: string[]): Promise<string> {
-  const hash = createHash('sha256');
-  const src = source === undefined ? undefined : await sfs.open(source, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
-    const other = Buffer.allocUnsafe(src === undefined ? 0 : COPY_CHUNK_BYTES);
-    const slicer = new TimeSlicer();
-    for (let pos = 0; pos < length; pos += COPY_CHUNK_BYTES) {
-      const n = Math.min(COPY_CHUNK_BYTES, length - pos);
-      const got = await readFully(sfs, fd, buf, 0, n, pos);
-      if (got !== n) {
-        problems.push(`copy ends at ${pos + got}, expected ${length}`);
-        break;
-      }
-      if (src !== undefined) {
-        const theirs = await readFully(sfs, src, other, 0, n, pos);
-        if (theirs !== n || !buf.subarray(0, n).equals(other.subarray(0, n))) {
-          problems.push(`copy differs from the table file in [${pos}, ${pos + n})`);
-          break;
-        }
-      }
-      slicer.restart();
-      await updateInPieces(hash, buf.subarray(0, n), slicer);
-    }
-  } finally {
-    if (src !== undefined) await sfs.close(src).catch(() => undefined);
-  }
-  return hash.digest('hex');
-}
-
-async function updateInPieces(hash: Hash, buf: Buffer, slicer: TimeSlicer): Promise<void> {
-  for (let i = 0; i < buf.length; i += HASH_PIECE_BYTES) {
-    hash.update(buf.subarray(i, Math.min(buf.length, i + HASH_PIECE_BYTES)));
-    if (slicer.dueNow()) await slicer.yield();
-  }
-}
-
-/** Scans every record after the header: checksums, damage, counts. */
-async function scanCopy(sfs: StoreFs, fd: number, length: number, report: CopyReport, keysHint: number): Promise<void> {
+/** Scans every record after the header, hashing the bytes as they are read: checksums, damage, counts. */
+async function scanCopy(sfs: StoreFs, fd: number, length: number, report: CopyReport, hash: Hash, keysHint: number): Promise<void> {
   const keys = new ByteKeySet(Math.min(keysHint, 64 * 1024 * 1024));
-  const cursor = new RecordCursor(sfs, fd, FILE_HEADER_BYTES, length, COPY_CHUNK_BYTES);
+  // Bytes read but not hashed yet: hashed (in slices) before the cursor reads again.
+  let unhashed: { buf: Buffer; start: number; end: number } | undefined;
+  const cursor = new RecordCursor(sfs, fd, FILE_HEADER_BYTES, length, COPY_CHUNK_BYTES, {
+    onRead: (buf, start, end) => {
+      unhashed = { buf, start, end };
+    },
+  });
   const slicer = new TimeSlicer();
+  const hashRead = async (): Promise<void> => {
+    if (unhashed === undefined) return;
+    const { buf, start, end } = unhashed;
+    unhashed = undefined;
+    await hashInPieces(hash, buf, start, end, slicer);
+  };
   for (;;) {
     const step = cursor.step();
     if (step === 'record') {
@@ -403,9 +391,11 @@ async function scanCopy(sfs: StoreFs, fd: number, length: number, report: CopyRe
       report.records++;
       if (slicer.due()) await slicer.yield();
     } else if (step === 'more') {
+      await hashRead();
       await cursor.fill();
       slicer.restart();
     } else if (step === 'end') {
+      await hashRead();
       break;
     } else {
       report.problems.push(`damaged record at offset ${cursor.damage.offset}: ${cursor.damage.reason}`);
@@ -413,6 +403,14 @@ async function scanCopy(sfs: StoreFs, fd: number, length: number, report: CopyRe
     }
   }
   report.liveKeys = keys.size;
+}
+
+/** hash.update over buf[start, end) in pieces of ~0.5 ms, yielding between them when the slice is used up. */
+async function hashInPieces(hash: Hash, buf: Buffer, start: number, end: number, slicer: TimeSlicer): Promise<void> {
+  for (let i = start; i < end; i += HASH_PIECE_BYTES) {
+    hash.update(buf.subarray(i, Math.min(end, i + HASH_PIECE_BYTES)));
+    if (slicer.dueNow()) await slicer.yield();
+  }
 }
 
 /** Writes `data` to `file` through a temp file: write, fdatasync, rename (the caller fsyncs the directory). */

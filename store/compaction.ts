@@ -46,11 +46,12 @@
  * directory fsync, from the new file.
  */
 import type { Logger } from 'pino';
-import { StoreIoError, TableClosedError, TableCorruptError, TablekeeperError } from './errors';
-import { encodeFileHeader, FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, RECORD_HEADER_BYTES, recordChecksumOk, recordLengthAt } from './format';
-import { parentDir, readFully, StoreFs, writeFully } from './file-system';
+import { StoreIoError, TableClosedError, TablekeeperError } from './errors';
+import { encodeFileHeader, FILE_HEADER_BYTES, KIND_PUT, recordLengthAt } from './format';
+import { parentDir, StoreFs } from './file-system';
 import { KeyIndex } from './key-index';
-import { RecordCursor, RecordView } from './record-cursor';
+import { CopyContext, RecordCopier } from './compaction-copy';
+import { CompactionOutput } from './compaction-output';
 import { TimeSlicer } from './time-slicer';
 import { WriteQueue } from './write-queue';
 
@@ -86,7 +87,11 @@ export interface CompactOptions {
    * copied put dead, except the one carrying the table's highest sequence.
    */
   keepTombstonesAbove?: number;
-  /** Called at each step, awaited; for crash tests and tracing. Errors before the rename abort the compaction. */
+  /**
+   * Called at each step, awaited; for crash tests and tracing. An error
+   * before the rename aborts the compaction; at 'renamed' or 'dir-synced' it
+   * counts as a failed directory fsync; at 'switched' it is logged.
+   */
   onStep?: (step: CompactionStep) => void | Promise<void>;
 }
 
@@ -147,50 +152,30 @@ export interface CompactionHost {
 const SMALL_TAIL_BYTES = 64 * 1024;
 // Catch-up rounds before pausing anyway (writers faster than the copy).
 const MAX_ROUNDS = 16;
-const READ_CHUNK_BYTES = 4 * 1024 * 1024;
-const WRITE_BUFFER_BYTES = 1024 * 1024;
 
 /** Runs one compaction of the host's table. The caller holds the table's maintenance slot. */
 export function compactTable(host: CompactionHost, opts: CompactOptions): Promise<CompactionResult> {
   return new Compaction(host, opts).run();
 }
 
-class Compaction {
+/** One compaction: the phases, the pause and the swap. */
+class Compaction implements CopyContext {
   private readonly tmp: string;
-  private readonly keepAbove: number;
-  private readonly next: KeyIndex;
   private readonly generation: number;
-  private out = -1;
-  private outBuf = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
-  private spareBuf = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
-  private outLen = 0;
-  // Records to copy that lie back to back in the cursor's buffer: copied in
-  // one go (a Buffer.copy per record allocates a view each time).
-  private runBuf: Buffer | undefined;
-  private runStart = 0;
-  private runLen = 0;
-  // New-file offset of outBuf[0]: bytes written or being written before it.
-  private outEnd = 0;
-  private writing: Promise<void> = Promise.resolve();
-  // Old-file offset up to which records have been processed.
-  private copied = FILE_HEADER_BYTES;
-  private records = 0;
-  private tombstones = 0;
+  private out: CompactionOutput | undefined;
+  private copier: RecordCopier | undefined;
   private rounds = 0;
-  // The record with the highest sequence seen, when it is a delete that was not written.
-  private maxSeq = 0;
-  private maxTombstone: { offset: number; length: number } | undefined;
-  private readonly slicer = new TimeSlicer();
 
   constructor(
-    private readonly host: CompactionHost,
+    readonly host: CompactionHost,
     private readonly opts: CompactOptions,
   ) {
     this.tmp = host.path + COMPACT_SUFFIX;
-    this.keepAbove = opts.keepTombstonesAbove ?? Infinity;
     this.generation = host.generation + 1;
-    // Sized for the live keys now, so that building it never rehashes.
-    this.next = new KeyIndex(host.index.size + 1024);
+  }
+
+  get output(): CompactionOutput {
+    return this.out!;
   }
 
   async run(): Promise<CompactionResult> {
@@ -200,25 +185,24 @@ class Compaction {
     const oldFd = host.fd;
     let paused = false;
     let pausedAt = 0;
-    let renamed = false;
     try {
-      this.out = await this.io('open', () => host.sfs.open(this.tmp, 'w+'));
-      const header = encodeFileHeader(this.generation);
-      await this.io('write', () => writeFully(host.sfs, this.out, header, 0, header.length, 0));
-      this.outEnd = header.length;
+      const fd = await this.io('open', () => host.sfs.open(this.tmp, 'w+'));
+      const out = (this.out = new CompactionOutput(host.sfs, fd, (op, fn) => this.io(op, fn), () => this.step('flushed')));
+      const copier = (this.copier = new RecordCopier(this, FILE_HEADER_BYTES, this.opts.keepTombstonesAbove ?? Infinity));
+      await out.writeHeader(encodeFileHeader(this.generation));
       await this.step('started');
 
       // Phases 1 and 2: catch up with the writers without stopping them.
-      let synced = this.outEnd;
+      let synced = out.end;
       do {
         await this.round();
         // What is copied goes to disk outside the pause, so the fdatasync in it is short.
-        if (this.outEnd + this.outLen - synced > SMALL_TAIL_BYTES) {
-          await this.sync();
-          synced = this.outEnd;
+        if (out.end - synced > SMALL_TAIL_BYTES) {
+          await out.sync();
+          synced = out.end;
         }
-      } while (this.rounds < MAX_ROUNDS && queue.fileEnd - this.copied > SMALL_TAIL_BYTES);
-      await this.flush(true);
+      } while (this.rounds < MAX_ROUNDS && queue.fileEnd - copier.copied > SMALL_TAIL_BYTES);
+      await out.flush(true);
       await this.step('caught-up');
 
       // Phase 3: hold writes, copy the last tail, swap.
@@ -228,10 +212,9 @@ class Compaction {
       await this.step('paused');
       this.checkLive();
       await this.finalRound();
-      await this.sync();
+      await out.sync();
       await this.step('before-rename');
       await this.io('rename', () => host.sfs.rename(this.tmp, host.path));
-      renamed = true;
     } catch (err) {
       host.observe(undefined);
       await this.discard();
@@ -264,12 +247,13 @@ class Compaction {
     const pausedMs = performance.now() - pausedAt;
     // After resuming: the last close of the replaced file frees its blocks, which can take a while.
     await host.sfs.close(oldFd).catch(() => undefined);
+    const copier = this.copier!;
     const result: CompactionResult = {
       status: 'compacted',
       bytesBefore,
-      bytesAfter: this.outEnd,
-      recordsCopied: this.records,
-      tombstonesKept: this.tombstones,
+      bytesAfter: this.output.end,
+      recordsCopied: copier.records,
+      tombstonesKept: copier.tombstones,
       generation: this.generation,
       rounds: this.rounds,
       durationMs: performance.now() - started,
@@ -279,7 +263,8 @@ class Compaction {
       { bytesBefore, bytesAfter: result.bytesAfter, records: result.recordsCopied, tombstones: result.tombstonesKept, rounds: result.rounds, ms: Math.round(result.durationMs), pausedMs: Math.round(pausedMs * 10) / 10 },
       'compaction done',
     );
-    await this.step('switched');
+    // The compaction is done whatever the hook does.
+    await this.step('switched').catch((err: unknown) => host.logger.warn({ err }, 'compaction step hook failed'));
     return result;
   }
 
@@ -306,7 +291,7 @@ class Compaction {
         }
         this.checkLive();
         const live = host.index;
-        await this.copyRange(target, first, (key) => firstPrev.get(key) ?? locationOf(live, key));
+        await this.copier!.copyRange(target, first, (key) => firstPrev.get(key) ?? locationOf(live, key));
         return;
       }
     } finally {
@@ -321,7 +306,7 @@ class Compaction {
     const target = queue.writtenEnd;
     const firstPrev = new Map<string, number>();
     let seen = 0;
-    await this.copyRange(target, false, (key) => {
+    await this.copier!.copyRange(target, false, (key) => {
       // Writes made while paused all go to the held batch (at target); its
       // undo log has each key's location before its first record there.
       const held = queue.heldBatch;
@@ -333,202 +318,18 @@ class Compaction {
       }
       return firstPrev.get(key) ?? locationOf(live, key);
     });
-    if (this.maxTombstone !== undefined) await this.writeMaxTombstone(this.maxTombstone);
-    await this.flush(true);
-  }
-
-  /**
-   * Copies the records of [copied, target) that `asOf` names as their key's
-   * location. `first`: round one, whose new file starts empty.
-   */
-  private async copyRange(target: number, first: boolean, asOf: (key: string) => number): Promise<void> {
-    if (target <= this.copied) return;
-    // In round one only the threshold can keep a delete; no record is above it when it is >= the table's seq.
-    const lastDeletes = first && this.keepAbove >= this.host.seq ? undefined : await this.lastDeletes(target, first);
-    const cursor = new RecordCursor(this.host.sfs, this.host.fd, this.copied, target, READ_CHUNK_BYTES);
-    this.slicer.restart();
-    for (;;) {
-      const step = cursor.step();
-      if (step === 'record') {
-        this.take(cursor.record, target, asOf, lastDeletes);
-        if (this.outLen + this.runLen >= WRITE_BUFFER_BYTES) await this.flush(false);
-        if (this.slicer.due()) await this.yield();
-      } else if (step === 'more') {
-        // The cursor's buffer is about to change.
-        this.copyRun();
-        await this.io('read', () => cursor.fill());
-        this.slicer.restart();
-      } else if (step === 'end') {
-        this.copyRun();
-        break;
-      } else {
-        throw new TableCorruptError(this.host.table, cursor.damage.offset, cursor.damage.reason, { details: { during: 'compaction' } });
-      }
-    }
-    this.copied = target;
-  }
-
-  /**
-   * Decides about one record of the old file (see the module doc) and copies
-   * it if it stays. `asOf(key)`: the key's location as of `target`.
-   */
-  private take(r: RecordView, target: number, asOf: (key: string) => number, lastDeletes: Map<string, number> | undefined): void {
-    // Fast path, no string made: when the key's latest record is below
-    // target, every later write to it was undone (below target nothing
-    // changes any more), so that record is its location as of target too.
-    const live = this.host.index;
-    const slot = live.slotOfAscii(r.buf, r.keyStart, r.keyStart + r.keyBytes);
-    let key: string;
-    let location: number;
-    if (slot >= 0 && live.offsetOf(slot) < target) {
-      location = live.offsetOf(slot);
-      if (location !== r.offset) {
-        // Superseded by a later put (whether this is a put or a delete).
-        this.noteSeq(r, false);
-        return;
-      }
-      key = live.keyOf(slot);
-    } else {
-      key = slot >= 0 ? live.keyOf(slot) : r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
-      location = asOf(key);
-    }
-    let written = false;
-    if (r.kind === KIND_PUT) {
-      if (location === r.offset) {
-        this.next.set(key, this.append(r), r.length);
-        written = true;
-      }
-    } else if (location < 0 && (lastDeletes?.get(key) ?? r.offset) === r.offset) {
-      // The key's last record in the round: a tombstone is needed if the new
-      // file has a put of it, or wanted above the threshold.
-      if (this.next.remove(key) || r.seq > this.keepAbove) {
-        this.append(r);
-        this.tombstones++;
-        written = true;
-      }
-    }
-    this.noteSeq(r, written);
-  }
-
-  /** Tracks the record with the highest sequence, and whether it is a delete left out of the new file. */
-  private noteSeq(r: RecordView, written: boolean): void {
-    if (r.seq > this.maxSeq) {
-      this.maxSeq = r.seq;
-      this.maxTombstone = r.kind === KIND_DELETE && !written ? { offset: r.offset, length: r.length } : undefined;
-    }
-  }
-
-  /**
-   * Pre-pass: the offset of the last delete of each key in [copied, target),
-   * among those that could be kept. Checksums are checked by the copy pass.
-   */
-  private async lastDeletes(target: number, first: boolean): Promise<Map<string, number>> {
-    // In round one the new file is empty, so only the threshold can keep a delete.
-    const minSeq = first ? this.keepAbove : -1;
-    const last = new Map<string, number>();
-    const cursor = new RecordCursor(this.host.sfs, this.host.fd, this.copied, target, READ_CHUNK_BYTES, false);
-    this.slicer.restart();
-    for (;;) {
-      const step = cursor.step();
-      if (step === 'record') {
-        const r = cursor.record;
-        if (r.kind === KIND_DELETE && r.seq > minSeq) last.set(r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes), r.offset);
-        if (this.slicer.due()) await this.yield();
-      } else if (step === 'more') {
-        await this.io('read', () => cursor.fill());
-        this.slicer.restart();
-      } else {
-        // 'end', or damage that the copy pass will report.
-        return last;
-      }
-    }
-  }
-
-  /** Appends the highest-sequence record of the old file, a delete that was dropped, so the sequence survives reopen. */
-  private async writeMaxTombstone(at: { offset: number; length: number }): Promise<void> {
-    const buf = Buffer.allocUnsafe(at.length);
-    const got = await this.io('read', () => readFully(this.host.sfs, this.host.fd, buf, 0, at.length, at.offset));
-    if (got !== at.length || !recordChecksumOk(buf, 0, at.length) || recordLengthAt(buf, 0) !== at.length) {
-      throw new TableCorruptError(this.host.table, at.offset, 'record changed under compaction', { details: { during: 'compaction' } });
-    }
-    this.copyRun();
-    this.reserve(at.length);
-    buf.copy(this.outBuf, this.outLen);
-    this.outLen += at.length;
-    this.records++;
-    this.tombstones++;
-    this.maxTombstone = undefined;
-  }
-
-  /** Adds a record to the bytes to copy into the write buffer; returns its offset in the new file. */
-  private append(r: RecordView): number {
-    const at = this.outEnd + this.outLen + this.runLen;
-    const start = r.keyStart - RECORD_HEADER_BYTES;
-    if (this.runLen > 0 && (r.buf !== this.runBuf || start !== this.runStart + this.runLen)) this.copyRun();
-    if (this.runLen === 0) {
-      this.runBuf = r.buf;
-      this.runStart = start;
-    }
-    this.runLen += r.length;
-    this.records++;
-    return at;
-  }
-
-  /** Copies the pending run of records into the write buffer. */
-  private copyRun(): void {
-    if (this.runLen === 0) return;
-    this.reserve(this.runLen);
-    this.runBuf!.copy(this.outBuf, this.outLen, this.runStart, this.runStart + this.runLen);
-    this.outLen += this.runLen;
-    this.runLen = 0;
-    this.runBuf = undefined;
-  }
-
-  private reserve(bytes: number): void {
-    if (this.outLen + bytes <= this.outBuf.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.outLen + bytes, this.outBuf.length * 2));
-    this.outBuf.copy(grown, 0, 0, this.outLen);
-    this.outBuf = grown;
-  }
-
-  /**
-   * Starts writing the buffer (after the previous write finished) and swaps
-   * in the spare; `wait` also waits for this write. Two buffers: the copy
-   * goes on while one is written.
-   */
-  private async flush(wait: boolean): Promise<void> {
-    this.copyRun();
-    await this.writing;
-    if (this.outLen > 0) {
-      const { sfs } = this.host;
-      const buf = this.outBuf;
-      const len = this.outLen;
-      const at = this.outEnd;
-      this.outBuf = this.spareBuf.length >= WRITE_BUFFER_BYTES ? this.spareBuf : Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
-      this.spareBuf = buf;
-      this.outLen = 0;
-      this.outEnd += len;
-      this.writing = this.io('write', () => writeFully(sfs, this.out, buf, 0, len, at));
-      // Awaited by the next flush; this only keeps a failure from being reported as unhandled meanwhile.
-      this.writing.catch(() => undefined);
-      if (wait) await this.writing;
-      await this.step('flushed');
-    }
-  }
-
-  /** Writes everything copied so far and fdatasyncs the new file. */
-  private async sync(): Promise<void> {
-    await this.flush(true);
-    await this.io('fdatasync', () => this.host.sfs.fdatasync(this.out));
+    await this.copier!.keepMaxSeq();
+    await this.output.flush(true);
   }
 
   /** Installs the new file in the queue and the table, in one synchronous step. */
   private switchFile(): void {
     const { host } = this;
     const { queue } = host;
-    const index = this.next;
-    const end = this.outEnd;
-    queue.switchFile(this.out, end);
+    const copier = this.copier!;
+    const index = copier.next;
+    const end = this.output.end;
+    queue.switchFile(this.output.fd, end);
     const held = queue.heldBatch;
     if (held !== undefined) {
       // Replay the held batch on the new index, and rewrite its undo log in
@@ -544,13 +345,15 @@ class Compaction {
         pos += length;
       }
     }
-    host.install({ fd: this.out, generation: this.generation, index, fileRecords: this.records + (held?.count ?? 0) });
+    host.install({ fd: this.output.fd, generation: this.generation, index, fileRecords: copier.records + (held?.count ?? 0) });
   }
 
   /** After a failure before the rename: closes and deletes the new file (best effort; open deletes a leftover). */
   private async discard(): Promise<void> {
-    await this.writing.catch(() => undefined);
-    if (this.out >= 0) await this.host.sfs.close(this.out).catch(() => undefined);
+    if (this.out !== undefined) {
+      await this.out.settle();
+      await this.host.sfs.close(this.out.fd).catch(() => undefined);
+    }
     await this.host.sfs.unlink(this.tmp).catch(() => undefined);
   }
 
@@ -558,8 +361,9 @@ class Compaction {
     if (this.opts.onStep !== undefined) await this.opts.onStep(step);
   }
 
-  private async yield(): Promise<void> {
-    await this.slicer.yield();
+  /** See CopyContext. */
+  async yield(slicer: TimeSlicer): Promise<void> {
+    await slicer.yield();
     this.checkLive();
   }
 
@@ -571,7 +375,7 @@ class Compaction {
   }
 
   /** Runs one file operation, turning an I/O failure into StoreIoError. */
-  private async io<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  async io<T>(operation: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {

@@ -42,6 +42,22 @@ export interface RecordView {
   valueBytes: number;
 }
 
+/** Options of a RecordCursor beyond its range. */
+export interface RecordCursorOptions {
+  /**
+   * False skips the checksum of each record (framing is still checked): for
+   * a quick pre-pass whose results are only used if a checked pass over the
+   * same bytes succeeds. Default true.
+   */
+  checksums?: boolean;
+  /**
+   * Sees every byte the cursor reads, once each and in file order (until a
+   * resync after damage): buf[start, end) holds the file's bytes from
+   * `position`. For a pass that also hashes what it scans.
+   */
+  onRead?: (buf: Buffer, start: number, end: number, position: number) => void;
+}
+
 /** Where and why the scan stopped at a record that is not valid. */
 export interface DamageView {
   offset: number;
@@ -60,6 +76,7 @@ export class RecordCursor {
   private pos: number;
   // Bytes from `pos` the next fill() must make available (0 = one chunk).
   private need = 0;
+  private readonly checksums: boolean;
 
   constructor(
     private readonly sfs: StoreFs,
@@ -68,13 +85,9 @@ export class RecordCursor {
     /** File length: the scan never reads at or beyond it. */
     readonly end: number,
     private readonly chunkBytes: number = CHUNK_BYTES,
-    /**
-     * False skips the checksum of each record (framing is still checked): for
-     * a quick pre-pass whose results are only used if a checked pass over the
-     * same bytes succeeds.
-     */
-    private readonly checksums: boolean = true,
+    private readonly options: RecordCursorOptions = {},
   ) {
+    this.checksums = options.checksums ?? true;
     this.buf = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(end - start, RECORD_HEADER_BYTES)));
     this.pos = start;
     this.bufStart = start;
@@ -173,6 +186,7 @@ export class RecordCursor {
     }
     this.buf = target;
     const got = await readFully(this.sfs, this.fd, target, kept, want - kept, at + kept);
+    this.options.onRead?.(target, kept, kept + got, at + kept);
     this.bufStart = at;
     this.bufLen = kept + got;
     this.record.buf = this.buf;

@@ -23,12 +23,12 @@ import pino, { Logger } from 'pino';
 import { BadRequestError, MaintenanceConflictError, StoreIoError, TableClosedError, TableCorruptError, ValueTooLargeError } from './errors';
 import { AppendObserver, COMPACT_SUFFIX, compactTable, CompactionHost, CompactionResult, CompactionSwitch, CompactOptions } from './compaction';
 import { FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, MAX_VALUE_FIELD, RECORD_HEADER_BYTES, recordBytes, recordChecksumOk } from './format';
-import { isErrno, nodeStoreFs, StoreFs } from './file-system';
+import { nodeStoreFs, StoreFs } from './file-system';
 import { KeyIndex } from './key-index';
 import { validateKey } from './key-rules';
 import { SortedKeys } from './key-order';
 import { scanRecords, ScanItem } from './record-scan';
-import { LoadedTable, loadTable, openOrCreate } from './table-load';
+import { LoadedTable, loadTable, openOrCreate, removeLeftover } from './table-load';
 import { WriteBatch } from './write-batch';
 import { SyncPolicy, WriteQueue } from './write-queue';
 
@@ -498,17 +498,6 @@ export class TableFile {
         self.fileRecords = next.fileRecords;
       },
     };
-  }
-}
-
-/** Deletes a leftover of an interrupted compaction (never data: the table file is whole without it). */
-async function removeLeftover(sfs: StoreFs, file: string, logger: Logger): Promise<void> {
-  try {
-    await sfs.unlink(file);
-    logger.warn({ file }, 'removed the leftover of an interrupted compaction');
-  } catch (err) {
-    // Harmless if it stays: the next compaction truncates it.
-    if (!isErrno(err, 'ENOENT')) logger.warn({ err, file }, 'could not remove the leftover of an interrupted compaction');
   }
 }
 

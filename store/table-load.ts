@@ -67,6 +67,17 @@ export async function openOrCreate(sfs: StoreFs, table: string, path: string, ge
   }
 }
 
+/** Deletes a leftover of an interrupted compaction (never data: the table file is whole without it). */
+export async function removeLeftover(sfs: StoreFs, file: string, logger: Logger): Promise<void> {
+  try {
+    await sfs.unlink(file);
+    logger.warn({ file }, 'removed the leftover of an interrupted compaction');
+  } catch (err) {
+    // Harmless if it stays: the next compaction truncates it.
+    if (!isErrno(err, 'ENOENT')) logger.warn({ err, file }, 'could not remove the leftover of an interrupted compaction');
+  }
+}
+
 /** Reads and checks the header, rebuilds the index, truncates a torn tail. Closes nothing. `logger` carries the table binding. */
 export async function loadTable(sfs: StoreFs, fd: number, table: string, logger: Logger): Promise<LoadedTable> {
   const size = await io(table, 'stat', () => sfs.size(fd));

@@ -20,10 +20,11 @@ export interface Fault {
   /** Keep failing every call from the nth on (default: only the nth). */
   sticky?: boolean;
   /**
-   * For `write`: do not fail; write the bytes with the first one flipped and
-   * report success (a silent corruption, for read-back verification tests).
+   * For `write`: do not fail; write the bytes changed and report success (a
+   * silent corruption, for read-back verification tests): `true` flips the
+   * first byte, a function rewrites a copy of the bytes.
    */
-  corrupt?: boolean;
+  corrupt?: boolean | ((bytes: Buffer) => void);
 }
 
 /** StoreFs with call counters and injectable failures. */
@@ -86,9 +87,13 @@ export class FaultyFs implements StoreFs {
   }
   write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
     return this.async('write', () => this.inner.write(fd, buf, offset, length, position), async (fault) => {
-      if (fault.corrupt === true) {
+      if (fault.corrupt !== undefined && fault.corrupt !== false) {
         const bad = Buffer.from(buf.subarray(offset, offset + length));
-        if (bad.length > 0) bad[0] ^= 0xff;
+        if (fault.corrupt === true) {
+          if (bad.length > 0) bad[0] ^= 0xff;
+        } else {
+          fault.corrupt(bad);
+        }
         return this.inner.write(fd, bad, 0, bad.length, position);
       }
       const part = Math.min(fault.partialBytes ?? 0, length);

@@ -4,6 +4,8 @@ import * as path from 'node:path';
 import {
   BackupFailedError,
   BackupManifest,
+  FILE_HEADER_BYTES,
+  recordBytes,
   backupTable,
   BadRequestError,
   listBackups,
@@ -140,6 +142,17 @@ describe('table backups', () => {
     fs.writeFileSync(data, good.subarray(0, good.length - 5));
     expect((await verifyBackup(m, backupDir())).problems.join('\n')).toMatch(/expected \d+/);
 
+    // Two records swapped: every record is valid, the sha256 is not.
+    const swapped = Buffer.from(good);
+    // Records k0-k9, then k10-k99, then k100-k199, each group of one length.
+    const len = recordBytes(4, 'value-100'.length);
+    const at100 = FILE_HEADER_BYTES + 10 * recordBytes(2, 'value-0'.length) + 90 * recordBytes(3, 'value-10'.length);
+    swapped.copy(swapped, at100, at100 + len, at100 + 2 * len);
+    good.copy(swapped, at100 + len, at100, at100 + len);
+    fs.writeFileSync(data, swapped);
+    const reordered = await verifyBackup(m, backupDir());
+    expect(reordered).toEqual({ ok: false, problems: [expect.stringMatching(/^sha256 is [0-9a-f]{64}, the manifest says/)] });
+
     fs.rmSync(data);
     expect(await verifyBackup(m, backupDir())).toMatchObject({ ok: false });
     // Without its data file the backup is not listed either.
@@ -190,7 +203,25 @@ describe('table backups', () => {
     ffs.failOn({ op: 'write', nth: 1, corrupt: true });
     await expect(backupTable(t, backupDir(), { now: at(1) })).rejects.toMatchObject({
       code: 'BACKUP_FAILED',
-      details: { reason: 'verification', problems: expect.arrayContaining([expect.stringMatching(/^copy differs from the table file/)]) },
+      details: { reason: 'verification', problems: expect.arrayContaining([expect.stringMatching(/^sha256 of the copy read back differs|^header/)]) },
+    });
+    expect(backupFiles()).toEqual([]);
+
+    // Two records swapped: every checksum still holds, only the sha256 can tell.
+    // Swaps k10 and k11 (after k0-k9, which are shorter).
+    const recordLength = recordBytes(3, 'value-10'.length);
+    ffs.failOn({
+      op: 'write',
+      nth: 1,
+      corrupt: (bytes) => {
+        const first = FILE_HEADER_BYTES + 10 * recordBytes(2, 'value-0'.length);
+        const a = Buffer.from(bytes.subarray(first, first + recordLength));
+        bytes.copy(bytes, first, first + recordLength, first + 2 * recordLength);
+        a.copy(bytes, first + recordLength);
+      },
+    });
+    await expect(backupTable(t, backupDir(), { now: at(3) })).rejects.toMatchObject({
+      details: { reason: 'verification', problems: ['sha256 of the copy read back differs from the bytes copied'] },
     });
     expect(backupFiles()).toEqual([]);
 

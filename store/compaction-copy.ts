@@ -1,0 +1,183 @@
+/**
+ * The record-level part of a compaction: which records of the old file go
+ * into the new one (see the "live as of" and tombstone rules in
+ * compaction.ts), copied round by round in log order, while the new index
+ * is built beside the live one.
+ */
+import { TableCorruptError } from './errors';
+import { KIND_DELETE, KIND_PUT, recordChecksumOk, recordLengthAt } from './format';
+import { readFully } from './file-system';
+import { KeyIndex } from './key-index';
+import { RecordCursor, RecordView } from './record-cursor';
+import type { CompactionHost } from './compaction';
+import { CompactionOutput } from './compaction-output';
+import { TimeSlicer } from './time-slicer';
+
+const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** What the copier needs from the compaction driving it. */
+export interface CopyContext {
+  readonly host: CompactionHost;
+  readonly output: CompactionOutput;
+  /** Lets the event loop run; throws when the compaction must give up. */
+  yield(slicer: TimeSlicer): Promise<void>;
+  /** Runs one file operation, turning an I/O failure into the compaction's error. */
+  io<T>(operation: string, fn: () => Promise<T>): Promise<T>;
+}
+
+/** Copies the records that stay, range by range; holds the new index and the counts. */
+export class RecordCopier {
+  /** The new file's index (key -> new offset and length). */
+  readonly next: KeyIndex;
+  /** Old-file offset up to which records have been processed. */
+  copied: number;
+  /** Records written to the new file, tombstones included. */
+  records = 0;
+  /** Delete records written to the new file. */
+  tombstones = 0;
+  // The record with the highest sequence seen, when it is a delete that was not written.
+  private maxSeq = 0;
+  private maxTombstone: { offset: number; length: number } | undefined;
+  private readonly slicer = new TimeSlicer();
+
+  constructor(
+    private readonly ctx: CopyContext,
+    /** Old-file offset of the first record. */
+    start: number,
+    private readonly keepAbove: number,
+  ) {
+    this.copied = start;
+    // Sized for the live keys now, so that building it never rehashes.
+    this.next = new KeyIndex(ctx.host.index.size + 1024);
+  }
+
+  /**
+   * Copies the records of [copied, target) that `asOf` names as their key's
+   * location as of target. `first`: round one, whose new file starts empty.
+   */
+  async copyRange(target: number, first: boolean, asOf: (key: string) => number): Promise<void> {
+    if (target <= this.copied) return;
+    const { host, output } = this.ctx;
+    // In round one only the threshold can keep a delete; no record is above it when it is >= the table's seq.
+    const lastDeletes = first && this.keepAbove >= host.seq ? undefined : await this.lastDeletes(target, first);
+    const cursor = new RecordCursor(host.sfs, host.fd, this.copied, target, READ_CHUNK_BYTES);
+    this.slicer.restart();
+    for (;;) {
+      const step = cursor.step();
+      if (step === 'record') {
+        this.take(cursor.record, target, asOf, lastDeletes);
+        if (output.full) await output.flush(false);
+        if (this.slicer.due()) await this.ctx.yield(this.slicer);
+      } else if (step === 'more') {
+        // The cursor's buffer is about to change.
+        output.copyRun();
+        await this.ctx.io('read', () => cursor.fill());
+        this.slicer.restart();
+      } else if (step === 'end') {
+        output.copyRun();
+        break;
+      } else {
+        throw new TableCorruptError(host.table, cursor.damage.offset, cursor.damage.reason, { details: { during: 'compaction' } });
+      }
+    }
+    this.copied = target;
+  }
+
+  /**
+   * After the last range: when the old file's highest sequence is carried by
+   * a delete that was dropped, appends it, so the sequence survives reopen.
+   */
+  async keepMaxSeq(): Promise<void> {
+    const at = this.maxTombstone;
+    if (at === undefined) return;
+    const { host } = this.ctx;
+    const buf = Buffer.allocUnsafe(at.length);
+    const got = await this.ctx.io('read', () => readFully(host.sfs, host.fd, buf, 0, at.length, at.offset));
+    if (got !== at.length || !recordChecksumOk(buf, 0, at.length) || recordLengthAt(buf, 0) !== at.length) {
+      throw new TableCorruptError(host.table, at.offset, 'record changed under compaction', { details: { during: 'compaction' } });
+    }
+    this.ctx.output.appendBytes(buf);
+    this.records++;
+    this.tombstones++;
+    this.maxTombstone = undefined;
+  }
+
+  /**
+   * Decides about one record of the old file and copies it if it stays.
+   * `asOf(key)`: the key's location as of `target`.
+   */
+  private take(r: RecordView, target: number, asOf: (key: string) => number, lastDeletes: Map<string, number> | undefined): void {
+    // Fast path, no string made: when the key's latest record is below
+    // target, every later write to it was undone (below target nothing
+    // changes any more), so that record is its location as of target too.
+    const live = this.ctx.host.index;
+    const slot = live.slotOfAscii(r.buf, r.keyStart, r.keyStart + r.keyBytes);
+    let key: string;
+    let location: number;
+    if (slot >= 0 && live.offsetOf(slot) < target) {
+      location = live.offsetOf(slot);
+      if (location !== r.offset) {
+        // Superseded by a later put (whether this is a put or a delete).
+        this.noteSeq(r, false);
+        return;
+      }
+      key = live.keyOf(slot);
+    } else {
+      key = slot >= 0 ? live.keyOf(slot) : r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
+      location = asOf(key);
+    }
+    let written = false;
+    if (r.kind === KIND_PUT) {
+      if (location === r.offset) {
+        this.next.set(key, this.ctx.output.append(r), r.length);
+        this.records++;
+        written = true;
+      }
+    } else if (location < 0 && (lastDeletes?.get(key) ?? r.offset) === r.offset) {
+      // The key's last record in the round: a tombstone is needed if the new
+      // file has a put of it, or wanted above the threshold.
+      if (this.next.remove(key) || r.seq > this.keepAbove) {
+        this.ctx.output.append(r);
+        this.records++;
+        this.tombstones++;
+        written = true;
+      }
+    }
+    this.noteSeq(r, written);
+  }
+
+  /** Tracks the record with the highest sequence, and whether it is a delete left out of the new file. */
+  private noteSeq(r: RecordView, written: boolean): void {
+    if (r.seq > this.maxSeq) {
+      this.maxSeq = r.seq;
+      this.maxTombstone = r.kind === KIND_DELETE && !written ? { offset: r.offset, length: r.length } : undefined;
+    }
+  }
+
+  /**
+   * Pre-pass: the offset of the last delete of each key in [copied, target),
+   * among those that could be kept. Checksums are checked by the copy pass.
+   */
+  private async lastDeletes(target: number, first: boolean): Promise<Map<string, number>> {
+    const { host } = this.ctx;
+    // In round one the new file is empty, so only the threshold can keep a delete.
+    const minSeq = first ? this.keepAbove : -1;
+    const last = new Map<string, number>();
+    const cursor = new RecordCursor(host.sfs, host.fd, this.copied, target, READ_CHUNK_BYTES, { checksums: false });
+    this.slicer.restart();
+    for (;;) {
+      const step = cursor.step();
+      if (step === 'record') {
+        const r = cursor.record;
+        if (r.kind === KIND_DELETE && r.seq > minSeq) last.set(r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes), r.offset);
+        if (this.slicer.due()) await this.ctx.yield(this.slicer);
+      } else if (step === 'more') {
+        await this.ctx.io('read', () => cursor.fill());
+        this.slicer.restart();
+      } else {
+        // 'end', or damage that the copy pass will report.
+        return last;
+      }
+    }
+  }
+}
