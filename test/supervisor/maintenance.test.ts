@@ -63,6 +63,15 @@ describe('maintenance', () => {
     return actor;
   }
 
+  async function nextBackupIs(iso: string): Promise<void> {
+    for (let i = 0; i < 2000; i++) {
+      const health = (await requestJson(bus, 'admin.health', {})) as { nextRuns: { backup: string | null } };
+      if (health.nextRuns.backup === iso) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    throw new Error(`the next backup never became ${iso}`);
+  }
+
   const backupFiles = (config: Config, table: string) =>
     readdirSync(path.join(config.backupDir, table)).filter((f) => f.endsWith('.tkt')).sort();
 
@@ -155,11 +164,14 @@ describe('maintenance', () => {
     // First ever start: a backup is due at once.
     clock.increment(0);
     await until(() => events.filter((e) => e.subject === 'backups.backup_complete').length === 1, 'the first backup');
+    // The run is recorded and the next one armed after the event: wait for it.
+    await nextBackupIs('2026-01-01T01:00:00.000Z');
     clock.increment(HOUR - 1);
     await bus.flush();
     expect(events.filter((e) => e.subject === 'backups.backup_complete')).toHaveLength(1);
     clock.increment(1);
     await until(() => events.filter((e) => e.subject === 'backups.backup_complete').length === 2, 'the second backup');
+    await nextBackupIs('2026-01-01T02:00:00.000Z'); // the run is recorded
     await stop();
 
     // Restart half an hour later: the next run is one hour after the last, not now.
