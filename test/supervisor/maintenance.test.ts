@@ -8,7 +8,7 @@ import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervis
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 
-const silent = pino({ level: 'silent' });
+const silent = pino({ level: process.env.TK_TEST_LOG ?? 'silent' });
 
 /** Waits until `cond` holds (bus events are not actor snapshots, so waitFor cannot see them). */
 async function until(cond: () => boolean, what: string): Promise<void> {
@@ -56,7 +56,8 @@ describe('maintenance', () => {
   async function start(config: Config, opts: { clock?: SimulatedClock; fs?: FaultyFs } = {}): Promise<SupervisorRef> {
     actor = createActor(supervisorMachine, {
       input: { config, bus, logger: silent, clock: opts.clock ?? new SimulatedClock(), fs: opts.fs },
-      clock: opts.clock,
+      // Only a simulated clock is passed: `clock: undefined` would replace xstate's default.
+      ...(opts.clock ? { clock: opts.clock } : {}),
     });
     actor.start();
     for (const t of config.tables) await waitFor(actor, (s) => s.context.owners[t.name].state === 'serving');
