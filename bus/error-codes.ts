@@ -35,6 +35,8 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeMapping>> = {
   IO_ERROR: { wire: 'internal', status: 500, doc: 'The file system failed; the operation did not take effect.' },
   MAINTENANCE_CONFLICT: { wire: 'unavailable', status: 409, doc: 'A compaction or backup of the table is already running; retry later.' },
   BACKUP_FAILED: { wire: 'internal', status: 500, doc: 'The backup could not be written or did not verify; no backup was kept.' },
+  NO_BACKUP: { wire: 'not_found', status: 404, doc: 'A restore was asked for but the table has no backup that verifies.' },
+  RECOVERY_FAILED: { wire: 'internal', status: 500, doc: 'A recovery or restore could not bring the table back; the damaged file is kept in quarantine.' },
   CONFIG_INVALID: { wire: 'bad_request', status: 400, doc: 'The configuration is invalid.' },
   BUS_TIMEOUT: { wire: 'timeout', status: 504, doc: 'No reply arrived within the request timeout.' },
   BUS_NO_RESPONDERS: { wire: 'unavailable', status: 503, doc: 'Nobody serves that subject (service down or starting).' },

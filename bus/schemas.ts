@@ -85,7 +85,11 @@ export const OPERATIONS = {
     subject: 'tables.<t>.corruption',
     request: {
       type: 'object',
-      properties: { reason: { type: 'string', minLength: 1 }, offset: { type: 'integer', minimum: 0 } },
+      properties: {
+        reason: { type: 'string', minLength: 1, maxLength: 1000 },
+        offset: { type: 'integer', minimum: 0 },
+        source: { enum: ['operator', 'scrub', 'owner'] },
+      },
       required: ['reason'],
       additionalProperties: false,
     },
@@ -98,6 +102,7 @@ export const OPERATIONS = {
   },
   'admin.backup': { subject: 'admin.backup[.<t>]', request: emptyRequest, reply: { type: 'object' } },
   'admin.restore': { subject: 'admin.restore.<t>', request: emptyRequest, reply: { type: 'object' } },
+  'admin.clear': { subject: 'admin.clear.<t>', request: emptyRequest, reply: { type: 'object' } },
   'admin.health': { subject: 'admin.health', request: emptyRequest, reply: { type: 'object' } },
   'admin.history': {
     subject: 'admin.history',
@@ -121,10 +126,11 @@ export interface RequestBodies {
   select: { prefix?: string; after?: string; limit?: number };
   stats: Record<string, never>;
   compact: { force?: boolean };
-  corruption: { reason: string; offset?: number };
+  corruption: { reason: string; offset?: number; source?: 'operator' | 'scrub' | 'owner' };
   'admin.compact': { force?: boolean };
   'admin.backup': Record<string, never>;
   'admin.restore': Record<string, never>;
+  'admin.clear': Record<string, never>;
   'admin.health': Record<string, never>;
   'admin.history': { limit?: number };
 }

@@ -12,8 +12,11 @@ export const TABLE_OPERATIONS = ['get', 'put', 'delete', 'select', 'stats', 'com
 /** One of `TABLE_OPERATIONS`. */
 export type TableOperation = (typeof TABLE_OPERATIONS)[number];
 
-/** Admin operations on `admin.<op>` (`backup` and `restore` also per table: `admin.backup.<t>`). */
-export const ADMIN_OPERATIONS = ['compact', 'backup', 'restore', 'health', 'history'] as const;
+/**
+ * Admin operations on `admin.<op>`: `compact` and `backup` for all tables or
+ * one (`admin.backup.<t>`); `restore` and `clear` only per table.
+ */
+export const ADMIN_OPERATIONS = ['compact', 'backup', 'restore', 'clear', 'health', 'history'] as const;
 /** One of `ADMIN_OPERATIONS`. */
 export type AdminOperation = (typeof ADMIN_OPERATIONS)[number];
 

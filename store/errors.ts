@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'IO_ERROR'
   | 'MAINTENANCE_CONFLICT'
   | 'BACKUP_FAILED'
+  | 'NO_BACKUP'
+  | 'RECOVERY_FAILED'
   | 'CONFIG_INVALID'
   | 'BUS_TIMEOUT'
   | 'BUS_NO_RESPONDERS'
@@ -150,6 +152,27 @@ export class BackupFailedError extends TablekeeperError {
   constructor(table: string, reason: string, options: ErrorOptions = {}) {
     const cause = options.cause instanceof Error ? `: ${options.cause.message}` : '';
     super('BACKUP_FAILED', `table '${table}': backup failed (${reason})${cause}`, {
+      ...options,
+      details: { table, reason, ...options.details },
+    });
+  }
+}
+
+/** A restore was asked for but the table has no backup that verifies. */
+export class NoBackupError extends TablekeeperError {
+  constructor(table: string, options: ErrorOptions = {}) {
+    super('NO_BACKUP', `table '${table}' has no verified backup`, {
+      ...options,
+      details: { table, ...options.details },
+    });
+  }
+}
+
+/** A recovery or restore could not bring the table back; the damaged file stays in quarantine. */
+export class RecoveryFailedError extends TablekeeperError {
+  constructor(table: string, reason: string, options: ErrorOptions = {}) {
+    const cause = options.cause instanceof Error ? `: ${options.cause.message}` : '';
+    super('RECOVERY_FAILED', `table '${table}': recovery failed (${reason})${cause}`, {
       ...options,
       details: { table, reason, ...options.details },
     });
