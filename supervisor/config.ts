@@ -23,7 +23,7 @@ export interface Config {
   backupDir: string;
   subjectPrefix: string;
   logLevel: string;
-  http: { host: string; port: number; adminToken?: string };
+  http: HttpConfig;
   nats: { url?: string; user?: string; pass?: string; token?: string; credsFile?: string };
   tables: TableConfig[];
   backup: ScheduleSetting & { keep: number };
@@ -31,6 +31,22 @@ export interface Config {
   scrub: ScheduleSetting;
   supervisor: { maxRestarts: number; restartWindowMs: number; requestTimeoutMs: number };
   notify: { webhooks: { url: string; secret?: string }[] };
+}
+
+/**
+ * The HTTP listener. Tokens come only from the environment: `adminToken`
+ * (unset means generated once and kept in `<dataDir>/.tablekeeper/admin-token`)
+ * and the optional read-only `readToken`.
+ */
+export interface HttpConfig {
+  host: string;
+  port: number;
+  adminToken?: string;
+  readToken?: string;
+  /** Largest request body; default the largest table `maxValueBytes` plus 64 KiB. */
+  bodyLimitBytes: number;
+  /** Per-client token bucket on admin mutations (compact, backup, restore). */
+  rateLimit: { burst: number; perMinute: number };
 }
 
 /** The nine tables of the predecessor system, declared by default. */
@@ -51,6 +67,7 @@ export const TABLE_NAME_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
 
 const DURATION_PATTERN = '^[0-9]+(ms|s|m|h|d)$';
 const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
+const BODY_LIMIT_SLACK = 64 * 1024;
 
 const scheduleSchema = {
   oneOf: [
@@ -86,6 +103,15 @@ export const CONFIG_FILE_SCHEMA = {
       properties: {
         host: { type: 'string', minLength: 1 },
         port: { type: 'integer', minimum: 0, maximum: 65535 },
+        bodyLimitBytes: { type: 'integer', minimum: 1024, maximum: 128 * 1024 * 1024 },
+        rateLimit: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            burst: { type: 'integer', minimum: 1, maximum: 10_000 },
+            perMinute: { type: 'integer', minimum: 1, maximum: 600_000 },
+          },
+        },
       },
     },
     nats: {
@@ -284,6 +310,12 @@ export function loadConfig(sources: ConfigSources): Config {
   const schedule = (s: Record<string, any> | undefined, every: string): ScheduleSetting =>
     s?.cron !== undefined ? { cron: s.cron } : { every: s?.every ?? every };
 
+  const tables = tablesIn.map((t) => ({
+    name: t.name,
+    sync: t.sync ?? 'always',
+    maxValueBytes: t.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+  }));
+
   return {
     dataDir,
     backupDir,
@@ -293,13 +325,13 @@ export function loadConfig(sources: ConfigSources): Config {
       host: env.TABLEKEEPER_HTTP_HOST || file.http?.host || '127.0.0.1',
       port,
       adminToken: env.TABLEKEEPER_ADMIN_TOKEN || undefined,
+      readToken: env.TABLEKEEPER_READ_TOKEN || undefined,
+      // Room for the largest value plus JSON framing; the owner enforces the exact limit.
+      bodyLimitBytes: file.http?.bodyLimitBytes ?? Math.max(...tables.map((t) => t.maxValueBytes)) + BODY_LIMIT_SLACK,
+      rateLimit: { burst: file.http?.rateLimit?.burst ?? 5, perMinute: file.http?.rateLimit?.perMinute ?? 10 },
     },
     nats: Object.fromEntries(Object.entries(nats).filter(([, v]) => v !== undefined && v !== '')) as Config['nats'],
-    tables: tablesIn.map((t) => ({
-      name: t.name,
-      sync: t.sync ?? 'always',
-      maxValueBytes: t.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
-    })),
+    tables,
     backup: { ...schedule(file.backup, '24h'), keep: file.backup?.keep ?? 3 },
     compaction: { ...schedule(file.compaction, '6h'), threshold: file.compaction?.threshold ?? 0.1 },
     scrub: schedule(file.scrub, '1h'),

@@ -20,7 +20,14 @@ describe('config', () => {
     expect(c.tables.every((t) => t.sync === 'always' && t.maxValueBytes === 1024 * 1024)).toBe(true);
     expect(c.dataDir).toBe(path.resolve('/srv', 'data'));
     expect(c.backupDir).toBe(path.resolve('/srv', 'data', 'backups'));
-    expect(c.http).toEqual({ host: '127.0.0.1', port: 8080, adminToken: undefined });
+    expect(c.http).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      adminToken: undefined,
+      readToken: undefined,
+      bodyLimitBytes: 1024 * 1024 + 64 * 1024,
+      rateLimit: { burst: 5, perMinute: 10 },
+    });
     expect(c.nats).toEqual({});
     expect(c.backup).toEqual({ every: '24h', keep: 3 });
     expect(c.compaction).toEqual({ every: '6h', threshold: 0.1 });
@@ -46,6 +53,37 @@ describe('config', () => {
       { name: 'b', sync: 'none', maxValueBytes: 10 },
     ]);
     expect(c.compaction).toEqual({ cron: '0 */6 * * *', threshold: 0.2 });
+  });
+
+  test('config - http section: host, port and tokens from the environment, limits from the file', () => {
+    const c = withFile(
+      {
+        http: { host: '0.0.0.0', port: 9000, bodyLimitBytes: 4096, rateLimit: { burst: 2, perMinute: 60 } },
+        tables: [{ name: 'a', maxValueBytes: 100 }],
+      },
+      {
+        TABLEKEEPER_HTTP_HOST: '127.0.0.2',
+        TABLEKEEPER_HTTP_PORT: '0',
+        TABLEKEEPER_ADMIN_TOKEN: 'admin-secret',
+        TABLEKEEPER_READ_TOKEN: 'read-secret',
+      },
+    );
+    expect(c.http).toEqual({
+      host: '127.0.0.2',
+      port: 0,
+      adminToken: 'admin-secret',
+      readToken: 'read-secret',
+      bodyLimitBytes: 4096,
+      rateLimit: { burst: 2, perMinute: 60 },
+    });
+    // Without a file limit the body may hold the largest table value plus framing.
+    const d = withFile({ tables: [{ name: 'a', maxValueBytes: 100 }, { name: 'b', maxValueBytes: 5000 }] });
+    expect(d.http.bodyLimitBytes).toBe(5000 + 64 * 1024);
+    expect(d.http.host).toBe('127.0.0.1');
+    expect(d.http.adminToken).toBeUndefined();
+    expect(() => withFile({ http: { adminToken: 'x' } })).toThrow(/unknown key 'adminToken'/);
+    expect(() => withFile({ http: { rateLimit: { burst: 0 } } })).toThrow(/rateLimit\/burst/);
+    expect(() => loadConfig({ env: { TABLEKEEPER_HTTP_PORT: '70000' } })).toThrow(/not a port/);
   });
 
   test('config - unknown keys are named in the error', () => {
