@@ -47,7 +47,7 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from './bus';
-import { BusClosedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError } from './errors';
+import { BusClosedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError, RemoteError } from './errors';
 import { OBSERVE_REPLY, replyError, type ObservableMessage, type ReplyObserver } from './reply-observer';
 import { RequestTimers, type TimedEntry, type TimerList } from './request-timers';
 import {
@@ -83,6 +83,8 @@ export interface NatsBusOptions {
   authenticator?: Authenticator | Authenticator[];
   /** A NATS `.creds` file (user JWT + nkey seed); read at connect time. */
   credsFile?: string;
+  /** A file holding a user's nkey seed (`SU...`), for servers that list users by nkey; read at connect time. */
+  nkeyFile?: string;
   /** Connection status changes and handler failures; default silent. */
   logger?: Logger;
   /** How long `drain()` may take (e.g. while the server is unreachable) before closing anyway; default 10 s. */
@@ -240,6 +242,20 @@ export class NatsBus implements Bus {
     }
   };
 
+  /**
+   * The server refuses a publish the user may not make with an error on the
+   * connection, not a reply: fail the requests sent to that subject at once
+   * (as `unauthorized`) instead of letting them time out.
+   */
+  private failDenied(err: Error): void {
+    if (!(err instanceof nats.errors.PermissionViolationError) || err.operation !== 'publish') return;
+    for (const p of [...this.pending.values()]) {
+      if (p.subject === err.subject) {
+        p.fail(new RemoteError('unauthorized', `not permitted to publish to '${err.subject}'`, 403, { cause: err }));
+      }
+    }
+  }
+
   private failPending(): void {
     if (this.pending.size === 0) return;
     const err = new BusClosedError();
@@ -290,6 +306,7 @@ export class NatsBus implements Bus {
             break;
           case 'error':
             this.log.error({ err: s.error }, 'nats server error');
+            this.failDenied(s.error);
             break;
           case 'ldm':
             this.log.warn({ server: s.server }, 'nats server entering lame duck mode');
@@ -451,6 +468,9 @@ function fromNatsHeaders(h: MsgHdrs | undefined): Headers | undefined {
 function authenticators(opts: NatsBusOptions): Authenticator[] | undefined {
   const list = opts.authenticator === undefined ? [] : [opts.authenticator].flat();
   if (opts.credsFile !== undefined) list.push(nats.credsAuthenticator(readFileSync(opts.credsFile)));
+  if (opts.nkeyFile !== undefined) {
+    list.push(nats.nkeyAuthenticator(new TextEncoder().encode(readFileSync(opts.nkeyFile, 'utf8').trim())));
+  }
   return list.length === 0 ? undefined : list;
 }
 

@@ -26,6 +26,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     pass: config.nats.pass,
     token: config.nats.token,
     credsFile: config.nats.credsFile,
+    nkeyFile: config.nats.nkeyFile,
     name: 'tablekeeper',
     logger: logger.child({ component: 'bus' }),
   });

@@ -24,7 +24,7 @@ export interface Config {
   subjectPrefix: string;
   logLevel: string;
   http: HttpConfig;
-  nats: { url?: string; user?: string; pass?: string; token?: string; credsFile?: string };
+  nats: { url?: string; user?: string; pass?: string; token?: string; credsFile?: string; nkeyFile?: string };
   tables: TableConfig[];
   backup: ScheduleSetting & { keep: number };
   compaction: ScheduleSetting & { threshold: number };
@@ -123,6 +123,7 @@ export const CONFIG_FILE_SCHEMA = {
         pass: { type: 'string' },
         token: { type: 'string' },
         credsFile: { type: 'string' },
+        nkeyFile: { type: 'string' },
       },
     },
     tables: {
@@ -305,6 +306,7 @@ export function loadConfig(sources: ConfigSources): Config {
     pass: env.NATS_PASS || file.nats?.pass,
     token: env.NATS_TOKEN || file.nats?.token,
     credsFile: env.NATS_CREDS || file.nats?.credsFile,
+    nkeyFile: env.NATS_NKEY || file.nats?.nkeyFile,
   };
 
   const schedule = (s: Record<string, any> | undefined, every: string): ScheduleSetting =>

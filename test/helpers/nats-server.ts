@@ -17,6 +17,18 @@ export interface NatsServerOptions {
   jetstream?: boolean;
   /** Extra configuration file text (nats-server config syntax), e.g. an `authorization {}` block. */
   config?: string;
+  /**
+   * A configuration file to use as it is (instead of `config`). Its listen
+   * address is still overridden (127.0.0.1, a random port), but not its
+   * JetStream store directory: nats-server refuses `-sd` beside a
+   * `store_dir` in the file, so a test points the file's `store_dir` at a
+   * temporary directory of its own.
+   */
+  configFile?: string;
+  /** Extra command-line flags, e.g. `['-m', '-1']` for a monitoring port of its own. */
+  args?: string[];
+  /** Extra environment for the server, e.g. the passwords a config file names as `$VARIABLES`. */
+  env?: Record<string, string>;
   /** How long to wait for the server to listen; default 10 s. */
   startTimeoutMs?: number;
 }
@@ -54,17 +66,21 @@ const LISTENING = /Listening for client connections on [^\s]*:(\d+)/;
 export async function startNatsServer(opts: NatsServerOptions = {}): Promise<NatsServer> {
   const bin = findNatsServerBinary();
   const dir = mkdtempSync(join(tmpdir(), 'tk-nats-'));
-  const args = ['-a', '127.0.0.1', '-p', '-1', '-sd', join(dir, 'store')];
+  const args = ['-a', '127.0.0.1', '-p', '-1'];
+  if (opts.configFile === undefined) args.push('-sd', join(dir, 'store'));
   if (opts.jetstream) args.push('-js');
   if (opts.config !== undefined) {
     const configFile = join(dir, 'server.conf');
     writeFileSync(configFile, opts.config);
     args.push('-c', configFile);
+  } else if (opts.configFile !== undefined) {
+    args.push('-c', opts.configFile);
   }
+  if (opts.args !== undefined) args.push(...opts.args);
 
   let child: ChildProcess;
   try {
-    child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
     throw err;
