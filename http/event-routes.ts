@@ -1,0 +1,105 @@
+/**
+ * The live event stream: `GET /api/events` is a Server-Sent Events stream of
+ * every `backups.*` event on the bus (`event: <name>`, `data: <json>`), with
+ * a comment line as heartbeat. Each client has its own bus subscription,
+ * dropped when the client goes away or the server closes. `POST
+ * /api/events/ticket` hands out the one-time tickets EventSource needs.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { ServerResponse } from 'node:http';
+import type { Subscription } from '../bus/bus';
+import { decodeJson } from '../bus/codec';
+import type { HttpContext } from './context';
+
+/** A stream's buffered bytes past which the client is too slow and is dropped. */
+const MAX_BUFFERED_BYTES = 1024 * 1024;
+
+/** Open event streams of one server, so that closing the server can end them. */
+export class EventStreams {
+  private readonly open = new Set<() => void>();
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** Ends every open stream. */
+  endAll(): void {
+    for (const end of [...this.open]) end();
+  }
+
+  /** @internal */
+  add(end: () => void): void {
+    this.open.add(end);
+  }
+
+  /** @internal */
+  delete(end: () => void): void {
+    this.open.delete(end);
+  }
+}
+
+function write(res: ServerResponse, text: string): boolean {
+  if (res.destroyed || res.writableEnded) return false;
+  res.write(text);
+  return res.writableLength <= MAX_BUFFERED_BYTES;
+}
+
+/** Registers `/api/events` and `/api/events/ticket`. */
+export function registerEventRoutes(app: FastifyInstance, ctx: HttpContext, streams: EventStreams): void {
+  app.post('/api/events/ticket', { config: { access: 'read', operation: 'events.ticket' } }, async (req) => {
+    // Auth ran in onRequest and left what the token grants.
+    const ticket = ctx.tickets.issue(req.grant);
+    return { ticket, expiresInMs: ctx.tickets.ttlMs };
+  });
+
+  app.get('/api/events', { config: { access: 'read', operation: 'events', ticket: true } }, (req, reply) => {
+    const res = reply.raw;
+    const pattern = ctx.subjects.allBackupEvents();
+    const root = pattern.slice(0, -1); // `[prefix.]backups.`
+    let ended = false;
+    let heartbeat: NodeJS.Timeout | undefined;
+    let sub: Subscription | undefined;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      clearInterval(heartbeat);
+      sub?.unsubscribe();
+      streams.delete(end);
+      ctx.metrics.streamClosed();
+      ctx.log.debug({ op: 'events', ip: req.ip }, 'event stream closed');
+      if (!res.writableEnded) res.end();
+    };
+    const send = (text: string): void => {
+      if (!write(res, text)) end();
+    };
+    // Subscribing first: if the bus is closed this throws, and the client gets a plain 503.
+    sub = ctx.bus.subscribe(pattern, (msg) => {
+      const name = msg.subject.startsWith(root) ? msg.subject.slice(root.length) : msg.subject;
+      let data: string;
+      try {
+        // Re-encoded so that the data is one line whatever the publisher sent.
+        data = JSON.stringify(decodeJson(msg.data));
+      } catch (err) {
+        ctx.log.warn({ op: 'events', event: name, err }, 'skipped an event that is not JSON');
+        return;
+      }
+      send(`event: ${name}\ndata: ${data}\n\n`);
+    });
+    reply.hijack();
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    heartbeat = setInterval(() => send(': heartbeat\n\n'), ctx.heartbeatMs);
+    heartbeat.unref();
+    streams.add(end);
+    ctx.metrics.streamOpened();
+    res.on('close', end);
+    res.on('error', end);
+    // The subscription is live before this first line, so a client that has read it misses no later event.
+    write(res, 'retry: 3000\n: connected\n\n');
+    ctx.log.debug({ op: 'events', ip: req.ip }, 'event stream opened');
+  });
+}

@@ -1,0 +1,198 @@
+/**
+ * The HTTP server: a fastify instance with the admin, data, event and probe
+ * routes over the bus. Auth runs first (onRequest, before any body is
+ * read), every failure is answered through `httpErrorAnswer`, and request
+ * logs never hold the Authorization header or the URL's query string.
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { Bus } from '../bus/bus';
+import { Subjects } from '../bus/subjects';
+import { BadRequestError } from '../store/errors';
+import type { Config } from '../supervisor/config';
+import { registerAdminRoutes } from './admin-routes';
+import { resolveAdminToken } from './admin-token';
+import { bearerToken, TokenAuth, type Grant } from './auth';
+import { routeOf, type HttpContext, type ServiceLifecycle } from './context';
+import { httpErrorAnswer } from './error-status';
+import { EventStreams, registerEventRoutes } from './event-routes';
+import { EventTickets } from './event-tickets';
+import { HttpMetrics } from './metrics';
+import { registerProbeRoutes } from './probe-routes';
+import { TokenBucketLimiter } from './rate-limit';
+import { registerTableRoutes } from './table-routes';
+
+/** What `createHttpServer` needs; everything past `logger` has a default. */
+export interface HttpServerOptions {
+  config: Config;
+  bus: Bus;
+  logger: Logger;
+  /** The admin token; default from `config.http.adminToken` or the token file (generated on first start). */
+  adminToken?: string;
+  /** Where the service is in its life, for `/readyz`; default always `running`. */
+  lifecycle?: () => ServiceLifecycle;
+  /** Wall clock in ms for the rate limiter, tickets and ages; default `Date.now`. */
+  now?: () => number;
+  /** SSE heartbeat period in ms; default 15 000. */
+  heartbeatMs?: number;
+  /** Data and read requests; default `config.supervisor.requestTimeoutMs`. */
+  requestTimeoutMs?: number;
+  /** Compaction, backup and restore; default 15 minutes. */
+  adminTimeoutMs?: number;
+  /** Readiness and metrics scrapes; default 3000 ms. */
+  probeTimeoutMs?: number;
+}
+
+/** Log paths that could hold credentials; pino replaces them before anything is written. */
+export const REDACTED_LOG_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'request.headers.authorization',
+  'headers.authorization',
+  'authorization',
+  'req.query.ticket',
+];
+
+// A 1024-byte key, every byte percent-encoded, is 3072 characters.
+const MAX_PARAM_LENGTH = 4096;
+
+const registered = new WeakMap<FastifyInstance, { method: string; url: string }[]>();
+
+/** The routes a server registered (method and fastify path), for checks against the OpenAPI document. */
+export function routesOf(app: FastifyInstance): readonly { method: string; url: string }[] {
+  return registered.get(app) ?? [];
+}
+
+function parseJsonBody(_req: FastifyRequest, body: Buffer | string, done: (err: Error | null, body?: unknown) => void): void {
+  const text = typeof body === 'string' ? body : body.toString('utf8');
+  if (text.trim() === '') {
+    done(null, undefined);
+    return;
+  }
+  try {
+    done(null, JSON.parse(text) as unknown);
+  } catch (cause) {
+    done(new BadRequestError('body is not valid JSON', { cause }));
+  }
+}
+
+/**
+ * Builds the server (not listening yet: call `listen`, or use `inject` in
+ * tests). Resolving the admin token may generate and store it, so this may
+ * throw `ConfigInvalidError` when the token file cannot be written.
+ */
+export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
+  const { config, bus } = opts;
+  const log = opts.logger.child({ component: 'http' }, { redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } });
+  const now = opts.now ?? Date.now;
+  const adminToken =
+    opts.adminToken ?? resolveAdminToken({ dataDir: config.dataDir, configured: config.http.adminToken, logger: log }).token;
+  const auth = new TokenAuth(adminToken, config.http.readToken);
+  const subjects = new Subjects(config.subjectPrefix);
+  const ctx: HttpContext = {
+    bus,
+    subjects,
+    log,
+    tables: new Set(config.tables.map((t) => t.name)),
+    metrics: new HttpMetrics({ bus, subjects, logger: log, scrapeTimeoutMs: opts.probeTimeoutMs, now }),
+    limiter: new TokenBucketLimiter({ ...config.http.rateLimit, now }),
+    tickets: new EventTickets({ now }),
+    lifecycle: opts.lifecycle ?? (() => 'running'),
+    requestTimeoutMs: opts.requestTimeoutMs ?? config.supervisor.requestTimeoutMs,
+    adminTimeoutMs: opts.adminTimeoutMs ?? 15 * 60_000,
+    probeTimeoutMs: opts.probeTimeoutMs ?? 3000,
+    heartbeatMs: opts.heartbeatMs ?? 15_000,
+  };
+  const streams = new EventStreams();
+
+  const sendError = (err: unknown, req: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    const a = httpErrorAnswer(err);
+    const route = routeOf(req);
+    const operation = req.routeOptions.config?.operation;
+    if (a.unexpected) log.error({ op: operation ?? 'http', route, err }, 'request failed unexpectedly');
+    else if (a.status >= 500) log.warn({ op: operation ?? 'http', route, status: a.status, code: a.body.error.code, msg: a.body.error.message }, 'request failed');
+    if (operation !== undefined) ctx.metrics.countError(operation, a.body.error.code);
+    return reply.code(a.status).headers(a.headers).send(a.body);
+  };
+
+  // Typed as fastify's logger so that the instance is the plain `FastifyInstance` the route modules take.
+  const fastifyLog: FastifyBaseLogger = log;
+  const app = Fastify({
+    loggerInstance: fastifyLog,
+    // One debug line per request, written below; fastify's own request lines would include the URL.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.http.bodyLimitBytes,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    exposeHeadRoutes: false,
+    return503OnClosing: true,
+    frameworkErrors: (err, req, reply) => void sendError(err, req, reply),
+  });
+  const routes: { method: string; url: string }[] = [];
+  registered.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    for (const method of Array.isArray(r.method) ? r.method : [r.method]) routes.push({ method, url: r.url });
+  });
+
+  app.decorateRequest('grant', 'none' as Grant);
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
+
+  app.addHook('onRequest', async (req) => {
+    if (req.routeOptions.url === undefined) return; // unknown route: 404 follows
+    const access = req.routeOptions.config.access ?? 'admin';
+    if (access === 'public') return;
+    const given = bearerToken(req.headers.authorization);
+    let grant = auth.grantOf(given);
+    let presented = given !== undefined;
+    if (given === undefined && req.routeOptions.config.ticket === true) {
+      const ticket = (req.query as Record<string, unknown>).ticket;
+      if (typeof ticket === 'string') {
+        presented = true;
+        grant = ctx.tickets.redeem(ticket);
+      }
+    }
+    req.grant = grant;
+    try {
+      TokenAuth.require(grant, access, presented);
+    } catch (err) {
+      // Never the token: only that one was missing or not accepted.
+      log.warn({ op: 'auth', method: req.method, route: routeOf(req), ip: req.ip, presented, grant }, 'unauthorized request');
+      throw err;
+    }
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = routeOf(req);
+    const operation = req.routeOptions.config?.operation;
+    if (operation !== undefined) ctx.metrics.countOperation(operation);
+    // An event stream's duration is how long the client watched, not latency.
+    if (route !== '/api/events') ctx.metrics.observeRequest(req.method, route, reply.statusCode, reply.elapsedTime / 1000);
+    log.debug({ op: operation ?? 'http', method: req.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'http request');
+  });
+
+  app.setErrorHandler((err, req, reply) => sendError(err, req, reply));
+  app.setNotFoundHandler((req, reply) => {
+    void sendError(Object.assign(new Error(`no route ${req.method} ${req.url.split('?')[0]}`), { statusCode: 404 }), req, reply);
+  });
+
+  registerProbeRoutes(app, ctx);
+  registerAdminRoutes(app, ctx);
+  registerTableRoutes(app, ctx);
+  registerEventRoutes(app, ctx, streams);
+
+  ctx.metrics.start();
+  // Event streams never end by themselves; end them so that close() does not wait on them.
+  app.addHook('preClose', async () => {
+    streams.endAll();
+  });
+  app.addHook('onClose', async () => {
+    ctx.metrics.stop();
+  });
+  return app;
+}
+
+/** Starts listening on `config.http.host:port` (port 0 picks a free one) and returns the base URL. */
+export async function listenHttp(app: FastifyInstance, http: Config['http']): Promise<string> {
+  const address = await app.listen({ host: http.host, port: http.port });
+  return address;
+}

@@ -1,0 +1,95 @@
+/**
+ * Data routes: each is exactly one `tables.<t>.<op>` bus request with the
+ * body a NATS client would send, validated first with the contract's own
+ * schemas, and the reply body returned as the bus sent it.
+ *
+ * The table name must be a configured table, checked before anything else,
+ * so nothing taken from the URL (`..`, `%2F`, dots, `*`, `>`) ever reaches a
+ * subject. Keys travel only inside the JSON body, never in a subject, so any
+ * valid key (slashes, dots and wildcards included) is safe.
+ */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { validateRequest, type RequestBodies } from '../bus/schemas';
+import { BadRequestError } from '../store/errors';
+import { callBus } from './bus-call';
+import { configuredTable, type HttpContext } from './context';
+
+interface TableParams {
+  table: string;
+}
+interface KeyParams extends TableParams {
+  key: string;
+}
+interface SelectQuery {
+  prefix?: unknown;
+  after?: unknown;
+  limit?: unknown;
+}
+
+/** Sends a bus reply's JSON bytes as they are. */
+export function sendJsonBytes(reply: FastifyReply, data: Uint8Array): FastifyReply {
+  return reply.type('application/json; charset=utf-8').send(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+}
+
+/** A single-valued query string parameter, or undefined; repeated parameters are a bad request. */
+export function queryString(query: Record<string, unknown>, name: string): string | undefined {
+  const v = query[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new BadRequestError(`${name}: give it at most once`);
+  return v;
+}
+
+/** A positive whole number from the query string, left for the schema to range-check. */
+export function queryInteger(query: Record<string, unknown>, name: string): number | undefined {
+  const v = queryString(query, name);
+  if (v === undefined) return undefined;
+  if (!/^[0-9]{1,9}$/.test(v)) throw new BadRequestError(`${name}: must be a whole number`);
+  return Number(v);
+}
+
+/** Registers the `/api/tables/...` routes. */
+export function registerTableRoutes(app: FastifyInstance, ctx: HttpContext): void {
+  const call = async (table: string, op: 'get' | 'put' | 'delete' | 'select' | 'stats', body: RequestBodies[typeof op], reply: FastifyReply) =>
+    sendJsonBytes(reply, await callBus(ctx.bus, ctx.subjects.table(table, op), body, ctx.requestTimeoutMs));
+
+  app.get<{ Params: KeyParams }>('/api/tables/:table/keys/:key', { config: { access: 'admin', operation: 'get' } }, async (req, reply) => {
+    const table = configuredTable(ctx, req.params.table);
+    return call(table, 'get', validateRequest('get', { key: req.params.key }), reply);
+  });
+
+  app.put<{ Params: KeyParams; Body: unknown }>('/api/tables/:table/keys/:key', { config: { access: 'admin', operation: 'put' } }, async (req, reply) => {
+    const table = configuredTable(ctx, req.params.table);
+    if (req.body === undefined) throw new BadRequestError('the body must be the JSON value to store (Content-Type: application/json)');
+    return call(table, 'put', validateRequest('put', { key: req.params.key, value: req.body }), reply);
+  });
+
+  app.delete<{ Params: KeyParams }>('/api/tables/:table/keys/:key', { config: { access: 'admin', operation: 'delete' } }, async (req, reply) => {
+    const table = configuredTable(ctx, req.params.table);
+    return call(table, 'delete', validateRequest('delete', { key: req.params.key }), reply);
+  });
+
+  app.get<{ Params: TableParams; Querystring: SelectQuery }>(
+    '/api/tables/:table/keys',
+    { config: { access: 'admin', operation: 'select' } },
+    async (req, reply) => {
+      const table = configuredTable(ctx, req.params.table);
+      const q = req.query as Record<string, unknown>;
+      const body: Record<string, unknown> = {};
+      const prefix = queryString(q, 'prefix');
+      const after = queryString(q, 'after');
+      const limit = queryInteger(q, 'limit');
+      if (prefix !== undefined) body.prefix = prefix;
+      if (after !== undefined) body.after = after;
+      if (limit !== undefined) body.limit = limit;
+      for (const name of Object.keys(q)) {
+        if (!['prefix', 'after', 'limit'].includes(name)) throw new BadRequestError(`${name}: is not a query parameter of this route`);
+      }
+      return call(table, 'select', validateRequest('select', body), reply);
+    },
+  );
+
+  app.get<{ Params: TableParams }>('/api/tables/:table/stats', { config: { access: 'admin', operation: 'stats' } }, async (req, reply) => {
+    const table = configuredTable(ctx, req.params.table);
+    return call(table, 'stats', validateRequest('stats', {}), reply);
+  });
+}

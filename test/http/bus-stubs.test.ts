@@ -1,0 +1,304 @@
+/**
+ * The HTTP layer against an in-process bus with stub responders, for the
+ * states that are hard to produce with the real service: conflicts,
+ * unavailable and corrupt tables, timeouts, readiness changes, metrics
+ * without an answering supervisor.
+ */
+import * as fs from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import { InProcessBus, respondError, respondOk, encodeJson, type Message } from '../../bus';
+import { ERROR_CODES } from '../../bus/error-codes';
+import { adminTokenPath, createHttpServer, type ServiceLifecycle } from '../../http';
+import {
+  MaintenanceConflictError,
+  TableCorruptError,
+  TablekeeperError,
+  TableUnavailableError,
+  type ErrorCode,
+} from '../../store/errors';
+import { useTempDir } from '../helpers/store-temp';
+import { ADMIN_TOKEN, captureLogger, parsePrometheus, READ_TOKEN, sampleValue, testConfig, until } from './http-helpers';
+
+const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+const tmp = useTempDir('tk-http-stub-');
+
+let bus: InProcessBus;
+let app: FastifyInstance | undefined;
+
+beforeEach(() => {
+  bus = new InProcessBus();
+});
+afterEach(async () => {
+  await app?.close();
+  app = undefined;
+  await bus.close();
+});
+
+function server(opts: Partial<Parameters<typeof createHttpServer>[0]> = {}): FastifyInstance {
+  app = createHttpServer({ config: testConfig(tmp.dir), bus, logger: captureLogger('warn').logger, ...opts });
+  return app;
+}
+
+function health(states: Record<string, string>, extra: Record<string, unknown> = {}) {
+  return {
+    status: 'ok',
+    tables: Object.entries(states).map(([table, state]) => ({
+      table,
+      state,
+      stats: { records: 3, fileBytes: 200, liveBytes: 150, deadBytes: 50, fragmentation: 0.25, generation: 2 },
+      lastBackup: { at: new Date(Date.now() - 60_000).toISOString(), bytes: 100, records: 3, file: 'x', verified: true },
+      backups: 2,
+      lastCompaction: null,
+      ...extra,
+    })),
+    nextRuns: { backup: null, compaction: null },
+  };
+}
+
+describe('http over stub responders', () => {
+  test('http - a maintenance conflict from the bus is 409 with the wire code unavailable', async () => {
+    bus.subscribe('admin.compact.orders', (msg) => void respondError(msg, new MaintenanceConflictError('orders', 'compaction', 'backup')));
+    const res = await server().inject({ method: 'POST', url: '/api/admin/compact/orders', headers: auth, payload: { force: true } });
+    expect(res.statusCode).toBe(409);
+    expect(res.json()).toEqual({ error: { code: 'unavailable', message: "table 'orders': cannot start compaction while backup runs" } });
+  });
+
+  test('http - unavailable and corrupt tables are 503 with Retry-After', async () => {
+    bus.subscribe('tables.orders.get', (msg) => void respondError(msg, new TableUnavailableError('orders', 'recovering')));
+    bus.subscribe('tables.events.get', (msg) => void respondError(msg, new TableCorruptError('events', 16, 'bad crc')));
+    const a = await server().inject({ method: 'GET', url: '/api/tables/orders/keys/k', headers: auth });
+    expect(a.statusCode).toBe(503);
+    expect(a.headers['retry-after']).toBe('1');
+    expect(a.json().error.code).toBe('unavailable');
+    const b = await app!.inject({ method: 'GET', url: '/api/tables/events/keys/k', headers: auth });
+    expect(b.statusCode).toBe(503);
+    expect(b.headers['retry-after']).toBe('1');
+    expect(b.json().error).toEqual({ code: 'corrupt', message: "table 'events' is corrupt at offset 16: bad crc" });
+  });
+
+  test('http - nobody serving a table is 503; no reply within the timeout is 504', async () => {
+    bus.subscribe('tables.events.stats', () => undefined); // never answers
+    const s = server({ requestTimeoutMs: 50 });
+    const down = await s.inject({ method: 'GET', url: '/api/tables/orders/stats', headers: auth });
+    expect(down.statusCode).toBe(503);
+    expect(down.headers['retry-after']).toBe('1');
+    expect(down.json().error.code).toBe('unavailable');
+    const slow = await s.inject({ method: 'GET', url: '/api/tables/events/stats', headers: auth });
+    expect(slow.statusCode).toBe(504);
+    expect(slow.json().error.code).toBe('timeout');
+  });
+
+  test('http - every internal error code sent by the bus comes back with its status and wire code', async () => {
+    let code: ErrorCode = 'INTERNAL';
+    bus.subscribe('tables.orders.stats', (msg) => void respondError(msg, new TablekeeperError(code, `failure ${code}`)));
+    const s = server();
+    for (const [c, m] of Object.entries(ERROR_CODES)) {
+      code = c as ErrorCode;
+      const res = await s.inject({ method: 'GET', url: '/api/tables/orders/stats', headers: auth });
+      expect({ code: c, status: res.statusCode, body: res.json() }).toEqual({
+        code: c,
+        status: m.status,
+        body: { error: { code: m.wire, message: `failure ${c}` } },
+      });
+      if (m.status === 503) expect(res.headers['retry-after']).toBeDefined();
+    }
+  });
+
+  test('http - table names from the URL never reach the bus', async () => {
+    const s = server();
+    const request = jest.spyOn(bus, 'request');
+    const urls = [
+      ['GET', '/api/tables/..%2Forders/keys/k'],
+      ['GET', '/api/tables/%2e%2e/keys/k'],
+      ['GET', '/api/tables/orders%2F..%2Fevents/stats'],
+      ['GET', '/api/tables/orders.get/keys/k'],
+      ['GET', '/api/tables/orders%2Eget/stats'],
+      ['GET', '/api/tables/*/keys/k'],
+      ['GET', '/api/tables/%3E/keys'],
+      ['PUT', '/api/tables/orders.%3E/keys/k'],
+      ['DELETE', '/api/tables/%20orders/keys/k'],
+      ['POST', '/api/admin/backup/..%2F..%2Fetc'],
+      ['POST', '/api/admin/compact/*'],
+      ['POST', '/api/admin/restore/%3E'],
+      ['POST', '/api/admin/restore/orders.x'],
+    ] as const;
+    for (const [method, url] of urls) {
+      const res = await s.inject({ method, url, headers: { ...auth, 'content-type': 'application/json' }, payload: method === 'PUT' ? '1' : undefined });
+      expect({ url, status: res.statusCode, code: res.json().error.code }).toEqual({ url, status: 404, code: 'not_found' });
+    }
+    // Paths that do not even match a route are 404 too.
+    for (const url of ['/api/tables/orders/keys/a/b', '/api/admin/backup/orders/x', '/api/tables/orders']) {
+      const res = await s.inject({ method: 'GET', url, headers: auth });
+      expect({ url, status: res.statusCode }).toEqual({ url, status: 404 });
+    }
+    expect(request).not.toHaveBeenCalled();
+  });
+
+  test('http - requests are the bus requests a NATS client sends, and replies come back byte for byte', async () => {
+    const seen: { subject: string; body: string }[] = [];
+    const record = (reply: string) => (msg: Message) => {
+      seen.push({ subject: msg.subject, body: Buffer.from(msg.data).toString('utf8') });
+      msg.respond(Buffer.from(reply));
+    };
+    bus.subscribe('admin.restore.orders', record('{"table":"orders","status":"restored","records":3}'));
+    bus.subscribe('tables.orders.put', record('{"ok":true}'));
+    bus.subscribe('tables.orders.select', record('{"items":[{"key":"a","value":1.5e300}],"next":"a"}'));
+    bus.subscribe('admin.history', record('{"entries":[]}'));
+    const s = server();
+    const r1 = await s.inject({ method: 'POST', url: '/api/admin/restore/orders', headers: auth });
+    expect(r1.statusCode).toBe(200);
+    expect(r1.body).toBe('{"table":"orders","status":"restored","records":3}');
+    const r2 = await s.inject({ method: 'PUT', url: '/api/tables/orders/keys/a%2Fb', headers: { ...auth, 'content-type': 'application/json' }, payload: '{"n": [1, null]}' });
+    expect(r2.body).toBe('{"ok":true}');
+    const r3 = await s.inject({ method: 'GET', url: '/api/tables/orders/keys?prefix=a&limit=1', headers: auth });
+    expect(r3.body).toBe('{"items":[{"key":"a","value":1.5e300}],"next":"a"}');
+    expect(r3.headers['content-type']).toMatch(/^application\/json/);
+    const r4 = await s.inject({ method: 'GET', url: '/api/admin/history?limit=7', headers: { authorization: `Bearer ${READ_TOKEN}` } });
+    expect(r4.statusCode).toBe(200);
+    expect(seen.map((x) => [x.subject, JSON.parse(x.body)])).toEqual([
+      ['admin.restore.orders', {}],
+      ['tables.orders.put', { key: 'a/b', value: { n: [1, null] } }],
+      ['tables.orders.select', { prefix: 'a', limit: 1 }],
+      ['admin.history', { limit: 7 }],
+    ]);
+  });
+
+  test('http - a subject prefix is used for every request', async () => {
+    bus.subscribe('acme.prod.tables.orders.stats', (msg) => void respondOk(msg, { records: 0 }));
+    const config = { ...testConfig(tmp.dir), subjectPrefix: 'acme.prod' };
+    app = createHttpServer({ config, bus, logger: captureLogger('warn').logger });
+    const res = await app.inject({ method: 'GET', url: '/api/tables/orders/stats', headers: auth });
+    expect(res.json()).toEqual({ records: 0 });
+  });
+
+  test('http - readiness follows the lifecycle and the tables\' states', async () => {
+    let lifecycle: ServiceLifecycle = 'starting';
+    let states: Record<string, string> = { orders: 'opening', events: 'serving' };
+    const s = server({ lifecycle: () => lifecycle });
+    const ready = () => s.inject({ method: 'GET', url: '/readyz' });
+
+    let res = await ready();
+    expect(res.statusCode).toBe(503);
+    expect(res.json()).toMatchObject({ ready: false, reason: 'the service is starting', error: { code: 'unavailable' } });
+
+    lifecycle = 'running';
+    res = await ready(); // nobody answers admin.health yet
+    expect(res.statusCode).toBe(503);
+    expect(res.json().reason).toMatch(/admin.health did not answer/);
+
+    bus.subscribe('admin.health', (msg) => void respondOk(msg, health(states)));
+    res = await ready();
+    expect(res.statusCode).toBe(503);
+    expect(res.headers['retry-after']).toBe('1');
+    expect(res.json().tables).toEqual([{ table: 'orders', state: 'opening' }]);
+
+    states = { orders: 'serving', events: 'recovering' };
+    res = await ready();
+    expect(res.json().tables).toEqual([{ table: 'events', state: 'recovering' }]);
+
+    states = { orders: 'serving', events: 'serving' };
+    res = await ready();
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toEqual({ ready: true, tables: 2 });
+
+    lifecycle = 'stopping';
+    expect((await ready()).statusCode).toBe(503);
+    // Liveness does not depend on any of it.
+    expect((await s.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+  });
+
+  test('http - metrics are still served when admin.health does not answer, with tablekeeper_up 0', async () => {
+    const res = await server({ probeTimeoutMs: 50 }).inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${READ_TOKEN}` } });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^text\/plain/);
+    const samples = parsePrometheus(res.body);
+    expect(sampleValue(samples, 'tablekeeper_up')).toBe(0);
+    expect(samples.some((x) => x.name.startsWith('tablekeeper_table_'))).toBe(false);
+    expect(samples.some((x) => x.name === 'tablekeeper_process_cpu_user_seconds_total')).toBe(true);
+  });
+
+  test('http - metrics read the optional health fields and count backups.* events', async () => {
+    bus.subscribe('admin.health', (msg) =>
+      void respondOk(
+        msg,
+        health(
+          { orders: 'serving', events: 'recovering' },
+          { restarts: 2, recoveries: { count: 4, lastAt: null, lastDurationMs: 10 }, scrub: { lastAt: new Date().toISOString(), damagedRanges: 1 }, degraded: true },
+        ),
+      ),
+    );
+    const s = server();
+    const events: [string, unknown][] = [
+      ['compaction_complete', { results: [{ table: 'orders', status: 'compacted', durationMs: 1500 }, { table: 'events', status: 'skipped', durationMs: 1 }] }],
+      ['backup_complete', { tables: [{ table: 'orders', durationMs: 200 }], failed: ['events'] }],
+      ['backup_failed', { table: 'events', error: { code: 'BACKUP_FAILED', message: 'x' } }],
+      ['corruption_detected', { table: 'events', reason: 'crc' }],
+      ['recovery_complete', { table: 'events', durationMs: 250 }],
+      ['recovery_failed', { table: 'orders', durationMs: 4000 }],
+    ];
+    for (const [name, body] of events) bus.publish(`backups.${name}`, encodeJson({ event: name, at: new Date().toISOString(), ...(body as object) }));
+    await bus.flush();
+    const scrape = async () =>
+      parsePrometheus((await s.inject({ method: 'GET', url: '/metrics', headers: auth })).body);
+    await until(async () => sampleValue(await scrape(), 'tablekeeper_events_total', { event: 'recovery_failed' }) === 1, 'events counted');
+    const m = await scrape();
+    expect(sampleValue(m, 'tablekeeper_up')).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_table_records', { table: 'orders' })).toBe(3);
+    expect(sampleValue(m, 'tablekeeper_table_fragmentation_ratio', { table: 'orders' })).toBe(0.25);
+    expect(sampleValue(m, 'tablekeeper_table_state', { table: 'events', state: 'recovering' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_table_state', { table: 'events', state: 'serving' })).toBe(0);
+    expect(sampleValue(m, 'tablekeeper_table_owner_restarts', { table: 'orders' })).toBe(2);
+    expect(sampleValue(m, 'tablekeeper_table_recoveries', { table: 'orders' })).toBe(4);
+    expect(sampleValue(m, 'tablekeeper_table_degraded', { table: 'orders' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_table_scrub_damaged_ranges', { table: 'orders' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_table_backups', { table: 'orders' })).toBe(2);
+    const age = sampleValue(m, 'tablekeeper_table_last_backup_age_seconds', { table: 'orders' });
+    expect(age).toBeGreaterThanOrEqual(60);
+    expect(sampleValue(m, 'tablekeeper_compactions_total', { table: 'orders', status: 'compacted' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_compactions_total', { table: 'events', status: 'skipped' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_compaction_duration_seconds_count', { table: 'orders' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_compaction_duration_seconds_sum', { table: 'orders' })).toBe(1.5);
+    expect(sampleValue(m, 'tablekeeper_backups_total', { table: 'orders', result: 'ok' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_backups_total', { table: 'events', result: 'failed' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_corruptions_detected_total', { table: 'events' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_recoveries_total', { table: 'events', result: 'complete' })).toBe(1);
+    expect(sampleValue(m, 'tablekeeper_recovery_duration_seconds_sum', { table: 'orders', result: 'failed' })).toBe(4);
+  });
+
+  test('http - admin mutations are rate limited per client with 429 and Retry-After', async () => {
+    let now = 1_000_000;
+    bus.subscribe('admin.backup', (msg) => void respondOk(msg, { results: [], durationMs: 0 }));
+    bus.subscribe('admin.health', (msg) => void respondOk(msg, health({ orders: 'serving' })));
+    const config = testConfig(tmp.dir, { rateLimit: { burst: 2, perMinute: 6 } });
+    app = createHttpServer({ config, bus, logger: captureLogger('warn').logger, now: () => now });
+    const backup = (remoteAddress: string) => app!.inject({ method: 'POST', url: '/api/admin/backup', headers: auth, remoteAddress });
+    expect((await backup('10.0.0.1')).statusCode).toBe(200);
+    expect((await backup('10.0.0.1')).statusCode).toBe(200);
+    const limited = await backup('10.0.0.1');
+    expect(limited.statusCode).toBe(429);
+    expect(limited.headers['retry-after']).toBe('10');
+    expect(limited.json().error.code).toBe('unavailable');
+    // Another client has its own bucket, and reads are not limited.
+    expect((await backup('10.0.0.2')).statusCode).toBe(200);
+    for (let i = 0; i < 5; i++) {
+      expect((await app.inject({ method: 'GET', url: '/api/admin/health', headers: auth, remoteAddress: '10.0.0.1' })).statusCode).toBe(200);
+    }
+    now += 9_000;
+    expect((await backup('10.0.0.1')).statusCode).toBe(429);
+    now += 1_000;
+    expect((await backup('10.0.0.1')).statusCode).toBe(200);
+  });
+
+  test('http - without a configured token, the generated one in the token file is the admin token', async () => {
+    bus.subscribe('admin.history', (msg) => void respondOk(msg, { entries: [] }));
+    const base = testConfig(tmp.dir);
+    const config = { ...base, http: { ...base.http, adminToken: undefined } };
+    const { logger, text } = captureLogger('info');
+    app = createHttpServer({ config, bus, logger });
+    const token = fs.readFileSync(adminTokenPath(tmp.dir), 'utf8').trim();
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(text().split(token).length - 1).toBe(1);
+    expect((await app.inject({ method: 'GET', url: '/api/admin/history', headers: { authorization: `Bearer ${token}` } })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'GET', url: '/api/admin/history', headers: auth })).statusCode).toBe(401);
+  });
+});
