@@ -1,7 +1,9 @@
+import type { FastifyInstance } from 'fastify';
 import { mkdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { createActor, toPromise, waitFor } from 'xstate';
 import { createBus, MicroService, type Bus } from '../bus';
+import { createHttpServer, listenHttp, type ServiceLifecycle } from '../http';
 import { loadConfig, type Config } from '../supervisor/config';
 import { allTablesSettled, supervisorMachine } from '../supervisor/supervisor';
 import { VERSION } from './version';
@@ -10,13 +12,19 @@ import { VERSION } from './version';
 export interface RunningService {
   config: Config;
   bus: Bus;
-  /** Stops accepting requests, closes every table (flush + fsync), drains the bus. */
+  /** The HTTP server (admin and data API, events, metrics, dashboard), listening on `httpUrl`. */
+  http: FastifyInstance;
+  /** Where the HTTP server listens, e.g. `http://127.0.0.1:8080`. */
+  httpUrl: string;
+  /** Stops the HTTP server, stops accepting requests, closes every table (flush + fsync), drains the bus. */
   stop(): Promise<void>;
 }
 
 /**
  * Starts Tablekeeper: the bus (NATS when configured, otherwise in-process),
- * the micro-service responder, and the supervisor with one owner per table.
+ * the HTTP server, the micro-service responder, and the supervisor with one
+ * owner per table. HTTP listens first, so that a port already in use stops
+ * the start before any table is opened, and `/readyz` can say "starting".
  */
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   mkdirSync(config.dataDir, { recursive: true });
@@ -30,6 +38,18 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     name: 'tablekeeper',
     logger: logger.child({ component: 'bus' }),
   });
+  let lifecycle: ServiceLifecycle = 'starting';
+  let http: FastifyInstance | undefined;
+  let httpUrl: string;
+  try {
+    http = createHttpServer({ config, bus, logger, lifecycle: () => lifecycle });
+    httpUrl = await listenHttp(http, config.http);
+  } catch (err) {
+    await http?.close().catch(() => undefined);
+    await bus.close();
+    throw err;
+  }
+  const httpServer = http;
   const service = new MicroService(bus, {
     name: 'tablekeeper',
     version: VERSION,
@@ -43,14 +63,18 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   // Report started only once every table has left `opening`, so the first
   // request after the log line finds its table serving (or known broken).
   await waitFor(supervisor, allTablesSettled, { timeout: Infinity });
+  lifecycle = 'running';
   logger.info(
-    { op: 'serve', tables: config.tables.length, bus: config.nats.url ? 'nats' : 'in-process', dataDir: config.dataDir },
+    { op: 'serve', tables: config.tables.length, bus: config.nats.url ? 'nats' : 'in-process', dataDir: config.dataDir, http: httpUrl },
     'tablekeeper started',
   );
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
+      // HTTP first: it ends event streams and finishes in-flight calls while the bus still answers them.
+      lifecycle = 'stopping';
+      await httpServer.close();
       const done = toPromise(supervisor);
       supervisor.send({ type: 'STOP' });
       await done;
@@ -58,7 +82,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       await bus.drain();
       logger.info({ op: 'stop' }, 'tablekeeper stopped');
     })());
-  return { config, bus, stop };
+  return { config, bus, http: httpServer, httpUrl, stop };
 }
 
 /** `tablekeeper serve`: runs until SIGTERM or SIGINT, then shuts down cleanly and exits 0. */

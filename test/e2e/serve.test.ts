@@ -15,7 +15,7 @@ const dec = new TextDecoder();
 /** Starts `tablekeeper serve` as a child process and waits until it logs that it started. */
 function startServe(env: Record<string, string>): Promise<{ child: ChildProcess; logs: string[] }> {
   const child = spawn(process.execPath, [MAIN, 'serve'], {
-    env: { PATH: process.env.PATH ?? '', ...env },
+    env: { PATH: process.env.PATH ?? '', TABLEKEEPER_HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
