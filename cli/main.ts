@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { backupCommand, compactCommand, restoreCommand, statusCommand } from './remote';
 import { serveCommand } from './serve';
 import { VERSION } from './version';
 
@@ -6,6 +7,11 @@ const USAGE = `usage: tablekeeper <command>
 
 commands:
   serve        run the service (configuration from the environment; see README)
+  status       health of every table of a running service
+  compact      compact one table or all: compact [table] [--force]
+  backup       back up one table or all: backup [table]
+  restore      roll a table back to its latest verified backup: restore <table>
+               (these four: --url/--token or --nats, --json; see <command> --help)
   --version    print the version
 `;
 
@@ -15,6 +21,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
   switch (command) {
     case 'serve':
       return serveCommand(env);
+    case 'status':
+      return statusCommand({ argv: argv.slice(1), env, stdout: process.stdout, stderr: process.stderr });
+    case 'compact':
+      return compactCommand({ argv: argv.slice(1), env, stdout: process.stdout, stderr: process.stderr });
+    case 'backup':
+      return backupCommand({ argv: argv.slice(1), env, stdout: process.stdout, stderr: process.stderr });
+    case 'restore':
+      return restoreCommand({ argv: argv.slice(1), env, stdout: process.stdout, stderr: process.stderr });
     case '--version':
       process.stdout.write(`${VERSION}\n`);
       return 0;

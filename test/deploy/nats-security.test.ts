@@ -57,6 +57,7 @@ describe('deploy - NATS users and permissions', () => {
         NATS_USER: 'tablekeeper',
         NATS_PASS: PASSWORDS.NATS_SERVICE_PASSWORD,
         TABLEKEEPER_DATA_DIR: path.join(dir, 'data'),
+        TABLEKEEPER_HTTP_PORT: '0',
       },
     });
     service = await startService(
