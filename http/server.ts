@@ -14,7 +14,7 @@ import { registerAdminRoutes } from './admin-routes';
 import { resolveAdminToken } from './admin-token';
 import { bearerToken, TokenAuth, type Grant } from './auth';
 import { routeOf, type HttpContext, type ServiceLifecycle } from './context';
-import { httpErrorAnswer } from './error-status';
+import { HttpError, httpErrorAnswer } from './error-status';
 import { EventStreams, registerEventRoutes } from './event-routes';
 import { EventTickets } from './event-tickets';
 import { HttpMetrics } from './metrics';
@@ -172,7 +172,9 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
 
   app.setErrorHandler((err, req, reply) => sendError(err, req, reply));
   app.setNotFoundHandler((req, reply) => {
-    void sendError(Object.assign(new Error(`no route ${req.method} ${req.url.split('?')[0]}`), { statusCode: 404 }), req, reply);
+    const path = req.url.split('?')[0];
+    const shown = path.length > 200 ? `${path.slice(0, 200)}...` : path;
+    void sendError(new HttpError('ROUTE_NOT_FOUND', `no route ${req.method} ${shown}`), req, reply);
   });
 
   registerProbeRoutes(app, ctx);
