@@ -4,7 +4,7 @@
  * through `inject`, and the same server over its real port with undici.
  */
 import { createHash } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, InjectOptions } from 'fastify';
 import { request as httpRequest } from 'node:http';
 import { request } from 'undici';
 import { encodeJson } from '../../bus';
@@ -101,7 +101,7 @@ describe('http api on the real service', () => {
   });
 
   test('http - bad input is 400, 413 or 415 with {error:{code,message}} and changes nothing', async () => {
-    const cases: [string, Parameters<FastifyInstance['inject']>[0], number][] = [
+    const cases: [string, InjectOptions, number][] = [
       ['put without body', { method: 'PUT', url: '/api/tables/orders/keys/k', headers: admin }, 400],
       ['put with invalid JSON', { method: 'PUT', url: '/api/tables/orders/keys/k', headers: json, payload: '{"a":' }, 400],
       ['put as text/plain', { method: 'PUT', url: '/api/tables/orders/keys/k', headers: { ...admin, 'content-type': 'text/plain' }, payload: '1' }, 415],
