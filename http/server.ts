@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import type { Bus } from '../bus/bus';
 import { Subjects } from '../bus/subjects';
-import { BadRequestError } from '../store/errors';
+import { BadRequestError, TablekeeperError } from '../store/errors';
 import type { Config } from '../supervisor/config';
 import { registerAdminRoutes } from './admin-routes';
 import { resolveAdminToken } from './admin-token';
@@ -124,7 +124,8 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     bodyLimit: config.http.bodyLimitBytes,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     exposeHeadRoutes: false,
-    return503OnClosing: true,
+    // Closing is answered below, in the usual error shape, instead of fastify's own 503 body.
+    return503OnClosing: false,
     frameworkErrors: (err, req, reply) => void sendError(err, req, reply),
   });
   const routes: { method: string; url: string }[] = [];
@@ -137,7 +138,9 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
 
+  let closing = false;
   app.addHook('onRequest', async (req) => {
+    if (closing) throw new TablekeeperError('BUS_CLOSED', 'the service is stopping; retry later');
     if (req.routeOptions.url === undefined) return; // unknown route: 404 follows
     const access = req.routeOptions.config.access ?? 'admin';
     if (access === 'public') return;
@@ -185,6 +188,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   ctx.metrics.start();
   // Event streams never end by themselves; end them so that close() does not wait on them.
   app.addHook('preClose', async () => {
+    closing = true;
     streams.endAll();
   });
   app.addHook('onClose', async () => {

@@ -6,6 +6,8 @@
  */
 import * as fs from 'node:fs';
 import type { FastifyInstance } from 'fastify';
+import { connect } from 'node:net';
+import { Client } from 'undici';
 import { InProcessBus, respondError, respondOk, encodeJson, type Message } from '../../bus';
 import { ERROR_CODES } from '../../bus/error-codes';
 import { adminTokenPath, createHttpServer, type ServiceLifecycle } from '../../http';
@@ -37,6 +39,18 @@ afterEach(async () => {
 function server(opts: Partial<Parameters<typeof createHttpServer>[0]> = {}): FastifyInstance {
   app = createHttpServer({ config: testConfig(tmp.dir), bus, logger: captureLogger('warn').logger, ...opts });
   return app;
+}
+
+/** True when a TCP connection to the port is refused. */
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
 }
 
 function health(states: Record<string, string>, extra: Record<string, unknown> = {}) {
@@ -287,6 +301,37 @@ describe('http over stub responders', () => {
     expect((await backup('10.0.0.1')).statusCode).toBe(429);
     now += 1_000;
     expect((await backup('10.0.0.1')).statusCode).toBe(200);
+  });
+
+  test('http - while the server closes, calls in flight finish and new ones get 503 in the usual shape', async () => {
+    let release: (() => void) | undefined;
+    bus.subscribe('tables.orders.stats', (msg) => {
+      release = () => void respondOk(msg, { records: 1 });
+    });
+    const s = server();
+    const url = await s.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = new URL(url);
+    // One connection with two requests pipelined on it: the second is read only after the first is answered.
+    const client = new Client(url, { pipelining: 2 });
+    try {
+      const inflight = client.request({ method: 'GET', path: '/api/tables/orders/stats', headers: auth });
+      await until(() => release !== undefined, 'the request to reach the bus');
+      const closed = s.close();
+      // Once new connections are refused, the close is under way.
+      await until(() => refused(Number(port)), 'the listener to close');
+      const late = client.request({ method: 'GET', path: '/api/tables/orders/stats', headers: auth });
+      release!();
+      const first = await inflight;
+      expect(first.statusCode).toBe(200);
+      expect(await first.body.json()).toEqual({ records: 1 });
+      const second = await late;
+      expect(second.statusCode).toBe(503);
+      expect(second.headers['retry-after']).toBe('1');
+      expect(await second.body.json()).toEqual({ error: { code: 'unavailable', message: 'the service is stopping; retry later' } });
+      await closed;
+    } finally {
+      await client.destroy();
+    }
   });
 
   test('http - without a configured token, the generated one in the token file is the admin token', async () => {
