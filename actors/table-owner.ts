@@ -1,9 +1,11 @@
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { assign, fromCallback, fromPromise, sendParent, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { Bus, Message } from '../bus/bus';
 import type { MicroService } from '../bus/micro';
 import {
+  listBackups,
   MaintenanceConflictError,
   TableCorruptError,
   TableFile,
@@ -14,12 +16,14 @@ import {
 } from '../store';
 import type { TableConfig } from '../supervisor/config';
 import { runMaintenance, type MaintenanceJob } from './maintenance-job';
-import { TableRequests, type RequestHandlerReport, type ServingMode } from './table-requests';
+import { TableRequests, type CorruptionSource, type RequestHandlerReport, type ServingMode } from './table-requests';
 
 /** What a table owner needs; everything comes in here, nothing from module state. */
 export interface TableOwnerInput {
   table: TableConfig;
   dataDir: string;
+  /** Where the table's backups live: a missing table file with backups is damage, not a new table. */
+  backupDir: string;
   bus: Bus;
   /** Subject prefix including its trailing dot, or '' (e.g. 'acme.'). */
   subjectPrefix: string;
@@ -42,7 +46,7 @@ export type TableOwnerEvent =
   | { type: 'STOP' }
   | { type: 'MAINTAIN'; job: MaintenanceJob }
   | { type: 'COMPACT_REQUESTED'; force: boolean; reply: (body: unknown) => void }
-  | { type: 'CORRUPTION_DETECTED'; error: TableCorruptError; source: 'read' | 'scrub' | 'operator' | 'open' }
+  | { type: 'CORRUPTION_DETECTED'; error: TableCorruptError; source: CorruptionSource; reply?: (body: unknown) => void }
   | { type: 'FILE_FAILED'; error: TablekeeperError };
 
 /** The owner's lifecycle states, as reported to the supervisor. */
@@ -52,7 +56,14 @@ export type TableOwnerState = 'opening' | 'serving' | 'corrupt' | 'stopping' | '
 export type TableOwnerReport =
   | { type: 'OWNER_STATE'; table: string; state: TableOwnerState }
   | { type: 'OWNER_COMPACT_REQUEST'; table: string; force: boolean; reply: (body: unknown) => void }
-  | { type: 'OWNER_CORRUPT'; table: string; error: TableCorruptError; source: string };
+  | {
+      type: 'OWNER_CORRUPT';
+      table: string;
+      error: TableCorruptError;
+      source: CorruptionSource;
+      /** Answers a `tables.<t>.corruption` request once the recovery is over. */
+      reply?: (body: unknown) => void;
+    };
 
 /** The file a table lives in, inside the data directory. */
 export function tableFilePath(dataDir: string, table: string): string {
@@ -82,29 +93,56 @@ const requestRouter = fromCallback<RouterEvent, TableOwnerInput>(({ input, sendB
   return () => sub.unsubscribe();
 });
 
-const openTable = fromPromise<TableFile, TableOwnerInput>(({ input }) =>
-  TableFile.open({
-    table: input.table.name,
-    path: tableFilePath(input.dataDir, input.table.name),
+const openTable = fromPromise<TableFile, TableOwnerInput>(async ({ input }) => {
+  const table = input.table.name;
+  const file = tableFilePath(input.dataDir, table);
+  // A table that has backups once had a file: its absence is damage to
+  // recover from, not an invitation to start empty.
+  if (!existsSync(file) && (await listBackups(input.backupDir, table, { fs: input.fs })).length > 0) {
+    throw new TableCorruptError(table, 0, 'the table file is missing but backups of it exist');
+  }
+  return TableFile.open({
+    table,
+    path: file,
     sync: input.table.sync,
     maxValueBytes: input.table.maxValueBytes,
     fs: input.fs,
     logger: input.logger,
-  }),
-);
+  });
+});
 
-const maintain = fromPromise<void, { file: TableFile; job: MaintenanceJob; logger: Logger }>(async ({ input }) => {
+const maintain = fromPromise<TableCorruptError | null, { file: TableFile; job: MaintenanceJob; logger: Logger }>(async ({ input }) => {
   // The job's own promise carries the outcome to the supervisor; this actor
-  // only marks how long the table is busy with maintenance.
+  // only marks how long the table is busy with maintenance, and hands back
+  // any damage the run found so the owner stops serving the file.
   try {
-    input.job.resolve(await runMaintenance(input.file, input.job.request, input.logger));
+    const outcome = await runMaintenance(input.file, input.job.request, input.logger);
+    input.job.resolve(outcome);
+    return outcome.kind === 'scrub' ? outcome.damage : null;
   } catch (err) {
     input.job.reject(err);
+    return corruptionIn(err);
   }
 });
 
-const closeTable = fromPromise<void, { file: TableFile | null }>(async ({ input }) => {
-  if (input.file) await input.file.close();
+/** The TableCorruptError in `err` or its causes, if any. */
+function corruptionIn(err: unknown): TableCorruptError | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof TableCorruptError) return e;
+  }
+  return null;
+}
+
+const closeTable = fromPromise<void, { file: TableFile | null; logger: Logger }>(async ({ input }) => {
+  if (!input.file) return;
+  // A file deleted while open still lives in the descriptor: put it back
+  // before closing, so recovery (or the next start) finds every record.
+  try {
+    if (await input.file.preserveIfMissing()) input.logger.error({ table: input.file.table, op: 'close' }, 'table file was deleted while open; rewrote it from the open descriptor');
+  } catch (err) {
+    input.logger.error({ table: input.file.table, op: 'close', err }, 'could not rewrite the deleted table file');
+  }
+  await input.file.close();
 });
 
 /**
@@ -123,6 +161,10 @@ export const tableOwnerMachine = setup({
       failed: boolean;
       job: MaintenanceJob | null;
       stopRequested: boolean;
+      /** Who found the damage that put the owner in `corrupt`. */
+      source: CorruptionSource;
+      /** A corruption request waiting for the recovery, handed to the supervisor on entering `corrupt`. */
+      reply: ((body: unknown) => void) | null;
     },
     events: {} as TableOwnerEvent,
     output: {} as TableOwnerOutput,
@@ -144,6 +186,10 @@ export const tableOwnerMachine = setup({
       const e = event as Extract<TableOwnerEvent, { type: 'COMPACT_REQUESTED' }>;
       return { type: 'OWNER_COMPACT_REQUEST', table: context.input.table.name, force: e.force, reply: e.reply };
     }),
+    forwardCorruption: sendParent(({ context, event }): TableOwnerReport => {
+      const e = event as Extract<TableOwnerEvent, { type: 'CORRUPTION_DETECTED' }>;
+      return { type: 'OWNER_CORRUPT', table: context.input.table.name, error: e.error, source: e.source, reply: e.reply };
+    }),
     report: sendParent(({ context }, state: TableOwnerState): TableOwnerReport => ({
       type: 'OWNER_STATE',
       table: context.input.table.name,
@@ -152,12 +198,15 @@ export const tableOwnerMachine = setup({
   },
 }).createMachine({
   id: 'tableOwner',
-  context: ({ input }) => ({ input, file: null, error: null, failed: false, job: null, stopRequested: false }),
+  context: ({ input }) => ({ input, file: null, error: null, failed: false, job: null, stopRequested: false, source: 'read', reply: null }),
   invoke: { id: 'router', src: 'requestRouter', input: ({ context }) => context.input },
   on: {
     // Outside `serving.idle` a maintenance job is refused at once.
     MAINTAIN: { actions: 'rejectJob' },
     COMPACT_REQUESTED: { actions: 'forwardCompact' },
+    // Outside `serving` a reported corruption still reaches the supervisor
+    // (a table already recovering adds the caller to that recovery).
+    CORRUPTION_DETECTED: { actions: 'forwardCorruption' },
   },
   initial: 'opening',
   states: {
@@ -176,7 +225,7 @@ export const tableOwnerMachine = setup({
           {
             guard: ({ event }) => event.error instanceof TableCorruptError,
             target: 'corrupt',
-            actions: assign({ error: ({ event }) => event.error as TableCorruptError }),
+            actions: assign({ error: ({ event }) => event.error as TableCorruptError, source: 'open' as const }),
           },
           { target: 'failed', actions: assign({ error: ({ event }) => toTablekeeperError(event.error) }) },
         ],
@@ -191,7 +240,10 @@ export const tableOwnerMachine = setup({
       ],
       on: {
         STOP: 'stopping',
-        CORRUPTION_DETECTED: { target: 'corrupt', actions: assign({ error: ({ event }) => event.error }) },
+        CORRUPTION_DETECTED: {
+          target: 'corrupt',
+          actions: assign(({ event }) => ({ error: event.error, source: event.source, reply: event.reply ?? null })),
+        },
         FILE_FAILED: { target: 'failed', actions: assign({ error: ({ event }) => event.error }) },
       },
       initial: 'idle',
@@ -210,7 +262,18 @@ export const tableOwnerMachine = setup({
             }),
             // Leaving mid-run (stop, corruption) stops this actor, but the run
             // itself still settles the job, so no caller is left waiting.
-            onDone: { target: 'idle', actions: assign({ job: null }) },
+            onDone: [
+              {
+                guard: ({ event }) => event.output !== null,
+                target: '#tableOwner.corrupt',
+                actions: assign({
+                  job: null,
+                  error: ({ event }) => event.output,
+                  source: ({ context }) => (context.job?.request.kind === 'scrub' ? 'scrub' : 'maintenance'),
+                }),
+              },
+              { target: 'idle', actions: assign({ job: null }) },
+            ],
           },
         },
       },
@@ -227,8 +290,10 @@ export const tableOwnerMachine = setup({
           type: 'OWNER_CORRUPT',
           table: context.input.table.name,
           error: context.error as TableCorruptError,
-          source: 'owner',
+          source: context.source,
+          reply: context.reply ?? undefined,
         })),
+        assign({ reply: null }),
       ],
       on: { STOP: 'stopping' },
     },
@@ -236,7 +301,7 @@ export const tableOwnerMachine = setup({
       entry: [{ type: 'route', params: { state: 'stopping' } }, { type: 'report', params: 'stopping' }],
       invoke: {
         src: 'closeTable',
-        input: ({ context }) => ({ file: context.file }),
+        input: ({ context }) => ({ file: context.file, logger: context.input.logger }),
         onDone: 'stopped',
         onError: {
           target: 'stopped',

@@ -10,6 +10,9 @@ import {
   type TableFile,
 } from '../store';
 
+/** Who noticed the damage: a read of the owner, an open, a scrub, a maintenance run, or an operator. */
+export type CorruptionSource = 'read' | 'open' | 'scrub' | 'maintenance' | 'operator' | 'owner';
+
 /** What the owner tells its request handler about the table's current state. */
 export type ServingMode =
   | { state: 'serving'; file: TableFile }
@@ -17,7 +20,13 @@ export type ServingMode =
 
 /** What the request handler reports back to the owner. */
 export type RequestHandlerReport =
-  | { type: 'CORRUPTION_DETECTED'; error: TableCorruptError; source: 'read' }
+  | {
+      type: 'CORRUPTION_DETECTED';
+      error: TableCorruptError;
+      source: CorruptionSource;
+      /** Set for a `tables.<t>.corruption` request: answered once the table is recovered. */
+      reply?: (body: unknown) => void;
+    }
   | { type: 'COMPACT_REQUESTED'; force: boolean; reply: (body: unknown) => void }
   | { type: 'FILE_FAILED'; error: TablekeeperError };
 
@@ -69,6 +78,20 @@ export class TableRequests {
       try {
         const { force } = validateRequest('compact', decodeJson(msg.data)) as { force?: boolean };
         this.report({ type: 'COMPACT_REQUESTED', force: force === true, reply: (body) => void msg.respond(encodeJson(body)) });
+      } catch (err) {
+        fail(msg, err);
+      }
+      return;
+    }
+    if (op === 'corruption') {
+      // Accepted in every state: a table already recovering adds the caller
+      // to the run in progress; the reply (for a request) comes after it.
+      try {
+        const body = validateRequest('corruption', decodeJson(msg.data)) as { reason: string; offset?: number; source?: 'operator' | 'scrub' | 'owner' };
+        const error = new TableCorruptError(this.table, body.offset ?? 0, body.reason, { details: { reported: true } });
+        const source = body.source ?? 'operator';
+        this.log.warn({ table: this.table, op, source, reason: body.reason, offset: body.offset }, 'corruption reported');
+        this.report({ type: 'CORRUPTION_DETECTED', error, source, reply: msg.reply ? (reply) => void msg.respond(encodeJson(reply)) : undefined });
       } catch (err) {
         fail(msg, err);
       }

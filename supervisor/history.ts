@@ -89,6 +89,11 @@ export class HistoryStore {
     await this.file.put(`${STATE_PREFIX}${name}`, Buffer.from(JSON.stringify(value)));
   }
 
+  /** Removes a persisted state value durably (no-op when absent). */
+  async deleteState(name: string): Promise<void> {
+    await this.file.delete(`${STATE_PREFIX}${name}`);
+  }
+
   async close(): Promise<void> {
     await this.file.close();
   }

@@ -3,10 +3,12 @@ import { fromCallback } from 'xstate';
 import type { MaintenanceJob, MaintenanceOutcome, MaintenanceRequest } from '../actors/maintenance-job';
 import type { TableOwnerState } from '../actors/table-owner';
 import type { Bus, Message } from '../bus/bus';
-import { decodeJson, encodeJson, respondError, respondOk } from '../bus/codec';
+import { decodeJson, encodeJson, requestJson, respondError, respondOk } from '../bus/codec';
 import { validateRequest } from '../bus/schemas';
 import { Subjects } from '../bus/subjects';
-import { TableNotFoundError, UnknownOperationError, listBackups, toTablekeeperError } from '../store';
+import { BadRequestError, TableNotFoundError, UnknownOperationError, listBackups, toTablekeeperError, type TableCorruptError } from '../store';
+import type { OwnerControl } from './recovery';
+import type { RecoveryJournal } from './recovery-journal';
 import type { Config } from './config';
 import { HistoryStore } from './history';
 import { Maintenance } from './maintenance';
@@ -14,11 +16,18 @@ import { Schedule, type Clock } from './schedule';
 
 /** Events the maintenance actor accepts from the supervisor. */
 export type MaintenanceActorEvent =
-  | { type: 'OWNER_STATE'; table: string; state: TableOwnerState | 'down' }
-  | { type: 'OWNER_COMPACT_REQUEST'; table: string; force: boolean; reply: (body: unknown) => void };
+  | { type: 'OWNER_STATE'; table: string; state: TableOwnerState | 'down'; restarts?: number }
+  | { type: 'OWNER_COMPACT_REQUEST'; table: string; force: boolean; reply: (body: unknown) => void }
+  | { type: 'OWNER_CORRUPT'; table: string; error: TableCorruptError; source: string; reply?: (body: unknown) => void };
 
-/** Events it sends back: run this job on that table's owner. */
-export type MaintenanceActorReport = { type: 'MAINTAIN'; table: string; job: MaintenanceJob };
+/**
+ * Events it sends back: run this job on that table's owner; stop an owner
+ * for a recovery (it is not restarted until `RECOVERY_START`); start it again.
+ */
+export type MaintenanceActorReport =
+  | { type: 'MAINTAIN'; table: string; job: MaintenanceJob }
+  | { type: 'RECOVERY_STOP'; table: string }
+  | { type: 'RECOVERY_START'; table: string };
 
 /** What the maintenance actor needs. */
 export interface MaintenanceActorInput {
@@ -26,9 +35,12 @@ export interface MaintenanceActorInput {
   bus: Bus;
   logger: Logger;
   clock: Clock;
+  /** Recoveries a crash interrupted, found at start; their owners are not started until they finish. */
+  pending: RecoveryJournal[];
 }
 
-const SCHEDULES = ['backup', 'compaction'] as const;
+const SCHEDULES = ['backup', 'compaction', 'scrub'] as const;
+const SETTLED_STATES: ReadonlySet<string> = new Set(['serving', 'corrupt', 'failed', 'down']);
 
 /**
  * The supervisor's maintenance side: opens the history table, runs the backup
@@ -39,6 +51,32 @@ const SCHEDULES = ['backup', 'compaction'] as const;
 export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceActorInput>(
   ({ input, receive, sendBack }) => {
     const { config, bus, logger, clock } = input;
+    const restarts = new Map<string, number>();
+    // Callers waiting for an owner to reach a state, by table.
+    const waiters = new Map<string, { want: (s: TableOwnerState | 'down') => boolean; resolve: (s: TableOwnerState | 'down') => void }[]>();
+    const waitFor = (table: string, want: (s: TableOwnerState | 'down') => boolean): Promise<TableOwnerState | 'down'> => {
+      const now = states.get(table);
+      if (now !== undefined && want(now)) return Promise.resolve(now);
+      return new Promise((resolve) => waiters.set(table, [...(waiters.get(table) ?? []), { want, resolve }]));
+    };
+    const owners: OwnerControl = {
+      async stop(table) {
+        sendBack({ type: 'RECOVERY_STOP', table } satisfies MaintenanceActorReport);
+        await waitFor(table, (s) => s === 'down');
+      },
+      async start(table) {
+        // The supervisor reports `opening` first; wait past it for where the open settles.
+        const opening = waitFor(table, (s) => s !== 'down');
+        sendBack({ type: 'RECOVERY_START', table } satisfies MaintenanceActorReport);
+        await opening;
+        const settled = await waitFor(table, (s) => SETTLED_STATES.has(s));
+        return settled === 'down' ? 'failed' : settled;
+      },
+      async liveKeys(table) {
+        const reply = (await requestJson(bus, subjects.table(table, 'stats'), {}, { timeoutMs: 10_000 })) as { records: number };
+        return reply.records;
+      },
+    };
     const subjects = new Subjects(config.subjectPrefix);
     const tables = config.tables.map((t) => t.name);
     const states = new Map<string, TableOwnerState | 'down'>(tables.map((t) => [t, 'down']));
@@ -53,10 +91,13 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
     const ready: Promise<{ maintenance: Maintenance; history: HistoryStore }> = HistoryStore.open(config.dataDir, {
       logger: logger.child({ table: '_history' }),
     }).then((history) => {
-      const maintenance = new Maintenance({ config, bus, subjects, logger, clock, history, submit });
+      const maintenance = new Maintenance({ config, bus, subjects, logger, clock, history, submit, owners });
       if (stopped) return { maintenance, history };
+      for (const journal of input.pending) {
+        maintenance.resume(journal).catch(() => undefined); // published, recorded and logged by Maintenance
+      }
       for (const name of SCHEDULES) {
-        const spec = name === 'backup' ? config.backup : config.compaction;
+        const spec = name === 'backup' ? config.backup : name === 'compaction' ? config.compaction : config.scrub;
         const schedule = new Schedule({
           name,
           spec,
@@ -67,7 +108,8 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
           record: (at) => history.setState(`schedule.${name}`, { lastRun: at }),
           job: async () => {
             if (name === 'backup') await maintenance.backup(tables, 'scheduled');
-            else await maintenance.compact(tables, { force: false, trigger: 'scheduled' });
+            else if (name === 'compaction') await maintenance.compact(tables, { force: false, trigger: 'scheduled' });
+            else await maintenance.scrub(tables);
           },
           onError: (err) => logger.error({ err, op: name }, 'scheduled run failed'),
         });
@@ -79,7 +121,7 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
     ready.catch((err: unknown) => logger.error({ err, op: 'history' }, 'cannot open the history table; maintenance is off'));
 
     const health = async () => {
-      const { history } = await ready;
+      const { history, maintenance } = await ready;
       const out = [];
       for (const table of tables) {
         let stats: unknown;
@@ -92,9 +134,20 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
         const backups = await listBackups(config.backupDir, table);
         const lastCompaction = history.recent(1, (e) => e.kind === 'compaction' && e.table === table)[0];
         const latest = backups[0];
+        const lastRecovery = history.recent(1, (e) => e.kind === 'recovery' && e.table === table)[0];
+        const recoveries = history.recent(1000, (e) => e.kind === 'recovery' && e.table === table);
+        const degraded = maintenance.degraded(table);
         out.push({
           table,
-          state: states.get(table),
+          state: maintenance.recovering(table) ? 'recovering' : states.get(table),
+          restarts: restarts.get(table) ?? 0,
+          degraded: degraded ?? null,
+          recoveries: {
+            count: recoveries.length,
+            failed: recoveries.filter((e) => e.result === 'failed').length,
+            last: lastRecovery ?? null,
+          },
+          scrub: maintenance.lastScrub(table) ?? null,
           stats,
           lastBackup: latest
             ? { at: latest.createdAt, bytes: latest.length, records: latest.liveKeys, file: latest.name, verified: true }
@@ -106,7 +159,7 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
       const next = Object.fromEntries(
         [...schedules].map(([name, s]) => [name, s.nextAt === undefined || !Number.isFinite(s.nextAt) ? null : new Date(s.nextAt).toISOString()]),
       );
-      return { status: out.every((t) => t.state === 'serving') ? 'ok' : 'degraded', tables: out, nextRuns: next };
+      return { status: out.every((t) => t.state === 'serving' && t.degraded === null) ? 'ok' : 'degraded', tables: out, nextRuns: next };
     };
 
     const tablesFor = (table: string | undefined): string[] => {
@@ -133,6 +186,19 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
             respondOk(msg, await maintenance.compact(tablesFor(table), { force: force === true, trigger: 'manual' }));
             return;
           }
+          case 'restore': {
+            if (table === undefined) throw new BadRequestError('admin.restore needs a table: admin.restore.<table>');
+            validateRequest('admin.restore', body);
+            respondOk(msg, await maintenance.restore(tablesFor(table)[0]));
+            return;
+          }
+          case 'clear': {
+            if (table === undefined) throw new BadRequestError('admin.clear needs a table: admin.clear.<table>');
+            validateRequest('admin.clear', body);
+            const name = tablesFor(table)[0];
+            respondOk(msg, { table: name, cleared: await maintenance.clearDegraded(name) });
+            return;
+          }
           case 'health':
             if (table !== undefined) throw new UnknownOperationError(`health.${table}`);
             validateRequest('admin.health', body);
@@ -156,6 +222,24 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
     receive((event) => {
       if (event.type === 'OWNER_STATE') {
         states.set(event.table, event.state);
+        if (event.restarts !== undefined) restarts.set(event.table, event.restarts);
+        const list = waiters.get(event.table);
+        if (list) {
+          const keep = list.filter((w) => {
+            if (!w.want(event.state)) return true;
+            w.resolve(event.state);
+            return false;
+          });
+          if (keep.length > 0) waiters.set(event.table, keep);
+          else waiters.delete(event.table);
+        }
+        return;
+      }
+      if (event.type === 'OWNER_CORRUPT') {
+        const { table, error, source, reply } = event;
+        ready
+          .then(({ maintenance }) => maintenance.recover(table, { reason: error.reason, offset: error.offset, source, reply }))
+          .catch(() => undefined); // published, recorded and logged by Maintenance
         return;
       }
       const { table, force, reply } = event;

@@ -9,6 +9,7 @@ import { maintenanceActor, type MaintenanceActorReport } from './maintenance-act
 import { systemClock, type Clock } from './schedule';
 import { tablesGateway, type GatewayEvent } from './tables-gateway';
 import { TableUnavailableError } from '../store';
+import { pendingJournals, type RecoveryJournal } from './recovery-journal';
 
 /** What the supervisor needs; everything is injected. */
 export interface SupervisorInput {
@@ -33,6 +34,10 @@ export interface OwnerRecord {
   lastError?: string;
   /** Set while the restart limit is exceeded and the owner is cooling down. */
   gaveUpAt?: number;
+  /** Restarts since the service started (for health and metrics). */
+  restartCount: number;
+  /** True while a recovery holds the owner down: it is not restarted until the recovery starts it. */
+  recovering: boolean;
 }
 
 /** Events the supervisor accepts. */
@@ -68,15 +73,16 @@ function tableOf(eventType: string): string {
 export const supervisorMachine = setup({
   types: {
     input: {} as SupervisorInput,
-    context: {} as { input: SupervisorInput; owners: Record<string, OwnerRecord> },
+    context: {} as { input: SupervisorInput; owners: Record<string, OwnerRecord>; pending: RecoveryJournal[] },
     events: {} as SupervisorEvent,
   },
   actors: { tableOwner: tableOwnerMachine, tablesGateway, maintenanceActor },
   actions: {
     recordState: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'OWNER_STATE') return;
-      enqueue.assign({ owners: { ...context.owners, [event.table]: { ...context.owners[event.table], state: event.state } } });
-      enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table: event.table, state: event.state });
+      const record = context.owners[event.table];
+      enqueue.assign({ owners: { ...context.owners, [event.table]: { ...record, state: event.state } } });
+      enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table: event.table, state: event.state, restarts: record.restartCount });
     }),
     dispatchJob: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'MAINTAIN') return;
@@ -93,6 +99,7 @@ export const supervisorMachine = setup({
         input: {
           table,
           dataDir: input.config.dataDir,
+          backupDir: input.config.backupDir,
           bus: input.bus,
           subjectPrefix: input.config.subjectPrefix ? `${input.config.subjectPrefix}.` : '',
           logger: input.logger.child({ table: table.name }),
@@ -116,7 +123,7 @@ export const supervisorMachine = setup({
       const output = 'output' in event ? (event.output as TableOwnerOutput) : undefined;
       const failed = !output || output.reason === 'failed';
       const reason = output?.error?.message ?? ('error' in event ? String((event.error as Error)?.message ?? event.error) : undefined);
-      enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table, alive: false } satisfies GatewayEvent);
+      enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table, alive: false, recovering: record.recovering } satisfies GatewayEvent);
       enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table, state: 'down' });
       enqueue.assign({
         owners: ({ context: c }) => ({
@@ -124,7 +131,8 @@ export const supervisorMachine = setup({
           [table]: { ...c.owners[table], alive: false, state: 'down', lastError: failed ? reason : c.owners[table].lastError },
         }),
       });
-      if (!failed) return;
+      // A recovery that stopped the owner starts it again itself.
+      if (!failed || record.recovering) return;
       const { maxRestarts, restartWindowMs } = context.input.config.supervisor;
       const now = (context.input.now ?? Date.now)();
       const recent = record.restarts.filter((t) => now - t < restartWindowMs);
@@ -137,7 +145,9 @@ export const supervisorMachine = setup({
       }
       const delay = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** recent.length);
       log.warn({ table, attempt: recent.length + 1, delayMs: delay, reason }, 'table owner failed; restarting');
-      enqueue.assign({ owners: ({ context: c }) => ({ ...c.owners, [table]: { ...c.owners[table], restarts: [...recent, now] } }) });
+      enqueue.assign({
+        owners: ({ context: c }) => ({ ...c.owners, [table]: { ...c.owners[table], restarts: [...recent, now], restartCount: c.owners[table].restartCount + 1 } }),
+      });
       enqueue.raise({ type: 'RESTART', table }, { delay });
     }),
   },
@@ -147,10 +157,20 @@ export const supervisorMachine = setup({
   },
 }).createMachine({
   id: 'supervisor',
-  context: ({ input }) => ({
-    input,
-    owners: Object.fromEntries(input.config.tables.map((t) => [t.name, { alive: false, state: 'down', restarts: [] } as OwnerRecord])),
-  }),
+  context: ({ input }) => {
+    // Read synchronously, before any owner opens a file it must not touch yet.
+    const pending = pendingJournals(input.config.dataDir, input.config.tables.map((t) => t.name));
+    return {
+      input,
+      pending,
+      owners: Object.fromEntries(
+        input.config.tables.map((t) => [
+          t.name,
+          { alive: false, state: 'down', restarts: [], restartCount: 0, recovering: pending.some((j) => j.table === t.name) } as OwnerRecord,
+        ]),
+      ),
+    };
+  },
   invoke: [
     {
       id: 'gateway',
@@ -169,6 +189,7 @@ export const supervisorMachine = setup({
         bus: context.input.bus,
         logger: context.input.logger,
         clock: context.input.clock ?? systemClock,
+        pending: context.pending,
       }),
     },
   ],
@@ -176,21 +197,39 @@ export const supervisorMachine = setup({
   states: {
     running: {
       entry: enqueueActions(({ context, enqueue }) => {
-        for (const t of context.input.config.tables) enqueue({ type: 'spawnOwner', params: { table: t.name } });
+        // A table whose recovery a crash interrupted stays down until the recovery finishes.
+        for (const t of context.input.config.tables) {
+          if (!context.owners[t.name].recovering) enqueue({ type: 'spawnOwner', params: { table: t.name } });
+          else enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table: t.name, alive: false, recovering: true } satisfies GatewayEvent);
+        }
       }),
       on: {
         'xstate.done.actor.*': { actions: 'ownerEnded' },
         'xstate.error.actor.*': { actions: 'ownerEnded' },
         RESTART: {
-          guard: ({ context, event }) => context.owners[event.table]?.alive === false,
+          guard: ({ context, event }) => context.owners[event.table]?.alive === false && !context.owners[event.table].recovering,
           actions: { type: 'spawnOwner', params: ({ event }) => ({ table: event.table }) },
         },
         OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
         MAINTAIN: { actions: 'dispatchJob' },
         OWNER_COMPACT_REQUEST: { actions: sendTo('maintenance', ({ event }) => event) },
-        OWNER_CORRUPT: {
-          actions: ({ context, event }) =>
-            context.input.logger.error({ table: event.table, reason: event.error.reason, offset: event.error.offset }, 'owner reported corruption'),
+        OWNER_CORRUPT: { guard: 'knownOwner', actions: sendTo('maintenance', ({ event }) => event) },
+        RECOVERY_STOP: {
+          guard: 'knownOwner',
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            const record = context.owners[event.table];
+            enqueue.assign({ owners: { ...context.owners, [event.table]: { ...record, recovering: true } } });
+            if (record.alive) enqueue.sendTo(ownerId(event.table), { type: 'STOP' });
+            else enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table: event.table, alive: false, recovering: true } satisfies GatewayEvent);
+          }),
+        },
+        RECOVERY_START: {
+          guard: 'knownOwner',
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            const record = context.owners[event.table];
+            enqueue.assign({ owners: { ...context.owners, [event.table]: { ...record, recovering: false, restarts: [] } } });
+            if (!record.alive) enqueue({ type: 'spawnOwner', params: { table: event.table } });
+          }),
         },
         STOP: 'stopping',
       },
@@ -206,6 +245,7 @@ export const supervisorMachine = setup({
       on: {
         OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
         MAINTAIN: { actions: ({ event }) => event.job.reject(new TableUnavailableError(event.table, 'stopping')) },
+        OWNER_CORRUPT: { actions: ({ event }) => event.reply?.({ error: { code: 'unavailable', message: 'the service is stopping' } }) },
         OWNER_COMPACT_REQUEST: {
           actions: ({ event }) =>
             event.reply({ status: 'error', table: event.table, error: { code: 'TABLE_UNAVAILABLE', message: 'the service is stopping' } }),

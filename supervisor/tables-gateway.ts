@@ -4,7 +4,7 @@ import { respondError } from '../bus/codec';
 import { TableNotFoundError, TableUnavailableError } from '../store';
 
 /** Events the gateway accepts from the supervisor. */
-export type GatewayEvent = { type: 'OWNER_ALIVE'; table: string; alive: boolean };
+export type GatewayEvent = { type: 'OWNER_ALIVE'; table: string; alive: boolean; recovering?: boolean };
 
 /** What the gateway needs. */
 export interface GatewayInput {
@@ -21,7 +21,12 @@ export interface GatewayInput {
  */
 export const tablesGateway = fromCallback<GatewayEvent, GatewayInput>(({ input, receive }) => {
   const alive = new Map<string, boolean>(input.tables.map((t) => [t, false]));
-  receive((event) => alive.set(event.table, event.alive));
+  const recovering = new Set<string>();
+  receive((event) => {
+    alive.set(event.table, event.alive);
+    if (!event.alive && event.recovering) recovering.add(event.table);
+    else recovering.delete(event.table);
+  });
   const base = `${input.subjectPrefix}tables.`;
   const sub = input.bus.subscribe(`${base}>`, (msg) => {
     const subject = msg.subject;
@@ -30,7 +35,7 @@ export const tablesGateway = fromCallback<GatewayEvent, GatewayInput>(({ input, 
     if (state === true) return; // the owner answers (the common case: nothing else to do)
     const table = subject.slice(base.length, dot === -1 ? subject.length : dot);
     if (state === undefined) respondError(msg, new TableNotFoundError(table));
-    else if (!state) respondError(msg, new TableUnavailableError(table, 'restarting'));
+    else if (!state) respondError(msg, new TableUnavailableError(table, recovering.has(table) ? 'recovering' : 'restarting'));
   });
   return () => sub.unsubscribe();
 });

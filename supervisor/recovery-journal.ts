@@ -1,0 +1,121 @@
+/**
+ * The recovery journal: one small JSON file per table whose recovery (or
+ * restore) has started and not finished, in `<dataDir>/.tablekeeper/recovery/`.
+ * It is written (and fsynced) before anything is moved, and removed only
+ * after the table serves again, so a crash at any step leaves it behind and
+ * the next start finishes the run instead of opening a half-moved table.
+ * Every step after it is idempotent: the damaged file is only ever renamed
+ * into quarantine (never modified) and the rebuilt file replaces the table
+ * path by an atomic rename.
+ */
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import * as path from 'node:path';
+import { isErrno } from '../store';
+
+/** What a recovery in progress has to finish. */
+export interface RecoveryJournal {
+  table: string;
+  /** `recover`: rebuild from the latest verified backup plus every intact record; `restore`: exact rollback to the backup. */
+  mode: 'recover' | 'restore';
+  trigger: 'auto' | 'manual';
+  reason: string;
+  /** Where the table file is (or will be) kept, never deleted. */
+  quarantine: string;
+  startedAt: string;
+}
+
+/** Folder of the journals. */
+export function journalDir(dataDir: string): string {
+  return path.join(dataDir, '.tablekeeper', 'recovery');
+}
+
+/** Folder where damaged (and rolled-back) table files are kept. */
+export function quarantineDir(dataDir: string): string {
+  return path.join(dataDir, 'quarantine');
+}
+
+function journalPath(dataDir: string, table: string): string {
+  return path.join(journalDir(dataDir), `${table}.json`);
+}
+
+/** Writes the journal durably (temp file, fsync, rename, directory fsync). */
+export async function writeJournal(dataDir: string, journal: RecoveryJournal): Promise<void> {
+  const dir = journalDir(dataDir);
+  await mkdir(dir, { recursive: true });
+  const target = journalPath(dataDir, journal.table);
+  const tmp = `${target}.tmp`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(JSON.stringify(journal));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, target);
+  await syncDir(dir);
+}
+
+/** Removes a table's journal (the run is over). */
+export async function removeJournal(dataDir: string, table: string): Promise<void> {
+  try {
+    await unlink(journalPath(dataDir, table));
+    await syncDir(journalDir(dataDir));
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+}
+
+/**
+ * The unfinished runs of the given tables, read synchronously at start (before
+ * any owner opens its file). An unreadable journal is returned as a `recover`
+ * run, the safe choice: it rebuilds from whatever exists.
+ */
+export function pendingJournals(dataDir: string, tables: readonly string[]): RecoveryJournal[] {
+  const dir = journalDir(dataDir);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return [];
+    throw err;
+  }
+  const out: RecoveryJournal[] = [];
+  for (const table of tables) {
+    if (!names.includes(`${table}.json`)) continue;
+    try {
+      const parsed = JSON.parse(readFileSync(path.join(dir, `${table}.json`), 'utf8')) as RecoveryJournal;
+      if (parsed.table === table && typeof parsed.quarantine === 'string') {
+        out.push(parsed);
+        continue;
+      }
+    } catch {
+      // Falls through to the safe default below.
+    }
+    out.push({ table, mode: 'recover', trigger: 'auto', reason: 'unreadable recovery journal', quarantine: quarantinePath(dataDir, table, new Date()), startedAt: new Date().toISOString() });
+  }
+  return out;
+}
+
+/** A fresh quarantine path for `table`, named by time. */
+export function quarantinePath(dataDir: string, table: string, at: Date): string {
+  const stamp = at.toISOString().replace(/[-:.]/g, '');
+  return path.join(quarantineDir(dataDir), `${table}-${stamp}.tkt`);
+}
+
+/** Makes sure the quarantine folder exists (synchronously: tiny, and done once per run). */
+export function ensureQuarantineDir(dataDir: string): string {
+  const dir = quarantineDir(dataDir);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** fsyncs a directory so renames and creations in it are durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
