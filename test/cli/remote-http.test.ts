@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
+import { requestJson } from '../../bus';
 import { startService, type RunningService } from '../../cli/serve';
 import { createHttpServer, listenHttp } from '../../http';
 import type { Config } from '../../supervisor/config';
@@ -127,6 +128,31 @@ describe('cli remote - over HTTP', () => {
     const doc = JSON.parse(forced.stdout);
     expect(doc.results).toEqual([expect.objectContaining({ table: 'orders', status: 'compacted' })]);
     expect(forced.stderr).toMatch(/^orders  compacted  .* -> .*, writes paused /);
+  });
+
+  test('cli remote - restore rolls a table back to its latest backup and reports it', async () => {
+    await requestJson(service.bus, 'tables.orders.put', { key: 'kept', value: 1 });
+    expect((await runCli('backup', ['orders'], env)).code).toBe(0);
+    await requestJson(service.bus, 'tables.orders.put', { key: 'after-backup', value: 2 });
+
+    const run = await runCli('restore', ['orders', '--json'], env);
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout)).toEqual(
+      expect.objectContaining({
+        table: 'orders',
+        status: 'restored',
+        trigger: 'manual',
+        durationMs: expect.any(Number),
+        backupUsed: expect.stringMatching(/^orders-/),
+      }),
+    );
+    expect(run.stderr).toBe('restoring orders from its latest verified backup\n');
+    await expect(requestJson(service.bus, 'tables.orders.get', { key: 'kept' })).resolves.toEqual({ found: true, value: 1 });
+    await expect(requestJson(service.bus, 'tables.orders.get', { key: 'after-backup' })).resolves.toEqual({ found: false });
+
+    const human = await runCli('restore', ['orders'], env);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/^restoring orders from its latest verified backup\norders: restored from orders-\S+ in \d+/);
   });
 
   test('cli remote - an unknown table is a usage error (exit 2)', async () => {
@@ -261,8 +287,7 @@ describe('cli remote - over HTTP, a table whose backups fail', () => {
     const run = await runCli('restore', ['orders', '--json'], env);
     expect(run.code).toBe(1);
     const doc = JSON.parse(run.stdout);
-    // `not_found` (no verified backup) once admin.restore is served; `bad_request` before.
-    expect({ doc }).toEqual({ doc: { error: { code: expect.stringMatching(/^(not_found|bad_request)$/), message: expect.any(String) } } });
+    expect(doc).toEqual({ error: { code: 'not_found', message: "table 'orders' has no verified backup" } });
     expect(run.stderr).toMatch(/^restoring orders from its latest verified backup\ntablekeeper restore: .+\n$/);
   });
 });
