@@ -38,5 +38,12 @@ export { scanRecords } from './record-scan';
 export type { ScanItem, ScannedRecord, DamagedRange } from './record-scan';
 export { scanFile, verifyFile } from './offline';
 export type { FileScanItem, ScannedHeader, VerifyReport } from './offline';
+export { rebuildTable, chooseBackup, copyBackupTo, REBUILD_SUFFIX, RESTORE_SUFFIX } from './recovery';
+export type { RebuildOptions, RebuildReport, BackupChoice, RecoveryFsOptions } from './recovery';
+export type { DamageSpan } from './rebuild-merge';
+export { salvageFile, SALVAGE_SUFFIX } from './salvage';
+export type { SalvageOptions, SalvageReport } from './salvage';
+export { repairRecord, findRecordHeaders, MAX_REPAIR_RECORD_BYTES } from './record-repair';
+export type { IdentifiedRecord, SeqBounds } from './record-repair';
 // Every error class and helper: the other layers import them from here.
 export * from './errors';

@@ -1,0 +1,248 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  backupTable,
+  BackupManifest,
+  chooseBackup,
+  copyBackupTo,
+  FILE_HEADER_BYTES,
+  KIND_DELETE,
+  rebuildTable,
+  RebuildReport,
+  RecoveryFailedError,
+  TableFile,
+} from '../../store';
+import { FaultyFs } from '../helpers/store-faulty-fs';
+import { useTempDir } from '../helpers/store-temp';
+import { contentsOf, recordsOf, sha256Of } from './recovery-helpers';
+
+const tmp = useTempDir('tk-recovery-');
+const b = (s: string): Buffer => Buffer.from(s);
+const live = (): string => path.join(tmp.dir, 't.tkt');
+const damaged = (): string => path.join(tmp.dir, 'quarantine.tkt');
+const rebuilt = (): string => path.join(tmp.dir, 'rebuilt.tkt');
+const backups = (): string => path.join(tmp.dir, 'backups');
+const at = (ms: number): Date => new Date(Date.UTC(2024, 0, 2, 3, 4, 5) + ms);
+
+async function open(): Promise<TableFile> {
+  return TableFile.open({ table: 't', path: live(), sync: 'none' });
+}
+
+/** Writes `n` keys k000.. with values `<tag>:<i>`. */
+async function fill(t: TableFile, from: number, to: number, tag: string): Promise<void> {
+  for (let i = from; i < to; i++) await t.put(`k${String(i).padStart(3, '0')}`, b(`${tag}:${i}`));
+}
+
+/** Copies the live table file to the quarantine path and applies `damage` to its bytes there. */
+function quarantineWith(damage: (bytes: Buffer) => Buffer | undefined): void {
+  const bytes = fs.readFileSync(live());
+  const out = damage(bytes);
+  if (out !== undefined) fs.writeFileSync(damaged(), out);
+}
+
+function rebuild(damagedPath: string | undefined = damaged()): Promise<RebuildReport> {
+  return rebuildTable({ table: 't', damagedPath, backupDir: backups(), outPath: rebuilt() });
+}
+
+describe('table rebuild', () => {
+  test('recovery - an undamaged file and no backup rebuild to the same records, sequences and tombstones, generation + 1', async () => {
+    const t = await open();
+    await fill(t, 0, 20, 'a');
+    await t.delete('k003');
+    await t.put('k004', b('again'));
+    await t.close();
+    quarantineWith((bytes) => bytes);
+    const report = await rebuild();
+    const before = await contentsOf(live());
+    const after = await contentsOf(rebuilt());
+    expect(after.entries).toEqual(before.entries);
+    expect(report).toMatchObject({ backupUsed: null, liveKeys: 19, records: 20, fromDamaged: 19, fromBackup: 0, lostRecords: 0, damagedRanges: [], degraded: false, generation: 2, maxSeq: 22 });
+    expect(after).toMatchObject({ fileRecords: 20, generation: 2, seq: 22 });
+    // The tombstone of k003 is kept, with its sequence number.
+    expect((await recordsOf(rebuilt())).find((r) => r.key === 'k003')).toMatchObject({ kind: 'delete', seq: 21 });
+  });
+
+  test('recovery - damage to records the backup holds loses nothing, and the damaged file is never modified', async () => {
+    const t = await open();
+    await fill(t, 0, 30, 'a');
+    await backupTable(t, backups(), { now: at(0) });
+    await fill(t, 30, 40, 'b');
+    await t.close();
+    const recs = await recordsOf(live());
+    // Zero three whole records in the middle of the backed-up part.
+    quarantineWith((bytes) => bytes.fill(0, recs[10].offset, recs[13].offset));
+    const sha = sha256Of(damaged());
+    const report = await rebuild();
+    expect(sha256Of(damaged())).toBe(sha);
+    expect(report).toMatchObject({ lostRecords: 0, lostKeys: [], unidentifiedRanges: 0, liveKeys: 40, fromBackup: 3, fromDamaged: 37 });
+    expect(report.damagedRanges).toEqual([{ start: recs[10].offset, end: recs[13].offset, reason: 'invalid record kind 0' }]);
+    expect((await contentsOf(rebuilt())).entries).toEqual((await contentsOf(live())).entries);
+  });
+
+  test('recovery - a damaged record written after the backup loses its key: absent, reported, and kept dead by a tombstone', async () => {
+    const t = await open();
+    await fill(t, 0, 10, 'a');
+    const m = await backupTable(t, backups(), { now: at(0) });
+    await t.put('k002', b('newer'));
+    await t.put('k100', b('only-after'));
+    await t.close();
+    const recs = await recordsOf(live());
+    const newer = recs.find((r) => r.key === 'k002' && r.seq === 11)!;
+    // Damage the value of the newer k002: its header and key still read.
+    quarantineWith((bytes) => ((bytes[newer.offset + newer.length - 1] ^= 0xff), (bytes[newer.offset + newer.length - 2] ^= 0xff), bytes));
+    const report = await rebuild();
+    expect(report).toMatchObject({ lostRecords: 1, lostKeys: ['k002'], unidentifiedRanges: 0, liveKeys: 10 });
+    const got = await contentsOf(rebuilt());
+    expect(got.entries.has('k002')).toBe(false);
+    expect(got.entries.get('k100')).toBe('only-after');
+    // The tombstone beats the backup's older k002, also in a later rebuild from the rebuilt file and the same backup.
+    expect((await recordsOf(rebuilt())).find((r) => r.key === 'k002')).toMatchObject({ kind: 'delete', seq: 11 });
+    fs.renameSync(rebuilt(), damaged());
+    const again = await rebuild();
+    expect(again).toMatchObject({ backupUsed: m.name, lostRecords: 0 });
+    expect((await contentsOf(rebuilt())).entries.has('k002')).toBe(false);
+  });
+
+  test('recovery - a flipped bit anywhere in a record is repaired, so nothing is lost even without a backup', async () => {
+    const t = await open();
+    await fill(t, 0, 12, 'a');
+    await t.close();
+    const recs = await recordsOf(live());
+    const expected = (await contentsOf(live())).entries;
+    const target = recs[5];
+    for (const at of [0, 4, 6, 9, 13, 20, target.length - 1]) {
+      quarantineWith((bytes) => ((bytes[target.offset + at] ^= 0x10), bytes));
+      const report = await rebuild();
+      expect(report).toMatchObject({ repairedRecords: 1, lostRecords: 0, lostKeys: [], liveKeys: 12 });
+      expect((await contentsOf(rebuilt())).entries).toEqual(expected);
+    }
+  });
+
+  test('recovery - a deleted file is rebuilt from the backup alone; tombstones in the backup are kept', async () => {
+    const t = await open();
+    await fill(t, 0, 8, 'a');
+    await t.delete('k001');
+    await backupTable(t, backups(), { now: at(0) });
+    await t.close();
+    const report = await rebuild(path.join(tmp.dir, 'gone.tkt'));
+    expect(report).toMatchObject({ damagedFileMissing: true, fromBackup: 7, fromDamaged: 0, liveKeys: 7, records: 8, degraded: false });
+    expect((await recordsOf(rebuilt())).filter((r) => r.kind === 'delete').map((r) => r.key)).toEqual(['k001']);
+    const none = await rebuild(undefined);
+    expect(none).toMatchObject({ damagedFileMissing: true, liveKeys: 7 });
+  });
+
+  test('recovery - a zeroed header does not stop the record scan; the generation comes from the backup', async () => {
+    const t = await open();
+    await fill(t, 0, 5, 'a');
+    await backupTable(t, backups(), { now: at(0) });
+    await fill(t, 5, 9, 'b');
+    await t.close();
+    quarantineWith((bytes) => bytes.fill(0, 0, FILE_HEADER_BYTES));
+    const report = await rebuild();
+    expect(report.damagedRanges).toEqual([{ start: 0, end: FILE_HEADER_BYTES, reason: expect.stringMatching(/^header: bad magic/) }]);
+    expect(report).toMatchObject({ liveKeys: 9, fromDamaged: 9, lostRecords: 0, generation: 2 });
+    expect((await contentsOf(rebuilt())).entries.size).toBe(9);
+  });
+
+  test('recovery - a damaged newest backup is rejected and the older one used; with none left and nothing intact it is degraded', async () => {
+    const t = await open();
+    await fill(t, 0, 5, 'a');
+    const older = await backupTable(t, backups(), { now: at(0) });
+    await fill(t, 5, 10, 'b');
+    const newer = await backupTable(t, backups(), { now: at(1000) });
+    await t.close();
+    const newerFile = path.join(backups(), 't', `${newer.name}.tkt`);
+    const bytes = fs.readFileSync(newerFile);
+    bytes[bytes.length - 3] ^= 1;
+    fs.writeFileSync(newerFile, bytes);
+
+    expect(await chooseBackup(backups(), 't')).toMatchObject({ manifest: { name: older.name }, rejected: [{ name: newer.name }] });
+    const report = await rebuild(undefined);
+    expect(report.backupUsed).toBe(older.name);
+    expect(report.backupsRejected.map((r) => r.name)).toEqual([newer.name]);
+    expect(report.backupsRejected[0].problems.join(' ')).toMatch(/sha256/);
+    expect(report).toMatchObject({ liveKeys: 5, degraded: false });
+
+    fs.rmSync(path.join(backups(), 't', `${older.name}.tkt`));
+    quarantineWith((bytes) => bytes.fill(0x5a, FILE_HEADER_BYTES));
+    const none = await rebuild();
+    expect(none).toMatchObject({ backupUsed: null, liveKeys: 0, records: 0, degraded: true, unidentifiedRanges: 1, lostRecords: 1 });
+    expect((await contentsOf(rebuilt())).entries.size).toBe(0);
+  });
+
+  test('recovery - a file truncated mid-record loses only the cut record, named by its key', async () => {
+    const t = await open();
+    await fill(t, 0, 6, 'a');
+    await t.put('k002', b('last'));
+    await t.close();
+    const recs = await recordsOf(live());
+    const last = recs[recs.length - 1];
+    quarantineWith((bytes) => bytes.subarray(0, last.offset + 25));
+    const report = await rebuild();
+    expect(report).toMatchObject({ lostKeys: ['k002'], lostRecords: 1, liveKeys: 5 });
+    expect(report.damagedRanges).toEqual([{ start: last.offset, end: last.offset + 25, reason: expect.stringMatching(/runs past end/) }]);
+  });
+
+  test('recovery - a failed write leaves nothing at the output path and rejects RecoveryFailedError', async () => {
+    const t = await open();
+    await fill(t, 0, 5, 'a');
+    await t.close();
+    quarantineWith((bytes) => bytes);
+    const ffs = new FaultyFs().failOn({ op: 'fdatasync', nth: 1 });
+    const err = await rebuildTable({ table: 't', damagedPath: damaged(), backupDir: backups(), outPath: rebuilt(), fs: ffs }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RecoveryFailedError);
+    expect(fs.readdirSync(tmp.dir).sort()).toEqual(['quarantine.tkt', 't.tkt']);
+  });
+
+  test('recovery - the output must not be the damaged file', async () => {
+    await expect(rebuildTable({ table: 't', damagedPath: live(), backupDir: backups(), outPath: live() })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+  });
+});
+
+describe('exact rollback', () => {
+  async function oneBackup(): Promise<BackupManifest> {
+    const t = await open();
+    await fill(t, 0, 7, 'a');
+    await t.delete('k002');
+    const m = await backupTable(t, backups(), { now: at(0) });
+    await fill(t, 7, 9, 'b');
+    await t.close();
+    return m;
+  }
+
+  test('recovery - copyBackupTo puts the exact backup bytes in place', async () => {
+    const m = await oneBackup();
+    await copyBackupTo(m, backups(), rebuilt());
+    expect(sha256Of(rebuilt())).toBe(m.sha256);
+    expect((await contentsOf(rebuilt())).entries.size).toBe(6);
+    expect(fs.existsSync(rebuilt() + '.restore')).toBe(false);
+  });
+
+  test('recovery - copyBackupTo refuses a backup whose bytes no longer match, leaving the target as it was', async () => {
+    const m = await oneBackup();
+    fs.writeFileSync(rebuilt(), 'previous');
+    const file = path.join(backups(), 't', `${m.name}.tkt`);
+    const bytes = fs.readFileSync(file);
+    bytes[FILE_HEADER_BYTES + 2] ^= 1;
+    fs.writeFileSync(file, bytes);
+    await expect(copyBackupTo(m, backups(), rebuilt())).rejects.toBeInstanceOf(RecoveryFailedError);
+    expect(fs.readFileSync(rebuilt(), 'utf8')).toBe('previous');
+    expect(fs.existsSync(rebuilt() + '.restore')).toBe(false);
+  });
+
+  test('recovery - chooseBackup with no backups chooses none', async () => {
+    expect(await chooseBackup(backups(), 't')).toEqual({ manifest: undefined, rejected: [] });
+  });
+
+  test('recovery - a rebuilt tombstone record is a plain delete record', async () => {
+    const t = await open();
+    await t.put('x', b('1'));
+    await t.delete('x');
+    await t.close();
+    quarantineWith((bytes) => bytes);
+    await rebuild();
+    const recs = await recordsOf(rebuilt());
+    expect(recs.map((r) => [r.kind, r.key, r.seq])).toEqual([['delete', 'x', 2]]);
+    expect(KIND_DELETE).toBe(2);
+  });
+});
