@@ -9,7 +9,7 @@ export {
   SELECT_DEFAULT_LIMIT,
   SELECT_MAX_LIMIT,
 } from './table-file';
-export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult, MaintenanceKind } from './table-file';
+export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult, MaintenanceKind, FileId } from './table-file';
 export { COMPACT_SUFFIX } from './compaction';
 export type { CompactOptions, CompactionResult, CompactionStep } from './compaction';
 export { backupTable, backupName, listBackups, verifyBackup, pruneBackups } from './backup';
@@ -43,6 +43,8 @@ export type { RebuildOptions, RebuildReport, BackupChoice, RecoveryFsOptions } f
 export type { DamageSpan } from './rebuild-merge';
 export { salvageFile, SALVAGE_SUFFIX } from './salvage';
 export type { SalvageOptions, SalvageReport } from './salvage';
+export { scrubTable } from './scrub';
+export type { ScrubOptions, ScrubReport } from './scrub';
 export { repairRecord, findRecordHeaders, MAX_REPAIR_RECORD_BYTES } from './record-repair';
 export type { IdentifiedRecord, SeqBounds } from './record-repair';
 // Every error class and helper: the other layers import them from here.

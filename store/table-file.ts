@@ -19,11 +19,12 @@
  * backupTable (backup.ts) copies it; at most one of them runs at a time per
  * table (MaintenanceConflictError).
  */
+import { fstat } from 'node:fs';
 import pino, { Logger } from 'pino';
 import { BadRequestError, MaintenanceConflictError, StoreIoError, TableClosedError, TableCorruptError, ValueTooLargeError } from './errors';
 import { AppendObserver, COMPACT_SUFFIX, compactTable, CompactionHost, CompactionResult, CompactionSwitch, CompactOptions } from './compaction';
 import { FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, MAX_VALUE_FIELD, RECORD_HEADER_BYTES, recordBytes, recordChecksumOk } from './format';
-import { nodeStoreFs, StoreFs } from './file-system';
+import { isErrno, nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
 import { KeyIndex } from './key-index';
 import { validateKey } from './key-rules';
 import { SortedKeys } from './key-order';
@@ -103,7 +104,13 @@ export interface SelectResult {
 }
 
 /** The kinds of maintenance that need a table to themselves. */
-export type MaintenanceKind = 'compaction' | 'backup';
+export type MaintenanceKind = 'compaction' | 'backup' | 'scrub';
+
+/** Identity of a file (device and inode), to tell whether a path still names the open file. */
+export interface FileId {
+  dev: bigint;
+  ino: bigint;
+}
 
 /** One table file, open for reads and appends. Create with `TableFile.open`. */
 export class TableFile {
@@ -390,6 +397,73 @@ export class TableFile {
     }
   }
 
+  /**
+   * Device and inode of the file the table has open (fstat of its
+   * descriptor, outside the StoreFs seam: metadata only). A scrub compares
+   * it with the file at `path` to notice a deleted or replaced file.
+   */
+  openFileId(): Promise<FileId> {
+    try {
+      this.checkOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return fileIdOf(this.fd).catch((err: unknown) => {
+      throw new StoreIoError(this.table, 'stat', { cause: err });
+    });
+  }
+
+  /**
+   * When the file at `path` no longer exists (it was deleted while open),
+   * writes the bytes [0, durableLength) from the open descriptor back to
+   * `path` (temp name, fdatasync, rename, directory fsync) and resolves
+   * true; resolves false when the path exists. Everything appended so far
+   * is fsynced first (best effort), so that it is included. Writes after
+   * this go to the deleted file: call it right before closing the table.
+   * Rejects StoreIoError when the copy fails (the path is then left as it was).
+   */
+  async preserveIfMissing(): Promise<boolean> {
+    this.checkOpen();
+    // A running compaction renames its own file over the path, and switches descriptors.
+    await this.compaction;
+    if (await this.pathExists()) return false;
+    await this.queue.sync().catch(() => undefined);
+    const length = this.queue.durableLength;
+    const tmp = `${this.path}.preserve`;
+    try {
+      const out = await this.sfs.open(tmp, 'w+');
+      try {
+        const buf = Buffer.allocUnsafe(Math.min(length, 1024 * 1024));
+        for (let pos = 0; pos < length; ) {
+          const n = await readFully(this.sfs, this.fd, buf, 0, Math.min(buf.length, length - pos), pos);
+          if (n === 0) throw Object.assign(new Error(`open file is shorter than its durable length ${length}`), { code: 'EIO' });
+          await writeFully(this.sfs, out, buf, 0, n, pos);
+          pos += n;
+        }
+        await this.sfs.fdatasync(out);
+      } finally {
+        await this.sfs.close(out).catch(() => undefined);
+      }
+      await this.sfs.rename(tmp, this.path);
+      await this.sfs.syncDir(parentDir(this.path));
+    } catch (err) {
+      await this.sfs.unlink(tmp).catch(() => undefined);
+      throw new StoreIoError(this.table, 'preserve', { cause: err, details: { path: this.path } });
+    }
+    this.logger.warn({ op: 'preserve', bytes: length }, 'table file was deleted while open; rewrote it from the open descriptor');
+    return true;
+  }
+
+  private async pathExists(): Promise<boolean> {
+    try {
+      await this.sfs.close(await this.sfs.open(this.path, 'r'));
+      return true;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return false;
+      throw new StoreIoError(this.table, 'open', { cause: err, details: { path: this.path } });
+    }
+  }
+
   private append(kind: typeof KIND_PUT | typeof KIND_DELETE, key: string, keyBytes: number, value: Uint8Array | undefined): WriteBatch {
     const length = recordBytes(keyBytes, value === undefined ? 0 : value.length);
     const offset = this.queue.fileEnd;
@@ -511,6 +585,13 @@ function checkStoredRecord(buf: Buffer, pos: number, length: number, key: string
   if (RECORD_HEADER_BYTES + keyBytes + buf.readUInt32LE(pos + 8) !== length) return 'record length differs from the index';
   if (buf.toString('utf8', pos + RECORD_HEADER_BYTES, pos + RECORD_HEADER_BYTES + keyBytes) !== key) return 'record key differs from the index';
   return undefined;
+}
+
+/** Device and inode of an open descriptor. */
+export function fileIdOf(fd: number): Promise<FileId> {
+  return new Promise((resolve, reject) =>
+    fstat(fd, { bigint: true }, (err, st) => (err ? reject(err) : resolve({ dev: st.dev, ino: st.ino }))),
+  );
 }
 
 function selectLimit(limit: number | undefined): number {
