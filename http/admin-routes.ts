@@ -16,6 +16,8 @@ import { queryInteger, sendJsonBytes } from './table-routes';
 interface TableParams {
   table: string;
 }
+/** A parsed query string: each value a string, or an array when a parameter was repeated. */
+type Query = Record<string, unknown>;
 
 /** A POST body that may be left out: no body at all counts as `{}`. */
 function optionalBody(req: FastifyRequest): unknown {
@@ -34,14 +36,14 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
     }
   };
 
-  app.get('/api/admin/health', { config: { access: 'read', operation: 'admin.health' } }, async (req, reply) => {
-    if (Object.keys(req.query as object).length > 0) throw new BadRequestError('this route takes no query parameters');
+  app.get<{ Querystring: Query }>('/api/admin/health', { config: { access: 'read', operation: 'admin.health' } }, async (req, reply) => {
+    if (Object.keys(req.query).length > 0) throw new BadRequestError('this route takes no query parameters');
     const data = await callBus(ctx.bus, ctx.subjects.admin('health'), validateRequest('admin.health', {}), ctx.requestTimeoutMs);
     return sendJsonBytes(reply, data);
   });
 
-  app.get('/api/admin/history', { config: { access: 'read', operation: 'admin.history' } }, async (req, reply) => {
-    const q = req.query as Record<string, unknown>;
+  app.get<{ Querystring: Query }>('/api/admin/history', { config: { access: 'read', operation: 'admin.history' } }, async (req, reply) => {
+    const q = req.query;
     for (const name of Object.keys(q)) if (name !== 'limit') throw new BadRequestError(`${name}: is not a query parameter of this route`);
     const n = queryInteger(q, 'limit');
     const body = validateRequest('admin.history', n === undefined ? {} : { limit: n });

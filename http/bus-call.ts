@@ -34,7 +34,8 @@ export function remoteErrorOf(reply: Message): RemoteError {
   } catch {
     // The headers alone still say what failed.
   }
-  const fallback = (WIRE_STATUS as Record<string, number | undefined>)[code] ?? 500;
+  // `code` came off the wire and may be any string; unknown ones fall back to 500.
+  const fallback = Object.hasOwn(WIRE_STATUS, code) ? WIRE_STATUS[code as keyof typeof WIRE_STATUS] : 500;
   return new RemoteError(code, message, headerStatus ?? fallback);
 }
 

@@ -148,6 +148,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     let grant = auth.grantOf(given);
     let presented = given !== undefined;
     if (given === undefined && req.routeOptions.config.ticket === true) {
+      // Hooks see the query untyped; fastify's parser always gives an object of strings and string arrays.
       const ticket = (req.query as Record<string, unknown>).ticket;
       if (typeof ticket === 'string') {
         presented = true;

@@ -20,11 +20,8 @@ interface TableParams {
 interface KeyParams extends TableParams {
   key: string;
 }
-interface SelectQuery {
-  prefix?: unknown;
-  after?: unknown;
-  limit?: unknown;
-}
+/** A parsed query string: each value a string, or an array when a parameter was repeated. */
+type Query = Record<string, unknown>;
 
 /** Sends a bus reply's JSON bytes as they are. */
 export function sendJsonBytes(reply: FastifyReply, data: Uint8Array): FastifyReply {
@@ -68,12 +65,12 @@ export function registerTableRoutes(app: FastifyInstance, ctx: HttpContext): voi
     return call(table, 'delete', validateRequest('delete', { key: req.params.key }), reply);
   });
 
-  app.get<{ Params: TableParams; Querystring: SelectQuery }>(
+  app.get<{ Params: TableParams; Querystring: Query }>(
     '/api/tables/:table/keys',
     { config: { access: 'admin', operation: 'select' } },
     async (req, reply) => {
       const table = configuredTable(ctx, req.params.table);
-      const q = req.query as Record<string, unknown>;
+      const q = req.query;
       const body: Record<string, unknown> = {};
       const prefix = queryString(q, 'prefix');
       const after = queryString(q, 'after');
