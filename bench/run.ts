@@ -34,7 +34,8 @@ const rows: Row[] = [];
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
 function benchConfig(dataDir: string): Config {
-  const base = loadConfig({ env: { TABLEKEEPER_DATA_DIR: dataDir, TABLEKEEPER_LOG_LEVEL: 'warn' } });
+  // Port 0: the HTTP listener takes a free port, so a bench never collides with a running service.
+  const base = loadConfig({ env: { TABLEKEEPER_DATA_DIR: dataDir, TABLEKEEPER_LOG_LEVEL: 'warn', TABLEKEEPER_HTTP_PORT: '0' } });
   return { ...base, tables: [{ name: 'bench', sync: 'always', maxValueBytes: 1024 * 1024 }] };
 }
 
@@ -90,7 +91,7 @@ async function overNats(): Promise<void> {
   try {
     writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ tables: [{ name: 'bench', sync: 'always' }], logLevel: 'warn' }));
     const serve = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'main.js'), 'serve'], {
-      env: { PATH: process.env.PATH ?? '', NATS_URL: nats.url, TABLEKEEPER_CONFIG: path.join(dir, 'config.json'), TABLEKEEPER_DATA_DIR: path.join(dir, 'data'), TABLEKEEPER_LOG_LEVEL: 'info' },
+      env: { PATH: process.env.PATH ?? '', NATS_URL: nats.url, TABLEKEEPER_CONFIG: path.join(dir, 'config.json'), TABLEKEEPER_DATA_DIR: path.join(dir, 'data'), TABLEKEEPER_LOG_LEVEL: 'info', TABLEKEEPER_HTTP_PORT: '0' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(serve);

@@ -1,7 +1,7 @@
 /**
  * Admin routes: each is one `admin.*` bus request with the body a NATS
  * client would send, validated with the contract's schemas first. The
- * mutations (compact, backup, restore) also pass a per-client token bucket,
+ * mutations (compact, backup, restore, clear) also pass a per-client token bucket,
  * checked after validation and just before the request goes out.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -50,7 +50,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
     return sendJsonBytes(reply, await callBus(ctx.bus, ctx.subjects.admin('history'), body, ctx.requestTimeoutMs));
   });
 
-  const mutation = (op: Extract<AdminOperation, 'compact' | 'backup' | 'restore'>, perTable: boolean) => {
+  const mutation = (op: Extract<AdminOperation, 'compact' | 'backup' | 'restore' | 'clear'>, perTable: boolean) => {
     const operation = `admin.${op}`;
     const url = perTable ? `/api/admin/${op}/:table` : `/api/admin/${op}`;
     app.post<{ Params: TableParams }>(url, { config: { access: 'admin', operation } }, async (req, reply) => {
@@ -66,4 +66,5 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
   mutation('backup', false);
   mutation('backup', true);
   mutation('restore', true);
+  mutation('clear', true);
 }

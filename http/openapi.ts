@@ -48,7 +48,7 @@ const mutationErrors = {
 };
 const dataErrors = { '400': err('Bad key or query.'), ...authErrors, '404': err('Unknown table.'), ...busErrors };
 
-function mutation(summary: string, op: 'admin.compact' | 'admin.backup' | 'admin.restore', perTable: boolean) {
+function mutation(summary: string, op: 'admin.compact' | 'admin.backup' | 'admin.restore' | 'admin.clear', perTable: boolean) {
   return {
     post: {
       summary,
@@ -209,6 +209,7 @@ export const OPENAPI_DOCUMENT = {
     '/api/admin/backup': mutation('Back up every table (admin.backup)', 'admin.backup', false),
     '/api/admin/backup/{table}': mutation('Back up one table (admin.backup.<t>)', 'admin.backup', true),
     '/api/admin/restore/{table}': mutation('Roll one table back to its latest verified backup (admin.restore.<t>)', 'admin.restore', true),
+    '/api/admin/clear/{table}': mutation('Acknowledge a degraded table, clearing its mark (admin.clear.<t>)', 'admin.clear', true),
     '/api/tables/{table}/keys/{key}': {
       parameters: [tableParam, keyParam],
       get: {

@@ -153,6 +153,7 @@ describe('http api on the real service', () => {
       ['POST', '/api/admin/backup'],
       ['POST', '/api/admin/backup/orders'],
       ['POST', '/api/admin/restore/orders'],
+      ['POST', '/api/admin/clear/orders'],
       ['GET', '/api/tables/orders/keys/k'],
       ['PUT', '/api/tables/orders/keys/k'],
       ['DELETE', '/api/tables/orders/keys/k'],
@@ -215,6 +216,12 @@ describe('http api on the real service', () => {
     const history = await app.inject({ method: 'GET', url: '/api/admin/history?limit=2', headers: admin });
     expect(history.json().entries).toHaveLength(2);
     expect(history.json().entries[0]).toMatchObject({ kind: 'backup' });
+    const restore = await app.inject({ method: 'POST', url: '/api/admin/restore/orders', headers: admin, remoteAddress: '127.0.0.14' });
+    expect(restore.statusCode).toBe(200);
+    expect(restore.json()).toMatchObject({ table: 'orders', mode: 'restore', status: 'restored', trigger: 'manual', verified: true });
+    const clear = await app.inject({ method: 'POST', url: '/api/admin/clear/orders', headers: admin, remoteAddress: '127.0.0.14' });
+    expect(clear.statusCode).toBe(200);
+    expect(clear.json()).toEqual({ table: 'orders', cleared: null });
   });
 
   test('http - admin mutations past the burst get 429 with Retry-After', async () => {
