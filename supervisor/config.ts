@@ -330,7 +330,7 @@ export function loadConfig(sources: ConfigSources): Config {
       readToken: env.TABLEKEEPER_READ_TOKEN || undefined,
       // Room for the largest value plus JSON framing; the owner enforces the exact limit.
       bodyLimitBytes: file.http?.bodyLimitBytes ?? Math.max(...tables.map((t) => t.maxValueBytes)) + BODY_LIMIT_SLACK,
-      rateLimit: { burst: file.http?.rateLimit?.burst ?? 5, perMinute: file.http?.rateLimit?.perMinute ?? 10 },
+      rateLimit: { burst: file.http?.rateLimit?.burst ?? 20, perMinute: file.http?.rateLimit?.perMinute ?? 60 },
     },
     nats: Object.fromEntries(Object.entries(nats).filter(([, v]) => v !== undefined && v !== '')) as Config['nats'],
     tables,

@@ -26,7 +26,7 @@ describe('config', () => {
       adminToken: undefined,
       readToken: undefined,
       bodyLimitBytes: 1024 * 1024 + 64 * 1024,
-      rateLimit: { burst: 5, perMinute: 10 },
+      rateLimit: { burst: 20, perMinute: 60 },
     });
     expect(c.nats).toEqual({});
     expect(c.backup).toEqual({ every: '24h', keep: 3 });
