@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { offlineCommand } from './offline';
 import { backupCommand, compactCommand, restoreCommand, statusCommand } from './remote';
 import { serveCommand } from './serve';
 import { VERSION } from './version';
@@ -12,6 +13,10 @@ commands:
   backup       back up one table or all: backup [table]
   restore      roll a table back to its latest verified backup: restore <table>
                (these four: --url/--token or --nats, --json; see <command> --help)
+  verify       check a table file offline: verify <file> [--json]
+  salvage      write the intact records of a table file to a new one: salvage <file> --out <file>
+  dump         print a table file's records as JSON lines: dump <file>
+               (these three never modify their input)
   --version    print the version
 `;
 
@@ -29,6 +34,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       return backupCommand({ argv: argv.slice(1), env, stdout: process.stdout, stderr: process.stderr });
     case 'restore':
       return restoreCommand({ argv: argv.slice(1), env, stdout: process.stdout, stderr: process.stderr });
+    case 'verify':
+    case 'salvage':
+    case 'dump':
+      return offlineCommand(command, { argv: argv.slice(1), env, stdout: process.stdout, stderr: process.stderr });
     case '--version':
       process.stdout.write(`${VERSION}\n`);
       return 0;

@@ -1,0 +1,148 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import * as path from 'node:path';
+import { offlineCommand } from '../../cli/offline';
+import { scanFile, TableFile } from '../../store';
+import { useTempDir } from '../helpers/store-temp';
+
+/** Runs a command with captured output. */
+async function run(command: 'verify' | 'salvage' | 'dump', argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await offlineCommand(command, {
+    argv,
+    env: {},
+    stdout: { write: (t: string) => ((out += t), true) },
+    stderr: { write: (t: string) => ((err += t), true) },
+  });
+  return { code, out, err };
+}
+
+const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+/** A table with 20 keys (k0..k19), k0..k4 overwritten, k5 deleted. */
+async function makeTable(file: string): Promise<void> {
+  const t = await TableFile.open({ table: 't', path: file });
+  for (let i = 0; i < 20; i++) await t.put(`k${i}`, Buffer.from(JSON.stringify({ i })));
+  for (let i = 0; i < 5; i++) await t.put(`k${i}`, Buffer.from(JSON.stringify({ i, v: 2 })));
+  await t.delete('k5');
+  await t.close();
+}
+
+/** Flips a byte inside the value of the newest record of `key`. */
+async function damageValueOf(file: string, key: string): Promise<{ offset: number; length: number }> {
+  let rec: { offset: number; length: number } | undefined;
+  for await (const item of scanFile(file)) if (item.type === 'record' && item.key === key) rec = item;
+  if (!rec) throw new Error(`no record of ${key}`);
+  const fd = openSync(file, 'r+');
+  writeSync(fd, Buffer.from([0xee, 0xee]), 0, 2, rec.offset + rec.length - 3);
+  closeSync(fd);
+  return rec;
+}
+
+describe('offline tools', () => {
+  const tmp = useTempDir('tk-cli-offline-');
+
+  test('offline tools - verify reports a clean file with exit 0, and every damaged range with exit 1, never modifying it', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    await makeTable(file);
+    const clean = await run('verify', [file]);
+    expect(clean).toMatchObject({ code: 0, err: '' });
+    expect(clean.out).toContain('26 intact records (25 puts, 1 deletes)');
+    expect(clean.out).toContain('ok: no damage');
+
+    const a = await damageValueOf(file, 'k10');
+    const b = await damageValueOf(file, 'k15');
+    const before = sha(file);
+    const bad = await run('verify', [file]);
+    expect(bad.code).toBe(1);
+    expect(bad.out).toContain('DAMAGED: 2 range(s)');
+    expect(bad.out).toContain(`bytes ${a.offset}-${a.offset + a.length}`);
+    const json = await run('verify', [file, '--json']);
+    expect(json.code).toBe(1);
+    const report = JSON.parse(json.out);
+    expect(report.damaged.map((d: { start: number }) => d.start)).toEqual([a.offset, b.offset]);
+    expect(report).toMatchObject({ ok: false, records: 24 });
+    expect(sha(file)).toBe(before);
+  });
+
+  test('offline tools - salvage writes the intact records to a new file that opens, and refuses to overwrite', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    const out = path.join(tmp.dir, 'saved.tkt');
+    await makeTable(file);
+    await damageValueOf(file, 'k12');
+    const before = sha(file);
+    const r = await run('salvage', [file, '--out', out, '--json']);
+    expect(r.code).toBe(1); // the input had damage
+    const report = JSON.parse(r.out);
+    expect(report).toMatchObject({ liveKeys: 18, lostKeys: ['k12'] });
+    expect(sha(file)).toBe(before);
+    const t = await TableFile.open({ table: 't', path: out });
+    try {
+      expect(t.stats().records).toBe(18);
+      expect(JSON.parse(t.get('k3')!.toString())).toEqual({ i: 3, v: 2 });
+      expect(t.get('k5')).toBeUndefined();
+      expect(t.get('k12')).toBeUndefined(); // lost, never an older or wrong value
+    } finally {
+      await t.close();
+    }
+    const again = await run('salvage', [file, '--out', out]);
+    expect(again.code).toBe(2);
+    expect(again.err).toContain('refusing to overwrite');
+    const self = await run('salvage', [file, '--out', file]);
+    expect(self.code).toBe(2);
+    expect(sha(file)).toBe(before);
+
+    const cleanOut = path.join(tmp.dir, 'clean.tkt');
+    const source = path.join(tmp.dir, 'clean-source.tkt');
+    await makeTable(source);
+    const clean = await run('salvage', [source, `--out=${cleanOut}`]);
+    expect(clean.code).toBe(0);
+    expect(clean.out).toContain('19 live keys');
+  });
+
+  test('offline tools - dump prints every record and damaged range as JSON lines', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    await makeTable(file);
+    const clean = await run('dump', [file]);
+    expect(clean.code).toBe(0);
+    const lines = clean.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines[0]).toMatchObject({ header: { version: 1, generation: 1 } });
+    expect(lines).toHaveLength(27);
+    expect(lines[1]).toMatchObject({ seq: 1, kind: 'put', key: 'k0', value: { i: 0 } });
+    expect(lines.at(-1)).toEqual({ offset: expect.any(Number), seq: 26, kind: 'delete', key: 'k5' });
+
+    const rec = await damageValueOf(file, 'k7');
+    const bad = await run('dump', [file]);
+    expect(bad.code).toBe(1);
+    const damaged = bad.out.trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.damage);
+    expect(damaged).toEqual([{ damage: { start: rec.offset, end: rec.offset + rec.length, reason: expect.any(String), tail: false } }]);
+  });
+
+  test('offline tools - usage errors and unreadable files exit 2 with a message', async () => {
+    expect((await run('verify', [])).code).toBe(2);
+    expect((await run('verify', ['a', 'b'])).code).toBe(2);
+    expect((await run('verify', ['--bogus', 'a'])).code).toBe(2);
+    expect((await run('salvage', ['a'])).err).toContain('--out <file> is required');
+    const missing = await run('verify', [path.join(tmp.dir, 'nope.tkt')]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain('no such file');
+    const dir = await run('dump', [tmp.dir]);
+    expect(dir.code).toBe(2);
+    expect((await run('dump', ['--help'])).code).toBe(0);
+    expect(existsSync(path.join(tmp.dir, 'nope.tkt'))).toBe(false);
+  });
+
+  test('offline tools - the built command line runs verify with its exit code', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    await makeTable(file);
+    await damageValueOf(file, 'k1');
+    const main = path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js');
+    const result = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = execFile(process.execPath, [main, 'verify', file], (error, stdout) => resolve({ code: child.exitCode, out: stdout }));
+    });
+    expect(result.code).toBe(1);
+    expect(result.out).toContain('DAMAGED: 1 range(s)');
+  });
+});
