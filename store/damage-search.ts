@@ -4,14 +4,15 @@
  *
  * Each damaged range lies between intact records whose sequence numbers
  * bound those of every record inside it. The range is split at the record
- * headers that can still be read, and each piece is explained as one of:
- * - a record with one flipped bit: repaired (it then counts as intact);
+ * headers that can still be read, and each piece is explained, from its
+ * start, as:
+ * - records with one flipped bit each: repaired (they then count as intact);
  * - an identified damaged record: its header and key can be read, but its
  *   checksum fails and it cannot be repaired;
  * - a stretch where no header can be read: records of unknown keys, whose
  *   sequence numbers lie between the pieces around it.
  */
-import { MAX_KEY_BYTES, RECORD_HEADER_BYTES } from './format';
+import { MAX_KEY_BYTES, RECORD_HEADER_BYTES, readSeq } from './format';
 import { readFully, StoreFs } from './file-system';
 import { findRecordHeaders, IdentifiedRecord, MAX_REPAIR_RECORD_BYTES, repairRecord, SeqBounds } from './record-repair';
 import { TimeSlicer } from './time-slicer';
@@ -82,39 +83,67 @@ class DamageSearch {
       const next = headers[i + 1];
       const pieceEnd = next === undefined ? range.end : next.offset;
       const below = next === undefined ? range.below : next.seq;
-      const bounds = { above, below };
-      const claimedEnd = h.offset + h.length;
-      if (claimedEnd <= pieceEnd) {
-        // The header's own length first; then the whole piece (its length bytes may be the damaged ones).
-        if (await this.repair(h.offset, claimedEnd, bounds)) {
-          if (claimedEnd < pieceEnd) await this.stretch(range, claimedEnd, pieceEnd, { above: h.seq, below });
-        } else if (!(claimedEnd < pieceEnd && (await this.repair(h.offset, pieceEnd, bounds)))) {
-          this.found.identified.push({ ...h, range, above, below });
-          if (claimedEnd < pieceEnd) await this.stretch(range, claimedEnd, pieceEnd, { above: h.seq, below });
-        }
-      } else if (!(await this.repair(h.offset, pieceEnd, bounds))) {
+      const fixed = await this.repairAt(h.offset, pieceEnd, { above, below });
+      if (fixed !== undefined) {
+        if (fixed < pieceEnd) await this.stretch(range, fixed, pieceEnd, { above: h.seq, below });
+      } else {
         this.found.identified.push({ ...h, range, above, below });
+        const claimedEnd = h.offset + h.length;
+        if (claimedEnd < pieceEnd) await this.stretch(range, claimedEnd, pieceEnd, { above: h.seq, below });
       }
       above = h.seq;
     }
   }
 
-  /** A piece with no readable header: one record with a flipped bit, or a stretch of unknown records. */
+  /**
+   * A piece with no readable header: records with a flipped bit are
+   * repaired from its start, one after another; what remains is a stretch
+   * of unknown records.
+   */
   private async stretch(range: DamagedRange, start: number, end: number, bounds: SeqBounds): Promise<void> {
-    if (await this.repair(start, end, bounds)) return;
-    this.found.stretches.push({ range, start, end, above: bounds.above, below: bounds.below });
+    let pos = start;
+    let above = bounds.above;
+    while (pos < end) {
+      const fixed = await this.repairAt(pos, end, { above, below: bounds.below });
+      if (fixed === undefined) {
+        this.found.stretches.push({ range, start: pos, end, above, below: bounds.below });
+        return;
+      }
+      above = readSeq(this.found.repaired[this.found.repaired.length - 1].bytes, 0);
+      pos = fixed;
+    }
   }
 
-  /** Repairs [start, end) as one record with one flipped bit. */
-  private async repair(start: number, end: number, bounds: SeqBounds): Promise<boolean> {
-    const length = end - start;
-    if (length < RECORD_HEADER_BYTES || length > MAX_REPAIR_RECORD_BYTES) return false;
-    const bytes = Buffer.alloc(length);
-    if ((await readFully(this.sfs, this.fd, bytes, 0, length, start)) !== length) return false;
-    const fixed = repairRecord(bytes, bounds);
-    if (fixed === undefined) return false;
-    this.found.repaired.push({ offset: start, bytes: fixed });
-    return true;
+  /**
+   * Repairs the record starting at `start` (ending by `limit`) as one with a
+   * single flipped bit, and resolves where it ends, or undefined. Lengths
+   * tried: the whole piece, the length its header states, and that length
+   * with any one bit of the key or value length flipped (the flipped bit
+   * may be in the length itself).
+   */
+  private async repairAt(start: number, limit: number, bounds: SeqBounds): Promise<number | undefined> {
+    const room = Math.min(limit - start, MAX_REPAIR_RECORD_BYTES);
+    if (room < RECORD_HEADER_BYTES) return undefined;
+    const bytes = Buffer.alloc(room);
+    const got = await readFully(this.sfs, this.fd, bytes, 0, room, start);
+    const lengths = new Set<number>();
+    if (limit - start === got) lengths.add(got);
+    if (got >= RECORD_HEADER_BYTES) {
+      const keyBytes = bytes.readUInt16LE(6);
+      const valueBytes = bytes.readUInt32LE(8);
+      lengths.add(RECORD_HEADER_BYTES + keyBytes + valueBytes);
+      for (let b = 0; b < 16; b++) lengths.add(RECORD_HEADER_BYTES + (keyBytes ^ (1 << b)) + valueBytes);
+      for (let b = 0; b < 32; b++) lengths.add(RECORD_HEADER_BYTES + keyBytes + ((valueBytes ^ (1 << b)) >>> 0));
+    }
+    for (const length of lengths) {
+      if (length < RECORD_HEADER_BYTES || length > got) continue;
+      const fixed = repairRecord(bytes.subarray(0, length), bounds);
+      if (fixed !== undefined) {
+        this.found.repaired.push({ offset: start, bytes: fixed });
+        return start + length;
+      }
+    }
+    return undefined;
   }
 
   /** The readable record headers of a range, read in windows (a range may be the whole file). */

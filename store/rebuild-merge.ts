@@ -11,10 +11,7 @@
  * higher sequence numbers or (compaction) loses records. So every record of
  * the damaged file whose sequence number is at most the backup's maxSeq is
  * also in the backup, and a record with the same sequence number in both is
- * the same record. It also means the backup can only matter where the
- * damaged file has damage: only its records whose sequence numbers fall
- * inside a damaged range's bounds (or after the damaged file's last intact
- * record) are taken.
+ * the same record.
  *
  * Decisions on what the damage hides:
  * - a repaired record (one flipped bit) counts as intact;
@@ -127,8 +124,6 @@ export class RebuildMerge {
   private headerDamage: DamageSpan | undefined;
   private ranges: DamagedRange[] = [];
   private damagedIntact = 0;
-  // Sequence number of the damaged file's last intact record.
-  private damagedLastSeq = 0;
   private readonly slicer = new TimeSlicer();
 
   constructor(private readonly sfs: StoreFs) {}
@@ -159,8 +154,9 @@ export class RebuildMerge {
    * checks it against the manifest: length, header, framing of every record,
    * growing sequence numbers, record count, maxSeq and sha256. (A backup's
    * checksums and counts were all verified when it was taken; a matching
-   * sha256 shows these are still the same bytes.) Resolves the problems
-   * found; when there are any, nothing of the backup is used.
+   * sha256 shows these are still the same bytes.) Every record then joins
+   * the merge. Resolves the problems found; when there are any, nothing of
+   * the backup is used.
    */
   async loadBackup(file: string, manifest: BackupManifest): Promise<string[]> {
     if (this.backup !== undefined) throw new Error('a backup is already loaded');
@@ -278,7 +274,6 @@ export class RebuildMerge {
         this.slicer.restart();
       }
     }
-    this.damagedLastSeq = lastSeq;
   }
 
   private async readBackup(fd: number, manifest: BackupManifest, problems: string[], pending: Pending): Promise<void> {
@@ -313,13 +308,6 @@ export class RebuildMerge {
         hash.update(buf.subarray(start, end));
       },
     });
-    // Without a damaged file every record is needed; otherwise those inside a damaged
-    // range's bounds, and those after its last intact record (a file cut at a record
-    // boundary shows no damage).
-    const all = this.damagedFd === undefined;
-    const after = this.damagedLastSeq;
-    const ranges = this.ranges;
-    let ri = 0;
     let records = 0;
     let maxSeq = 0;
     for (;;) {
@@ -332,15 +320,11 @@ export class RebuildMerge {
         }
         maxSeq = r.seq;
         records++;
-        // Ranges are in file order, so their bounds ascend, as the backup's sequence numbers do.
-        while (ri < ranges.length && ranges[ri].below <= r.seq) ri++;
-        if (all || r.seq > after || (ri < ranges.length && r.seq > ranges[ri].above)) {
-          pending.slots.push(this.keys.slotFor(r.buf, r.keyStart, r.keyStart + r.keyBytes));
-          pending.seqs.push(r.seq);
-          pending.kinds.push(r.kind);
-          pending.offsets.push(r.offset);
-          pending.lengths.push(r.length);
-        }
+        pending.slots.push(this.keys.slotFor(r.buf, r.keyStart, r.keyStart + r.keyBytes));
+        pending.seqs.push(r.seq);
+        pending.kinds.push(r.kind);
+        pending.offsets.push(r.offset);
+        pending.lengths.push(r.length);
         if (this.slicer.due()) await this.slicer.yield();
       } else if (step === 'more') {
         await cursor.fill();

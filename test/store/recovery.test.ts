@@ -118,6 +118,29 @@ describe('table rebuild', () => {
     }
   });
 
+  test('recovery - a record with a flipped length bit is repaired even when more damage follows it', async () => {
+    const t = await open();
+    await fill(t, 0, 8, 'a');
+    await t.close();
+    const recs = await recordsOf(live());
+    const expected = (await contentsOf(live())).entries;
+    // Bit 1 of the value length of record 3 (it then claims 2 more bytes), bit 0 of the key length of
+    // record 5 (one more key byte); the record after each is zeroed.
+    for (const [at, bit] of [[recs[3].offset + 8, 1], [recs[5].offset + 6, 0]] as const) {
+      const i = recs.findIndex((r) => r.offset <= at && at < r.offset + r.length);
+      quarantineWith((bytes) => {
+        bytes[at] ^= 1 << bit;
+        return bytes.fill(0, recs[i + 1].offset, recs[i + 2].offset);
+      });
+      const report = await rebuild();
+      expect(report).toMatchObject({ repairedRecords: 1, lostRecords: 1, unidentifiedRanges: 1 });
+      const got = (await contentsOf(rebuilt())).entries;
+      expect(got.get(recs[i].key)).toBe(expected.get(recs[i].key));
+      // The zeroed record is unknown: its key shows its last intact state, here none.
+      expect(got.has(recs[i + 1].key)).toBe(false);
+    }
+  });
+
   test('recovery - a deleted file is rebuilt from the backup alone; tombstones in the backup are kept', async () => {
     const t = await open();
     await fill(t, 0, 8, 'a');
