@@ -36,16 +36,20 @@ export class MergeKeys {
   private chunkUsed = ARENA_CHUNK_BYTES;
   private readonly seed = randomBytes(4).readInt32LE(0);
 
-  constructor() {
-    this.buckets = new Int32Array(INITIAL_BUCKETS * 2);
-    this.mask = INITIAL_BUCKETS - 1;
-    this.seqs = new Float64Array(INITIAL_SLOTS);
-    this.offsets = new Float64Array(INITIAL_SLOTS);
-    this.lengths = new Uint32Array(INITIAL_SLOTS);
-    this.kinds = new Uint8Array(INITIAL_SLOTS);
-    this.srcs = new Uint8Array(INITIAL_SLOTS);
-    this.keyPos = new Float64Array(INITIAL_SLOTS);
-    this.keyLen = new Uint16Array(INITIAL_SLOTS);
+  /** `expectedKeys` sizes the tables so that reaching it never rehashes or grows them. */
+  constructor(expectedKeys = 0) {
+    let buckets = INITIAL_BUCKETS;
+    while (expectedKeys * 4 > buckets * 3) buckets *= 2;
+    const slots = Math.max(INITIAL_SLOTS, expectedKeys);
+    this.buckets = new Int32Array(buckets * 2);
+    this.mask = buckets - 1;
+    this.seqs = new Float64Array(slots);
+    this.offsets = new Float64Array(slots);
+    this.lengths = new Uint32Array(slots);
+    this.kinds = new Uint8Array(slots);
+    this.srcs = new Uint8Array(slots);
+    this.keyPos = new Float64Array(slots);
+    this.keyLen = new Uint16Array(slots);
   }
 
   /** Number of keys. */
@@ -151,6 +155,18 @@ export class MergeKeys {
     this.srcs = grown(new Uint8Array(capacity), this.srcs);
     this.keyPos = grown(new Float64Array(capacity), this.keyPos);
     this.keyLen = grown(new Uint16Array(capacity), this.keyLen);
+  }
+}
+
+/** A growable list of numbers in a Float64Array: no JS array growth, and little for the GC to scan. */
+export class NumList {
+  /** Elements [0, length) are the list. */
+  data = new Float64Array(1024);
+  length = 0;
+
+  push(value: number): void {
+    if (this.length === this.data.length) this.data = grown(new Float64Array(this.length * 2), this.data);
+    this.data[this.length++] = value;
   }
 }
 

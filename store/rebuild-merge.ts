@@ -33,7 +33,7 @@ import type { BackupManifest } from './backup';
 import { decodeFileHeader, encodeRecord, FILE_HEADER_BYTES, FileHeader, KIND_DELETE, KIND_PUT, RecordKind, RECORD_HEADER_BYTES, readSeq } from './format';
 import { isErrno, readFully, StoreFs } from './file-system';
 import { DamagedRange, DamagedRecord, searchDamage, Stretch } from './damage-search';
-import { MergeKeys } from './merge-keys';
+import { MergeKeys, NumList } from './merge-keys';
 import { RecordCursor } from './record-cursor';
 import { SourceReader, TableWriter } from './rebuild-output';
 import { TimeSlicer } from './time-slicer';
@@ -84,19 +84,18 @@ export interface MergeResult {
  * that sequence number and this source.
  */
 interface Candidates {
-  slots: number[];
-  seqs: number[];
+  slots: NumList;
+  seqs: NumList;
 }
 
 /** Records of a backup being read, kept aside until the backup has verified. */
 interface Pending {
-  slots: number[];
-  seqs: number[];
-  kinds: RecordKind[];
-  offsets: number[];
-  lengths: number[];
+  slots: NumList;
+  seqs: NumList;
+  kinds: NumList;
+  offsets: NumList;
+  lengths: NumList;
 }
-
 interface LoadedBackup {
   fd: number;
   length: number;
@@ -111,13 +110,15 @@ export class RebuildMerge {
   private readonly keys = new MergeKeys();
   // Bytes of the winners held in memory (repaired records, tombstones of lost keys), by slot.
   private readonly memory = new Map<number, Buffer>();
+  // The damaged file's list holds every intact record of it, in file order: each one wins when offered
+  // (the file is read first, and sequence numbers grow in file order).
   private readonly candidates: [Candidates, Candidates, Candidates] = [
-    { slots: [], seqs: [] },
-    { slots: [], seqs: [] },
-    { slots: [], seqs: [] },
+    { slots: new NumList(), seqs: new NumList() },
+    { slots: new NumList(), seqs: new NumList() },
+    { slots: new NumList(), seqs: new NumList() },
   ];
-  // Sequence numbers of the backup records taken into the merge, ascending.
-  private backupSeqs: number[] = [];
+  // Sequence numbers of the backup's records, ascending.
+  private backupSeqs = new NumList();
   private backup: LoadedBackup | undefined;
   private damagedFd: number | undefined;
   private damagedSize = 0;
@@ -167,9 +168,10 @@ export class RebuildMerge {
       return [`cannot open ${file}: ${messageOf(err)}`];
     }
     const problems: string[] = [];
-    const pending: Pending = { slots: [], seqs: [], kinds: [], offsets: [], lengths: [] };
+    const pending: Pending = { slots: new NumList(), seqs: new NumList(), kinds: new NumList(), offsets: new NumList(), lengths: new NumList() };
+    const backupSeqs = new NumList();
     try {
-      await this.readBackup(fd, manifest, problems, pending);
+      await this.readBackup(fd, manifest, problems, pending, backupSeqs);
     } catch (err) {
       problems.push(`cannot read ${file}: ${messageOf(err)}`);
     }
@@ -179,9 +181,9 @@ export class RebuildMerge {
       return problems;
     }
     for (let i = 0; i < pending.slots.length; i++) {
-      this.take(pending.slots[i], pending.seqs[i], pending.kinds[i], SRC_BACKUP, pending.offsets[i], pending.lengths[i], undefined);
+      this.take(pending.slots.data[i], pending.seqs.data[i], pending.kinds.data[i] as RecordKind, SRC_BACKUP, pending.offsets.data[i], pending.lengths.data[i], undefined);
     }
-    this.backupSeqs = pending.seqs;
+    this.backupSeqs = backupSeqs;
     this.backup = { fd, length: manifest.length, generation: manifest.generation, maxSeq: manifest.maxSeq };
     return [];
   }
@@ -276,7 +278,7 @@ export class RebuildMerge {
     }
   }
 
-  private async readBackup(fd: number, manifest: BackupManifest, problems: string[], pending: Pending): Promise<void> {
+  private async readBackup(fd: number, manifest: BackupManifest, problems: string[], pending: Pending, backupSeqs: NumList): Promise<void> {
     const size = await this.sfs.size(fd);
     if (size !== manifest.length) {
       problems.push(`file is ${size} bytes, the manifest says ${manifest.length}`);
@@ -290,7 +292,7 @@ export class RebuildMerge {
     if (typeof header === 'string') problems.push(`header: ${header}`);
     else if (header.generation !== manifest.generation) problems.push(`generation is ${header.generation}, the manifest says ${manifest.generation}`);
     if (problems.length > 0) return;
-    const found = size > FILE_HEADER_BYTES ? await this.scanBackup(fd, size, hash, problems, pending) : { records: 0, maxSeq: 0 };
+    const found = size > FILE_HEADER_BYTES ? await this.scanBackup(fd, size, hash, problems, pending, backupSeqs) : { records: 0, maxSeq: 0 };
     if (problems.length > 0) return;
     const expect = (what: string, got: unknown, want: unknown): void => {
       if (got !== want) problems.push(`${what} is ${String(got)}, the manifest says ${String(want)}`);
@@ -300,7 +302,7 @@ export class RebuildMerge {
     expect('maxSeq', found.maxSeq, manifest.maxSeq);
   }
 
-  private async scanBackup(fd: number, size: number, hash: Hash, problems: string[], pending: Pending): Promise<{ records: number; maxSeq: number }> {
+  private async scanBackup(fd: number, size: number, hash: Hash, problems: string[], pending: Pending, backupSeqs: NumList): Promise<{ records: number; maxSeq: number }> {
     const cursor = new RecordCursor(this.sfs, fd, FILE_HEADER_BYTES, size, BACKUP_CHUNK_BYTES, {
       // The sha256 check stands for the checksums (see loadBackup).
       checksums: false,
@@ -308,6 +310,10 @@ export class RebuildMerge {
         hash.update(buf.subarray(start, end));
       },
     });
+    // A backup record whose sequence number is intact in the damaged file is that same record, which
+    // already competed and wins the tie: it needs no key lookup. Both lists ascend, so one pointer walks them.
+    const intact = this.candidates[SRC_DAMAGED].seqs;
+    let ii = 0;
     let records = 0;
     let maxSeq = 0;
     for (;;) {
@@ -320,6 +326,12 @@ export class RebuildMerge {
         }
         maxSeq = r.seq;
         records++;
+        backupSeqs.push(r.seq);
+        while (ii < intact.length && intact.data[ii] < r.seq) ii++;
+        if (ii < intact.length && intact.data[ii] === r.seq) {
+          if (this.slicer.due()) await this.slicer.yield();
+          continue;
+        }
         pending.slots.push(this.keys.slotFor(r.buf, r.keyStart, r.keyStart + r.keyBytes));
         pending.seqs.push(r.seq);
         pending.kinds.push(r.kind);
@@ -393,9 +405,9 @@ export class RebuildMerge {
   }
 
   private backupHas(seq: number): boolean {
-    const seqs = this.backupSeqs;
+    const seqs = this.backupSeqs.data;
     let lo = 0;
-    let hi = seqs.length - 1;
+    let hi = this.backupSeqs.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
       if (seqs[mid] === seq) return true;
@@ -419,12 +431,6 @@ export class RebuildMerge {
       this.backup === undefined ? undefined : new SourceReader(this.sfs, this.backup.fd, this.backup.length),
       this.damagedFd === undefined ? undefined : new SourceReader(this.sfs, this.damagedFd, this.damagedSize),
     ];
-    // Each source's candidates that are still their key's winner, in sequence order.
-    const live = lists.map((c, s) => {
-      const out: number[] = [];
-      for (let i = 0; i < c.slots.length; i++) if (keys.seqs[c.slots[i]] === c.seqs[i] && keys.srcs[c.slots[i]] === s) out.push(c.slots[i]);
-      return out;
-    });
     const stats = { records: 0, liveKeys: 0, fromBackup: 0, fromDamaged: 0, maxSeq: 0 };
     // The run of file bytes noted but not yet copied.
     let runSrc = -1;
@@ -437,15 +443,26 @@ export class RebuildMerge {
       runSrc = -1;
       if (writer.full) await writer.flush();
     };
+    const seqs = keys.seqs;
+    const srcs = keys.srcs;
+    // Position of each source's next candidate that is still its key's winner.
     const next = [0, 0, 0];
-    const seqAt = (s: number): number => (next[s] < live[s].length ? keys.seqs[live[s][next[s]]] : Infinity);
-    const heads = [seqAt(0), seqAt(1), seqAt(2)];
+    const skipStale = (s: number): number => {
+      const slots = lists[s].slots.data;
+      const cseqs = lists[s].seqs.data;
+      const n = lists[s].seqs.length;
+      let i = next[s];
+      while (i < n && (seqs[slots[i]] !== cseqs[i] || srcs[slots[i]] !== s)) i++;
+      next[s] = i;
+      return i < n ? cseqs[i] : Infinity;
+    };
+    const heads = [skipStale(0), skipStale(1), skipStale(2)];
     for (;;) {
       const src = heads[0] < heads[1] ? (heads[0] < heads[2] ? 0 : 2) : heads[1] < heads[2] ? 1 : 2;
       const seq = heads[src];
       if (seq === Infinity) break;
-      const slot = live[src][next[src]++];
-      heads[src] = seqAt(src);
+      const slot = lists[src].slots.data[next[src]++];
+      heads[src] = skipStale(src);
       if (src === SRC_MEMORY) {
         if (runSrc >= 0) await copyRun();
         const bytes = this.memory.get(slot);
@@ -481,9 +498,15 @@ export class RebuildMerge {
 
 /** Sorts a candidate list by sequence number (the memory one is built out of order). */
 function sortCandidates(c: Candidates): void {
-  const order = c.seqs.map((_, i) => i).sort((a, b) => c.seqs[a] - c.seqs[b]);
-  c.slots = order.map((i) => c.slots[i]);
-  c.seqs = order.map((i) => c.seqs[i]);
+  const order = Array.from({ length: c.seqs.length }, (_, i) => i).sort((a, b) => c.seqs.data[a] - c.seqs.data[b]);
+  const slots = new NumList();
+  const seqs = new NumList();
+  for (const i of order) {
+    slots.push(c.slots.data[i]);
+    seqs.push(c.seqs.data[i]);
+  }
+  c.slots = slots;
+  c.seqs = seqs;
 }
 
 function messageOf(err: unknown): string {
