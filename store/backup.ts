@@ -12,12 +12,12 @@
  * Layout: `<backupDir>/<table>/<name>.tkt` (the copy) and `<name>.json` (its
  * manifest), with `name = <table>-<YYYYMMDDTHHMMSSmmmZ>-g<generation>`, which
  * sorts by time and is safe in file names. Steps:
- * 1. copy [0, L) into `<name>.tkt.partial`, hashing (sha256) the bytes as
- *    they are copied; fdatasync;
- * 2. verify by reading the copy back, in one pass: its sha256 must equal the
- *    one of the bytes copied, and a full record scan must find every
- *    checksum valid and no damage; the scan counts records, live keys and
- *    maxSeq;
+ * 1. copy [0, L) into `<name>.tkt.partial`; start its fdatasync;
+ * 2. meanwhile verify by reading the copy back, in one pass: every byte must
+ *    equal the table's byte at the same offset (so the copy's sha256, taken
+ *    in the same pass, is that of the bytes copied), and a full record scan
+ *    must find every checksum valid and no damage; the scan counts records,
+ *    live keys and maxSeq. The manifest waits for the fdatasync too;
  * 3. rename to `<name>.tkt`, write the manifest (temp, fdatasync, rename),
  *    fsync the directory.
  * A backup that fails anywhere is deleted and reported as BackupFailedError;
@@ -32,6 +32,7 @@ import { BackupFailedError, BadRequestError } from './errors';
 import { decodeFileHeader, FILE_HEADER_BYTES, FORMAT_VERSION, KIND_PUT } from './format';
 import { isErrno, nodeStoreFs, readFully, StoreFs, writeFully } from './file-system';
 import { ByteKeySet } from './byte-key-set';
+import { checkRangeInWorker, WORKER_MIN_BYTES } from './record-check-worker';
 import { RecordCursor } from './record-cursor';
 import type { TableFile } from './table-file';
 import { TimeSlicer } from './time-slicer';
@@ -121,10 +122,9 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     ours.push(partial, data, `${manifestFile}.tmp`, manifestFile);
 
     stage = 'copy';
-    const copied = await copyPrefix(sfs, file.path, partial, length);
-    stage = 'verify';
-    const found = await inspectCopy(sfs, partial, length, file.stats().records);
-    if (found.problems.length === 0 && found.sha256 !== copied) found.problems.push('sha256 of the copy read back differs from the bytes copied');
+    const found = await copyAndVerify(sfs, file.path, partial, length, file.stats().records, (next) => {
+      stage = next;
+    });
     if (found.problems.length === 0 && found.generation !== generation) found.problems.push(`header generation ${found.generation}, expected ${generation}`);
     if (found.problems.length > 0) {
       throw new BackupFailedError(table, 'verification', { details: { name, problems: found.problems } });
@@ -285,47 +285,74 @@ async function removeLeftovers(sfs: StoreFs, dir: string, backups: BackupManifes
 }
 
 /**
- * Copies bytes [0, length) of `from` into a new file `to`, fdatasynced, and
- * returns the sha256 of the bytes copied. The read of the next chunk, the
- * write of this one and its hashing overlap.
+ * Copies bytes [0, length) of `from` into a new file `to` and verifies the
+ * copy: while its fdatasync runs, the copy is read back and compared byte for
+ * byte with the table's bytes, hashed and scanned (inspectCopy). Rejects when
+ * the copy or its fdatasync fails (stage 'copy') or the read-back fails
+ * (stage 'verify'); differences are problems in the report.
  */
-async function copyPrefix(sfs: StoreFs, from: string, to: string, length: number): Promise<string> {
-  const hash = createHash('sha256');
-  const slicer = new TimeSlicer();
+async function copyAndVerify(
+  sfs: StoreFs,
+  from: string,
+  to: string,
+  length: number,
+  keysHint: number,
+  setStage: (stage: string) => void,
+): Promise<CopyReport> {
   const src = await sfs.open(from, 'r');
   try {
     const dst = await sfs.open(to, 'w+');
     try {
-      const bufs = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
-      const readAt = async (pos: number, buf: Buffer): Promise<number> => {
-        const n = Math.min(COPY_CHUNK_BYTES, length - pos);
-        const got = await readFully(sfs, src, buf, 0, n, pos);
-        if (got !== n) throw Object.assign(new Error(`table file is shorter than its durable length ${length}`), { code: 'EIO' });
-        return n;
-      };
-      let pos = 0;
-      let reading = length > 0 ? readAt(0, bufs[0]) : undefined;
-      for (let i = 0; reading !== undefined; i++) {
-        const n = await reading;
-        const buf = bufs[i % 2];
-        const writing = writeFully(sfs, dst, buf, 0, n, pos);
-        // Settled below; these keep a failure from being reported as unhandled meanwhile.
-        writing.catch(() => undefined);
-        pos += n;
-        reading = pos < length ? readAt(pos, bufs[(i + 1) % 2]) : undefined;
-        reading?.catch(() => undefined);
-        slicer.restart();
-        await hashInPieces(hash, buf, 0, n, slicer);
-        await writing;
+      await copyPrefix(sfs, src, dst, length);
+      // The copy's bytes are what the read-back sees whether or not they are on disk yet, so the two overlap; the manifest waits for both.
+      const syncing = sfs.fdatasync(dst).then(
+        () => undefined,
+        (err: unknown) => ({ err }),
+      );
+      setStage('verify');
+      // Off the event loop on the real disk; in-process (in time slices) through an injected StoreFs.
+      const inspect = sfs === nodeStoreFs && length >= WORKER_MIN_BYTES ? inspectCopyInWorkers(sfs, to, length, src) : inspectCopy(sfs, to, length, keysHint, src);
+      const reading = inspect.then(
+        (found) => ({ found }),
+        (err: unknown) => ({ err }),
+      );
+      const [synced, read] = await Promise.all([syncing, reading]);
+      if (synced !== undefined) {
+        setStage('copy');
+        throw synced.err;
       }
-      await sfs.fdatasync(dst);
+      if ('err' in read) throw read.err;
+      return read.found;
     } finally {
       await sfs.close(dst).catch(() => undefined);
     }
   } finally {
     await sfs.close(src).catch(() => undefined);
   }
-  return hash.digest('hex');
+}
+
+/** Copies bytes [0, length) of `src` to `dst`; the read of the next chunk overlaps the write of this one. */
+async function copyPrefix(sfs: StoreFs, src: number, dst: number, length: number): Promise<void> {
+  const bufs = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
+  const readAt = async (pos: number, buf: Buffer): Promise<number> => {
+    const n = Math.min(COPY_CHUNK_BYTES, length - pos);
+    const got = await readFully(sfs, src, buf, 0, n, pos);
+    if (got !== n) throw Object.assign(new Error(`table file is shorter than its durable length ${length}`), { code: 'EIO' });
+    return n;
+  };
+  let pos = 0;
+  let reading = length > 0 ? readAt(0, bufs[0]) : undefined;
+  for (let i = 0; reading !== undefined; i++) {
+    const n = await reading;
+    const buf = bufs[i % 2];
+    const writing = writeFully(sfs, dst, buf, 0, n, pos);
+    // Settled below; these keep a failure from being reported as unhandled meanwhile.
+    writing.catch(() => undefined);
+    pos += n;
+    reading = pos < length ? readAt(pos, bufs[(i + 1) % 2]) : undefined;
+    reading?.catch(() => undefined);
+    await writing;
+  }
 }
 
 /** What a read-back of a copy found. */
@@ -342,21 +369,25 @@ interface CopyReport {
  * Reads `file` (which must be `length` bytes) once: its sha256, its header,
  * and every record (checksums, damage, counts). Works in time slices;
  * `keysHint` sizes the live key set (no rehash pauses when about right).
+ * With `source` (a descriptor of the file it was copied from), also checks
+ * that every byte read equals the source's byte at the same offset.
  */
-async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint: number): Promise<CopyReport> {
+async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint: number, source?: number): Promise<CopyReport> {
   const report: CopyReport = { sha256: '', generation: undefined, records: 0, liveKeys: 0, maxSeq: 0, problems: [] };
   const hash = createHash('sha256');
+  const compare = source === undefined ? undefined : sameAsSource(sfs, source, report);
   const fd = await sfs.open(file, 'r');
   try {
     const size = await sfs.size(fd);
     if (size !== length) report.problems.push(`file is ${size} bytes, expected ${length}`);
     const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
     const got = await readFully(sfs, fd, headerBuf, 0, Math.min(FILE_HEADER_BYTES, length), 0);
+    await compare?.(headerBuf, 0, got, 0);
     hash.update(headerBuf.subarray(0, got));
     const header = decodeFileHeader(headerBuf.subarray(0, got));
     if (typeof header === 'string') report.problems.push(`header: ${header}`);
     else report.generation = header.generation;
-    if (report.problems.length === 0 && length > FILE_HEADER_BYTES) await scanCopy(sfs, fd, length, report, hash, keysHint);
+    if (report.problems.length === 0 && length > FILE_HEADER_BYTES) await scanCopy(sfs, fd, length, report, hash, keysHint, compare);
   } finally {
     await sfs.close(fd).catch(() => undefined);
   }
@@ -364,21 +395,90 @@ async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint:
   return report;
 }
 
-/** Scans every record after the header, hashing the bytes as they are read: checksums, damage, counts. */
-async function scanCopy(sfs: StoreFs, fd: number, length: number, report: CopyReport, hash: Hash, keysHint: number): Promise<void> {
+/**
+ * inspectCopy with a source, in two worker threads that read the copy at the
+ * same time: one hashes it, compares it with the source and checks every
+ * record's checksum, the other walks the records again to count them and
+ * their keys.
+ */
+async function inspectCopyInWorkers(sfs: StoreFs, file: string, length: number, source: number): Promise<CopyReport> {
+  const report: CopyReport = { sha256: '', generation: undefined, records: 0, liveKeys: 0, maxSeq: 0, problems: [] };
+  const fd = await sfs.open(file, 'r');
+  try {
+    const size = await sfs.size(fd);
+    if (size !== length) report.problems.push(`file is ${size} bytes, expected ${length}`);
+    const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
+    const got = await readFully(sfs, fd, headerBuf, 0, Math.min(FILE_HEADER_BYTES, length), 0);
+    const header = decodeFileHeader(headerBuf.subarray(0, got));
+    if (typeof header === 'string') report.problems.push(`header: ${header}`);
+    else report.generation = header.generation;
+    if (report.problems.length > 0) return report;
+    // Both settle before the descriptor is closed (a closed number may be reused by another open).
+    const [bytes, records] = await Promise.allSettled([
+      checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: length, hash: true, compareFd: source }),
+      checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: length, checksums: false, countKeys: true }),
+    ]);
+    if (bytes.status === 'rejected') throw bytes.reason;
+    if (records.status === 'rejected') throw records.reason;
+    const { differs, sha256 } = bytes.value;
+    if (differs !== undefined) report.problems.push(`copy read back differs from the bytes copied, in [${differs[0]}, ${differs[1]})`);
+    const { damage } = records.value;
+    if (damage !== undefined) report.problems.push(`damaged record at offset ${damage.offset}: ${damage.reason}`);
+    report.sha256 = sha256 ?? '';
+    report.records = records.value.records;
+    report.liveKeys = records.value.liveKeys;
+    report.maxSeq = records.value.maxSeq;
+  } finally {
+    await sfs.close(fd).catch(() => undefined);
+  }
+  return report;
+}
+
+/** Checks buf[start, end) against the source's bytes at `position`; notes the first difference in the report. */
+type SourceCompare = (buf: Buffer, start: number, end: number, position: number) => Promise<void>;
+
+function sameAsSource(sfs: StoreFs, source: number, report: CopyReport): SourceCompare {
+  let spare = Buffer.allocUnsafe(0);
+  let differs = false;
+  return async (buf, start, end, position) => {
+    if (differs || end <= start) return;
+    const n = end - start;
+    if (spare.length < n) spare = Buffer.allocUnsafe(n);
+    const got = await readFully(sfs, source, spare, 0, n, position);
+    if (got !== n || !buf.subarray(start, end).equals(spare.subarray(0, n))) {
+      differs = true;
+      report.problems.push(`copy read back differs from the bytes copied, in [${position}, ${position + n})`);
+    }
+  };
+}
+
+/**
+ * Scans every record after the header: checksums, damage, counts. Each chunk
+ * is compared with the source (when given) and hashed as soon as it is read,
+ * before its records are scanned.
+ */
+async function scanCopy(
+  sfs: StoreFs,
+  fd: number,
+  length: number,
+  report: CopyReport,
+  hash: Hash,
+  keysHint: number,
+  compare: SourceCompare | undefined,
+): Promise<void> {
   const keys = new ByteKeySet(Math.min(keysHint, 64 * 1024 * 1024));
-  // Bytes read but not hashed yet: hashed (in slices) before the cursor reads again.
-  let unhashed: { buf: Buffer; start: number; end: number } | undefined;
+  let unhashed: { buf: Buffer; start: number; end: number; position: number } | undefined;
   const cursor = new RecordCursor(sfs, fd, FILE_HEADER_BYTES, length, COPY_CHUNK_BYTES, {
-    onRead: (buf, start, end) => {
-      unhashed = { buf, start, end };
+    onRead: (buf, start, end, position) => {
+      unhashed = { buf, start, end, position };
     },
   });
   const slicer = new TimeSlicer();
   const hashRead = async (): Promise<void> => {
     if (unhashed === undefined) return;
-    const { buf, start, end } = unhashed;
+    const { buf, start, end, position } = unhashed;
     unhashed = undefined;
+    await compare?.(buf, start, end, position);
     await hashInPieces(hash, buf, start, end, slicer);
   };
   for (;;) {
@@ -391,11 +491,10 @@ async function scanCopy(sfs: StoreFs, fd: number, length: number, report: CopyRe
       report.records++;
       if (slicer.due()) await slicer.yield();
     } else if (step === 'more') {
-      await hashRead();
       await cursor.fill();
+      await hashRead();
       slicer.restart();
     } else if (step === 'end') {
-      await hashRead();
       break;
     } else {
       report.problems.push(`damaged record at offset ${cursor.damage.offset}: ${cursor.damage.reason}`);
