@@ -17,7 +17,8 @@ import { readFully, StoreFs } from './file-system';
 import { findRecordHeaders, IdentifiedRecord, MAX_REPAIR_RECORD_BYTES, repairRecord, SeqBounds } from './record-repair';
 import { TimeSlicer } from './time-slicer';
 
-const SCAN_WINDOW_BYTES = 4 * 1024 * 1024;
+// About a millisecond of header checks per window; the search yields between windows.
+const SCAN_WINDOW_BYTES = 256 * 1024;
 
 /** A damaged range of a file, between intact records. */
 export interface DamagedRange extends SeqBounds {
@@ -56,7 +57,10 @@ export interface DamageFindings {
 /** Searches every damaged range of the file open as `fd`. */
 export async function searchDamage(sfs: StoreFs, fd: number, ranges: DamagedRange[], slicer: TimeSlicer): Promise<DamageFindings> {
   const search = new DamageSearch(sfs, fd, slicer);
-  for (const range of ranges) await search.range(range);
+  for (const range of ranges) {
+    await search.range(range);
+    if (slicer.dueNow()) await slicer.yield();
+  }
   return search.found;
 }
 
@@ -92,6 +96,7 @@ class DamageSearch {
         if (claimedEnd < pieceEnd) await this.stretch(range, claimedEnd, pieceEnd, { above: h.seq, below });
       }
       above = h.seq;
+      if (this.slicer.dueNow()) await this.slicer.yield();
     }
   }
 
@@ -111,6 +116,7 @@ class DamageSearch {
       }
       above = readSeq(this.found.repaired[this.found.repaired.length - 1].bytes, 0);
       pos = fixed;
+      if (this.slicer.dueNow()) await this.slicer.yield();
     }
   }
 

@@ -141,6 +141,25 @@ describe('table rebuild', () => {
     }
   });
 
+  test('recovery - every record of a damaged range larger than the search window is named, none twice', async () => {
+    const t = await open();
+    for (let i = 0; i < 5000; i++) await t.put(`key-${i}`, b(JSON.stringify({ i, pad: 'p'.repeat(70) })));
+    await t.close();
+    const recs = await recordsOf(live());
+    // Two bits of every checksum from record 500 to 4500 (not one: that would be repaired): one range of ~400 KiB.
+    const from = 500;
+    const to = 4500;
+    quarantineWith((bytes) => {
+      for (let i = from; i < to; i++) bytes.writeUInt32LE((bytes.readUInt32LE(recs[i].offset) ^ 0x00010001) >>> 0, recs[i].offset);
+      return bytes;
+    });
+    const report = await rebuild();
+    expect(report.damagedRanges).toEqual([{ start: recs[from].offset, end: recs[to].offset, reason: 'checksum mismatch' }]);
+    expect(recs[to].offset - recs[from].offset).toBeGreaterThan(300 * 1024);
+    expect(report).toMatchObject({ repairedRecords: 0, lostRecords: to - from, unidentifiedRanges: 0, liveKeys: 5000 - (to - from) });
+    expect(report.lostKeys).toEqual(recs.slice(from, to).map((r) => r.key));
+  });
+
   test('recovery - a deleted file is rebuilt from the backup alone; tombstones in the backup are kept', async () => {
     const t = await open();
     await fill(t, 0, 8, 'a');
