@@ -96,6 +96,7 @@ interface Pending {
   offsets: NumList;
   lengths: NumList;
 }
+
 interface LoadedBackup {
   fd: number;
   length: number;
