@@ -6,7 +6,8 @@
  */
 import { TableCorruptError } from './errors';
 import { KIND_DELETE, KIND_PUT, recordChecksumOk, recordLengthAt } from './format';
-import { readFully } from './file-system';
+import { nodeStoreFs, readFully } from './file-system';
+import { checkRangeInWorker, WORKER_MIN_BYTES } from './record-check-worker';
 import { KeyIndex } from './key-index';
 import { RecordCursor, RecordView } from './record-cursor';
 import type { CompactionHost } from './compaction';
@@ -57,10 +58,44 @@ export class RecordCopier {
    */
   async copyRange(target: number, first: boolean, asOf: (key: string) => number): Promise<void> {
     if (target <= this.copied) return;
+    const { host } = this.ctx;
+    // Checksums of a large range are checked by a worker thread while this
+    // pass copies (on the real disk only: the worker reads without the
+    // StoreFs). The bytes below target no longer change, so both see the same
+    // records; the round counts only if the worker found them all intact.
+    const checking =
+      host.sfs === nodeStoreFs && target - this.copied >= WORKER_MIN_BYTES
+        ? checkRangeInWorker({ fd: host.fd, start: this.copied, end: target }).then(
+            (found) => found,
+            (err: unknown) => ({ error: err }),
+          )
+        : undefined;
+    let failure: { error: unknown } | undefined;
+    try {
+      await this.copyPass(target, first, asOf, checking === undefined);
+    } catch (err) {
+      failure = { error: err };
+    }
+    if (checking !== undefined) {
+      // Always awaited: the worker reads host.fd, which must stay open until it is done.
+      const found = await checking;
+      if (failure === undefined) {
+        if ('error' in found) await this.ctx.io('read', () => Promise.reject(found.error));
+        else if (found.damage !== undefined) {
+          throw new TableCorruptError(host.table, found.damage.offset, found.damage.reason, { details: { during: 'compaction' } });
+        }
+      }
+    }
+    if (failure !== undefined) throw failure.error;
+    this.copied = target;
+  }
+
+  /** The copy pass of copyRange; `checksums` false when a worker checks them. */
+  private async copyPass(target: number, first: boolean, asOf: (key: string) => number, checksums: boolean): Promise<void> {
     const { host, output } = this.ctx;
     // In round one only the threshold can keep a delete; no record is above it when it is >= the table's seq.
     const lastDeletes = first && this.keepAbove >= host.seq ? undefined : await this.lastDeletes(target, first);
-    const cursor = new RecordCursor(host.sfs, host.fd, this.copied, target, READ_CHUNK_BYTES);
+    const cursor = new RecordCursor(host.sfs, host.fd, this.copied, target, READ_CHUNK_BYTES, { checksums });
     this.slicer.restart();
     for (;;) {
       const step = cursor.step();
@@ -75,12 +110,11 @@ export class RecordCopier {
         this.slicer.restart();
       } else if (step === 'end') {
         output.copyRun();
-        break;
+        return;
       } else {
         throw new TableCorruptError(host.table, cursor.damage.offset, cursor.damage.reason, { details: { during: 'compaction' } });
       }
     }
-    this.copied = target;
   }
 
   /**

@@ -7,7 +7,9 @@
  *    everything below O is stable (written, and fsynced under `always`: a
  *    failed write or fsync cuts the file back and reuses offsets), then copy
  *    the records that are live as of O into `<path>.compact` (generation+1),
- *    reading the old file sequentially and checking every checksum.
+ *    reading the old file sequentially and checking every checksum (for a
+ *    large range, in a worker thread while the copy goes on; the round
+ *    counts only once the worker found every record intact).
  * 2. No pause. Repeat for the records appended after the previous round's end
  *    (puts and deletes, in log order) until the tail is small; fdatasync the
  *    bulk of the new file outside the pause.

@@ -461,6 +461,58 @@ describe('table file compaction', () => {
     await r.close();
   });
 
+  test('compaction - a large table (checksums checked in a worker thread) keeps its live records, and a damaged dead record far into it aborts', async () => {
+    const t = await open({ sync: 'none' });
+    const value = (k: number, round: number): Buffer => Buffer.from(`${round}:${k}:`.padEnd(300, 'x'));
+    // Well over WORKER_MIN_BYTES (4 MiB) of records, about half of them dead.
+    const keys = 10000;
+    for (let round = 0; round < 2; round++) {
+      const puts: Promise<void>[] = [];
+      for (let k = 0; k < keys; k++) puts.push(t.put(`key-${k}`, value(k, round)));
+      await Promise.all(puts);
+    }
+    for (let k = 0; k < keys; k += 10) await t.delete(`key-${k}`);
+    await t.sync();
+    expect(t.durableLength).toBeGreaterThan(5 * 1024 * 1024);
+    const before = await fileRecords(file());
+    // Damage one dead record (a first-round put, overwritten) at about 45% of the file.
+    const victim = before.records[Math.floor(keys * 0.9)];
+    expect(victim.seq).toBeLessThanOrEqual(keys);
+    const offset = FILE_HEADER_BYTES + before.records.slice(0, Math.floor(keys * 0.9)).reduce((n, r) => n + r.length, 0);
+    const original = fs.readFileSync(file()).subarray(offset + 60, offset + 61);
+    const damage = (byte: Buffer): void => {
+      const fd = fs.openSync(file(), 'r+');
+      fs.writeSync(fd, byte, 0, 1, offset + 60);
+      fs.closeSync(fd);
+    };
+    damage(Buffer.from([original[0] ^ 0xff]));
+    const damaged = fs.readFileSync(file());
+    const err = await t.compact().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TableCorruptError);
+    expect(err).toMatchObject({ code: 'TABLE_CORRUPT', offset, reason: 'checksum mismatch' });
+    expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
+    expect(fs.readFileSync(file()).equals(damaged)).toBe(true);
+    expect(t.generation).toBe(1);
+
+    // Repaired, the same table compacts to exactly its live records, in log order.
+    damage(original);
+    const result = await t.compact();
+    expect(result).toMatchObject({ status: 'compacted', generation: 2 });
+    const after = await fileRecords(file());
+    const live = new Map<string, (typeof before.records)[number]>();
+    for (const r of before.records) {
+      if (r.kind === 'put') live.set(r.key, r);
+      else live.delete(r.key);
+    }
+    const expected = [...live.values()].sort((x, y) => x.seq - y.seq);
+    // The delete that carries the highest sequence is kept, so that the sequence survives reopen.
+    expected.push(before.records[before.records.length - 1]);
+    expect(before.records[before.records.length - 1]).toMatchObject({ kind: 'delete', key: 'key-9990' });
+    expect(after.records.map((r) => [r.seq, r.key])).toEqual(expected.map((r) => [r.seq, r.key]));
+    for (let k = 1; k < keys; k += 997) expect(t.get(`key-${k}`)?.toString()).toBe(k % 10 === 0 ? undefined : value(k, 1).toString());
+    await t.close();
+  });
+
   test('compaction - open deletes a leftover compaction file and never reads it', async () => {
     const t = await open();
     await t.put('a', b('1'));
