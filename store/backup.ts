@@ -415,8 +415,8 @@ async function inspectCopyInWorkers(sfs: StoreFs, file: string, length: number, 
     if (report.problems.length > 0) return report;
     // Both settle before the descriptor is closed (a closed number may be reused by another open).
     const [bytes, records] = await Promise.allSettled([
-      checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: length, hash: true, compareFd: source }),
-      checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: length, checksums: false, countKeys: true }),
+      checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: length, hash: true, compareFd: source, lowPriority: true }),
+      checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: length, checksums: false, countKeys: true, lowPriority: true }),
     ]);
     if (bytes.status === 'rejected') throw bytes.reason;
     if (records.status === 'rejected') throw records.reason;

@@ -56,7 +56,7 @@ export class RecordCopier {
    * Copies the records of [copied, target) that `asOf` names as their key's
    * location as of target. `first`: round one, whose new file starts empty.
    */
-  async copyRange(target: number, first: boolean, asOf: (key: string) => number): Promise<void> {
+  async copyRange(target: number, first: boolean, asOf: (key: string) => number, liveAt?: LiveOffsets): Promise<void> {
     if (target <= this.copied) return;
     const { host } = this.ctx;
     // Checksums of a large range are checked by a worker thread while this
@@ -72,7 +72,7 @@ export class RecordCopier {
         : undefined;
     let failure: { error: unknown } | undefined;
     try {
-      await this.copyPass(target, first, asOf, checking === undefined);
+      await this.copyPass(target, first, asOf, checking === undefined, liveAt);
     } catch (err) {
       failure = { error: err };
     }
@@ -91,7 +91,7 @@ export class RecordCopier {
   }
 
   /** The copy pass of copyRange; `checksums` false when a worker checks them. */
-  private async copyPass(target: number, first: boolean, asOf: (key: string) => number, checksums: boolean): Promise<void> {
+  private async copyPass(target: number, first: boolean, asOf: (key: string) => number, checksums: boolean, liveAt: LiveOffsets | undefined): Promise<void> {
     const { host, output } = this.ctx;
     // In round one only the threshold can keep a delete; no record is above it when it is >= the table's seq.
     const lastDeletes = first && this.keepAbove >= host.seq ? undefined : await this.lastDeletes(target, first);
@@ -100,7 +100,9 @@ export class RecordCopier {
     for (;;) {
       const step = cursor.step();
       if (step === 'record') {
-        this.take(cursor.record, target, asOf, lastDeletes);
+        const r = cursor.record;
+        if (liveAt !== undefined && r.kind === KIND_PUT) this.takePut(r, liveAt);
+        else this.take(r, target, asOf, lastDeletes);
         if (output.full) await output.flush(false);
         if (this.slicer.due()) await this.ctx.yield(this.slicer);
       } else if (step === 'more') {
@@ -115,6 +117,45 @@ export class RecordCopier {
         throw new TableCorruptError(host.table, cursor.damage.offset, cursor.damage.reason, { details: { during: 'compaction' } });
       }
     }
+  }
+
+  /**
+   * The offsets in [copied, target) of the records that are their key's
+   * location as of target, from the live index rather than by looking up
+   * each record's key: `firstPrev` holds, for every key written since
+   * target was noted, its location before that write (-1: absent). Walks
+   * the index in time slices; writes made meanwhile only add to firstPrev.
+   */
+  async liveOffsets(target: number, firstPrev: Map<string, number>): Promise<LiveOffsets> {
+    const index = this.ctx.host.index;
+    const live = new LiveOffsets(this.copied, target);
+    this.slicer.restart();
+    for (let slot = 0; slot < index.slotLimit; slot++) {
+      const key = index.slotKey(slot);
+      if (key === undefined) continue;
+      // A key written since target was noted is at its firstPrev location as of target.
+      const at = firstPrev.size === 0 ? index.offsetOf(slot) : (firstPrev.get(key) ?? index.offsetOf(slot));
+      live.add(at);
+      if (this.slicer.due()) await this.ctx.yield(this.slicer);
+    }
+    // Keys removed (and slots reused) since: their location as of target is in firstPrev.
+    for (const at of firstPrev.values()) live.add(at);
+    return live;
+  }
+
+  /** take() for a put in a range whose live offsets are known: copied when it is one of them. */
+  private takePut(r: RecordView, liveAt: LiveOffsets): void {
+    if (!liveAt.has(r.offset)) {
+      this.noteSeq(r, false);
+      return;
+    }
+    const live = this.ctx.host.index;
+    const slot = live.slotOfAscii(r.buf, r.keyStart, r.keyStart + r.keyBytes);
+    // The live index holds the same string unless the key was removed since (or is not ASCII).
+    const key = slot >= 0 ? live.keyOf(slot) : r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
+    this.next.set(key, this.ctx.output.append(r), r.length);
+    this.records++;
+    this.noteSeq(r, true);
   }
 
   /**
@@ -213,5 +254,33 @@ export class RecordCopier {
         return last;
       }
     }
+  }
+}
+
+/**
+ * A set of record offsets in [start, end): one bit per 8 bytes. Records are
+ * at least 21 bytes long, so no two record starts share a bit.
+ */
+export class LiveOffsets {
+  private readonly bits: Int32Array;
+
+  constructor(
+    private readonly start: number,
+    private readonly end: number,
+  ) {
+    this.bits = new Int32Array(Math.ceil((end - start) / 256) + 1);
+  }
+
+  /** Adds a record offset; ignores one outside the range (or -1). */
+  add(offset: number): void {
+    if (offset < this.start || offset >= this.end) return;
+    const cell = Math.floor((offset - this.start) / 8);
+    this.bits[Math.floor(cell / 32)] |= 1 << cell % 32;
+  }
+
+  /** True when the record at `offset` (in the range) was added. */
+  has(offset: number): boolean {
+    const cell = Math.floor((offset - this.start) / 8);
+    return (this.bits[Math.floor(cell / 32)] & (1 << cell % 32)) !== 0;
   }
 }

@@ -293,7 +293,9 @@ class Compaction implements CopyContext {
         }
         this.checkLive();
         const live = host.index;
-        await this.copier!.copyRange(target, first, (key) => firstPrev.get(key) ?? locationOf(live, key));
+        // Round one covers most of the file: find its live records from the index, so that the dead ones cost no lookup.
+        const liveAt = first ? await this.copier!.liveOffsets(target, firstPrev) : undefined;
+        await this.copier!.copyRange(target, first, (key) => firstPrev.get(key) ?? locationOf(live, key), liveAt);
         return;
       }
     } finally {

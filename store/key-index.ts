@@ -121,6 +121,16 @@ export class KeyIndex {
     return this.lengths[slot];
   }
 
+  /** One past the highest slot in use so far: every slot below it may hold a key (see slotKey). */
+  get slotLimit(): number {
+    return this.slotCount;
+  }
+
+  /** The key in `slot` (below slotLimit), or undefined when the slot is free: for walks over every slot. */
+  slotKey(slot: number): string | undefined {
+    return this.keyAt(slot);
+  }
+
   /** True when `key` is in the index. */
   has(key: string): boolean {
     return this.find(key, this.hash(key)) >= 0;

@@ -513,6 +513,26 @@ describe('table file compaction', () => {
     await t.close();
   });
 
+  test('compaction - puts and deletes made while round one walks a large index are neither lost nor resurrected', async () => {
+    const t = await open({ sync: 'none' });
+    // Enough keys that finding round one's live records from the index takes several time slices.
+    const w = new Workload(t, { keys: 150000, valueBytes: 40, seed: 5 });
+    await w.fill();
+    w.start(4);
+    const result = await t.compact();
+    await w.stop();
+    expect(w.failed).toBe(0);
+    expect(result.generation).toBe(2);
+    const expected = w.expected();
+    expect(contents(t)).toEqual(expected);
+    await t.close();
+    const { records } = await fileRecords(file());
+    expectIncreasingSeqs(records);
+    const r = await open();
+    expect(contents(r)).toEqual(expected);
+    await r.close();
+  });
+
   test('compaction - open deletes a leftover compaction file and never reads it', async () => {
     const t = await open();
     await t.put('a', b('1'));
