@@ -129,17 +129,27 @@ export class RecordCopier {
   async liveOffsets(target: number, firstPrev: Map<string, number>): Promise<LiveOffsets> {
     const index = this.ctx.host.index;
     const live = new LiveOffsets(this.copied, target);
+    // A key written since target was noted is at its firstPrev location as of target.
+    const locationOf = (slot: number, key: string): number => (firstPrev.size === 0 ? index.offsetOf(slot) : (firstPrev.get(key) ?? index.offsetOf(slot)));
     this.slicer.restart();
     for (let slot = 0; slot < index.slotLimit; slot++) {
       const key = index.slotKey(slot);
-      if (key === undefined) continue;
-      // A key written since target was noted is at its firstPrev location as of target.
-      const at = firstPrev.size === 0 ? index.offsetOf(slot) : (firstPrev.get(key) ?? index.offsetOf(slot));
-      live.add(at);
+      if (key !== undefined) live.add(locationOf(slot, key));
       if (this.slicer.due()) await this.ctx.yield(this.slicer);
     }
     // Keys removed (and slots reused) since: their location as of target is in firstPrev.
     for (const at of firstPrev.values()) live.add(at);
+    // Second walk: note each offset's slot, so that copying its record needs no key lookup.
+    for (let word = 0; word < live.words; word++) {
+      live.count(word);
+      if (this.slicer.due()) await this.ctx.yield(this.slicer);
+    }
+    live.counted();
+    for (let slot = 0; slot < index.slotLimit; slot++) {
+      const key = index.slotKey(slot);
+      if (key !== undefined) live.setSlot(locationOf(slot, key), slot);
+      if (this.slicer.due()) await this.ctx.yield(this.slicer);
+    }
     return live;
   }
 
@@ -150,9 +160,15 @@ export class RecordCopier {
       return;
     }
     const live = this.ctx.host.index;
-    const slot = live.slotOfAscii(r.buf, r.keyStart, r.keyStart + r.keyBytes);
-    // The live index holds the same string unless the key was removed since (or is not ASCII).
-    const key = slot >= 0 ? live.keyOf(slot) : r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
+    // The slot noted for this offset, unless it has been given to another key since.
+    const noted = liveAt.slotAt(r.offset);
+    let key = noted < 0 ? undefined : live.slotKey(noted);
+    if (key !== undefined && !asciiEquals(key, r.buf, r.keyStart, r.keyBytes)) key = undefined;
+    if (key === undefined) {
+      const slot = live.slotOfAscii(r.buf, r.keyStart, r.keyStart + r.keyBytes);
+      // The live index holds the same string unless the key was removed since (or is not ASCII).
+      key = slot >= 0 ? live.keyOf(slot) : r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
+    }
     this.next.set(key, this.ctx.output.append(r), r.length);
     this.records++;
     this.noteSeq(r, true);
@@ -257,18 +273,39 @@ export class RecordCopier {
   }
 }
 
+/** True when `key` is ASCII and its bytes are buf[start, start + bytes). */
+function asciiEquals(key: string, buf: Buffer, start: number, bytes: number): boolean {
+  if (key.length !== bytes) return false;
+  for (let i = 0; i < bytes; i++) {
+    const c = key.charCodeAt(i);
+    if (c > 0x7f || c !== buf[start + i]) return false;
+  }
+  return true;
+}
+
 /**
- * A set of record offsets in [start, end): one bit per 8 bytes. Records are
- * at least 21 bytes long, so no two record starts share a bit.
+ * A set of record offsets in [start, end): one bit per 8 bytes (records are
+ * at least 21 bytes long, so no two record starts share a bit). Once every
+ * offset is added and counted (count each word, then counted()), each
+ * offset can carry a number (the key index slot of its key).
  */
 export class LiveOffsets {
   private readonly bits: Int32Array;
+  // Offsets in the words before each word; then a slot per offset, in offset order.
+  private before: Int32Array | undefined;
+  private total = 0;
+  private slots: Int32Array | undefined;
 
   constructor(
     private readonly start: number,
     private readonly end: number,
   ) {
     this.bits = new Int32Array(Math.ceil((end - start) / 256) + 1);
+  }
+
+  /** Number of words to count. */
+  get words(): number {
+    return this.bits.length;
   }
 
   /** Adds a record offset; ignores one outside the range (or -1). */
@@ -283,4 +320,41 @@ export class LiveOffsets {
     const cell = Math.floor((offset - this.start) / 8);
     return (this.bits[Math.floor(cell / 32)] & (1 << cell % 32)) !== 0;
   }
+
+  /** Counts word `word` (call for each word in order, after the last add). */
+  count(word: number): void {
+    this.before ??= new Int32Array(this.bits.length);
+    this.before[word] = this.total;
+    this.total += popcount(this.bits[word]);
+  }
+
+  /** After every word is counted: makes room for a slot per offset. */
+  counted(): void {
+    this.slots = new Int32Array(this.total).fill(-1);
+  }
+
+  /** Notes `slot` for an offset in the set (others are ignored). */
+  setSlot(offset: number, slot: number): void {
+    if (offset < this.start || offset >= this.end || !this.has(offset)) return;
+    this.slots![this.rank(offset)] = slot;
+  }
+
+  /** The slot noted for an offset in the set, or -1. */
+  slotAt(offset: number): number {
+    return this.slots === undefined ? -1 : this.slots[this.rank(offset)];
+  }
+
+  private rank(offset: number): number {
+    const cell = Math.floor((offset - this.start) / 8);
+    const word = Math.floor(cell / 32);
+    const bit = cell % 32;
+    return this.before![word] + (bit === 0 ? 0 : popcount(this.bits[word] & (0xffffffff >>> (32 - bit))));
+  }
+}
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  x = (x + (x >>> 4)) & 0x0f0f0f0f;
+  return Math.imul(x, 0x01010101) >>> 24;
 }

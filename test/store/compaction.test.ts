@@ -13,6 +13,7 @@ import {
   TableCorruptError,
   TableFile,
 } from '../../store';
+import { LiveOffsets } from '../../store/compaction-copy';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 import { contents, crashProblems, snapshotDir, Workload } from '../helpers/store-workload';
@@ -531,6 +532,25 @@ describe('table file compaction', () => {
     const r = await open();
     expect(contents(r)).toEqual(expected);
     await r.close();
+  });
+
+  test('compaction - the live offset set holds exactly the offsets added in its range, each with the slot noted for it', () => {
+    const start = 1000;
+    const end = start + 200000;
+    const set = new LiveOffsets(start, end);
+    // Record starts 21..90 bytes apart; every third one left out.
+    const all: number[] = [];
+    for (let at = start, i = 0; at < end; at += 21 + ((i * 37) % 70), i++) all.push(at);
+    const added = all.filter((_, i) => i % 3 !== 1);
+    for (const at of added) set.add(at);
+    set.add(-1);
+    set.add(start - 21);
+    set.add(end);
+    for (let w = 0; w < set.words; w++) set.count(w);
+    set.counted();
+    added.forEach((at, i) => set.setSlot(at, 7 * i));
+    expect(all.filter((at) => set.has(at))).toEqual(added);
+    expect(added.map((at) => set.slotAt(at))).toEqual(added.map((_, i) => 7 * i));
   });
 
   test('compaction - open deletes a leftover compaction file and never reads it', async () => {
