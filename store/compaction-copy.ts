@@ -129,8 +129,13 @@ export class RecordCopier {
   async liveOffsets(target: number, firstPrev: Map<string, number>): Promise<LiveOffsets> {
     const index = this.ctx.host.index;
     const live = new LiveOffsets(this.copied, target);
-    // A key written since target was noted is at its firstPrev location as of target.
-    const locationOf = (slot: number, key: string): number => (firstPrev.size === 0 ? index.offsetOf(slot) : (firstPrev.get(key) ?? index.offsetOf(slot)));
+    // A key whose record is below target is there as of target too: any
+    // later write to it was undone (below target nothing changes any more).
+    // One written since is at its firstPrev location as of target.
+    const locationOf = (slot: number, key: string): number => {
+      const at = index.offsetOf(slot);
+      return at < target ? at : (firstPrev.get(key) ?? -1);
+    };
     this.slicer.restart();
     for (let slot = 0; slot < index.slotLimit; slot++) {
       const key = index.slotKey(slot);
