@@ -26,7 +26,7 @@ export interface RunningService {
  * owner per table. HTTP listens first, so that a port already in use stops
  * the start before any table is opened, and `/readyz` can say "starting".
  */
-export async function startService(config: Config, logger: Logger): Promise<RunningService> {
+export async function startService(config: Config, logger: Logger, opts: { abort?: AbortSignal } = {}): Promise<RunningService> {
   mkdirSync(config.dataDir, { recursive: true });
   const bus = await createBus({
     natsUrl: config.nats.url,
@@ -62,9 +62,12 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   supervisor.start();
   // Report started only once every table has left `opening`, so the first
   // request after the log line finds its table serving (or known broken).
-  await waitFor(supervisor, allTablesSettled, { timeout: Infinity });
-  lifecycle = 'running';
-  logger.info(
+  // An abort (a signal during a long open or recovery) stops waiting: the
+  // caller then stops the service, which closes whatever has opened.
+  await Promise.race([waitFor(supervisor, allTablesSettled, { timeout: Infinity }), aborted(opts.abort)]);
+  if (opts.abort?.aborted !== true) lifecycle = 'running';
+  else logger.info({ op: 'serve' }, 'start interrupted by a stop request');
+  if (lifecycle === 'running') logger.info(
     { op: 'serve', tables: config.tables.length, bus: config.nats.url ? 'nats' : 'in-process', dataDir: config.dataDir, http: httpUrl },
     'tablekeeper started',
   );
@@ -85,7 +88,21 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   return { config, bus, http: httpServer, httpUrl, stop };
 }
 
-/** `tablekeeper serve`: runs until SIGTERM or SIGINT, then shuts down cleanly and exits 0. */
+/** Resolves when `signal` aborts; never when there is none. */
+function aborted(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal === undefined) return;
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+}
+
+/**
+ * `tablekeeper serve`: runs until SIGTERM or SIGINT, then shuts down cleanly
+ * and exits 0. The signal handlers are in place before the first table opens,
+ * so a signal during a long start (a large table, a recovery) also ends in a
+ * clean stop and exit 0, never in a kill halfway through a write.
+ */
 export async function serveCommand(env: NodeJS.ProcessEnv): Promise<number> {
   let config: Config;
   try {
@@ -95,27 +112,30 @@ export async function serveCommand(env: NodeJS.ProcessEnv): Promise<number> {
     return 2;
   }
   const logger = pino({ name: 'tablekeeper', level: config.logLevel });
+  const stopRequested = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    logger.info({ signal, op: 'stop' }, 'signal received; shutting down');
+    process.removeListener('SIGTERM', onSignal);
+    process.removeListener('SIGINT', onSignal);
+    stopRequested.abort();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   let running: RunningService;
   try {
-    running = await startService(config, logger);
+    running = await startService(config, logger, { abort: stopRequested.signal });
   } catch (err) {
+    process.removeListener('SIGTERM', onSignal);
+    process.removeListener('SIGINT', onSignal);
     logger.fatal({ err, op: 'serve' }, 'tablekeeper failed to start');
     return 1;
   }
-  return new Promise<number>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      logger.info({ signal, op: 'stop' }, 'signal received; shutting down');
-      process.removeListener('SIGTERM', onSignal);
-      process.removeListener('SIGINT', onSignal);
-      running.stop().then(
-        () => resolve(0),
-        (err: unknown) => {
-          logger.error({ err, op: 'stop' }, 'shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  await aborted(stopRequested.signal);
+  try {
+    await running.stop();
+    return 0;
+  } catch (err) {
+    logger.error({ err, op: 'stop' }, 'shutdown failed');
+    return 1;
+  }
 }
