@@ -64,6 +64,8 @@ export interface OpenReport {
   records: number;
   /** Bytes cut off the end as a torn write (0 when the file ended cleanly). */
   tornTailBytes: number;
+  /** The file beside the table file that keeps the cut bytes, when they were not all zeros. */
+  tornTailFile?: string;
   durationMs: number;
 }
 
@@ -172,8 +174,9 @@ export class TableFile {
     await removeLeftover(sfs, opts.path + COMPACT_SUFFIX, logger);
     const fd = await openOrCreate(sfs, opts.table, opts.path, opts.generation ?? 1);
     try {
-      const loaded = await loadTable(sfs, fd, opts.table, logger);
-      const report = { records: loaded.records, tornTailBytes: loaded.tornTailBytes, durationMs: performance.now() - started };
+      const loaded = await loadTable(sfs, fd, opts.table, opts.path, logger);
+      const report: OpenReport = { records: loaded.records, tornTailBytes: loaded.tornTailBytes, durationMs: performance.now() - started };
+      if (loaded.tornTailFile !== undefined) report.tornTailFile = loaded.tornTailFile;
       logger.debug({ ...report, keys: loaded.index.size }, 'table file open');
       return new TableFile(opts, fd, loaded, report, logger);
     } catch (err) {

@@ -16,6 +16,12 @@
  * Searching instead of trusting the length field means that a flipped bit in
  * a length in mid-file is reported as corruption rather than silently
  * truncating everything after it.
+ *
+ * The cut bytes are never simply dropped: unless they are all zeros (nothing
+ * there to read), they are first written to `<table file>.torn-<offset>-<ms>`
+ * beside the table file and fsynced, and the open report names that file.
+ * Damage that only looks like a torn write (bit rot in the very last
+ * records) so stays salvageable (`tablekeeper salvage`).
  */
 import type { Logger } from 'pino';
 import { StoreIoError, TableCorruptError } from './errors';
@@ -36,6 +42,8 @@ export interface LoadedTable {
   /** File length after any torn tail was cut. */
   end: number;
   tornTailBytes: number;
+  /** Where the cut bytes were kept (absent when nothing was cut, or they were all zeros). */
+  tornTailFile?: string;
 }
 
 /** Opens `path` read-write, creating a new empty table file of `generation` when it does not exist. */
@@ -79,7 +87,7 @@ export async function removeLeftover(sfs: StoreFs, file: string, logger: Logger)
 }
 
 /** Reads and checks the header, rebuilds the index, truncates a torn tail. Closes nothing. `logger` carries the table binding. */
-export async function loadTable(sfs: StoreFs, fd: number, table: string, logger: Logger): Promise<LoadedTable> {
+export async function loadTable(sfs: StoreFs, fd: number, table: string, path: string, logger: Logger): Promise<LoadedTable> {
   const size = await io(table, 'stat', () => sfs.size(fd));
   const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
   const got = await io(table, 'read', () => readFully(sfs, fd, headerBuf, 0, FILE_HEADER_BYTES, 0));
@@ -116,14 +124,55 @@ export async function loadTable(sfs: StoreFs, fd: number, table: string, logger:
   }
 
   const tornTailBytes = size - end;
+  let tornTailFile: string | undefined;
   if (tornTailBytes > 0) {
+    tornTailFile = await keepTornTail(sfs, fd, table, path, end, size);
     await io(table, 'truncate', () => sfs.truncate(fd, end));
-    logger.warn({ bytes: tornTailBytes, offset: end, reason: cursor.damage.reason }, 'torn tail truncated');
+    logger.warn({ bytes: tornTailBytes, offset: end, reason: cursor.damage.reason, keptIn: tornTailFile }, 'torn tail truncated');
   }
   // Also makes durableLength honest: bytes a previous process wrote without
   // fsync (policy none) may still be only in the page cache.
   await io(table, 'fsync', () => sfs.fdatasync(fd));
-  return { fd, generation: header.generation, index, seq, records, end, tornTailBytes };
+  return { fd, generation: header.generation, index, seq, records, end, tornTailBytes, tornTailFile };
+}
+
+const TAIL_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * Copies bytes [end, size) of the table file to `<path>.torn-<end>-<ms>` (fsynced,
+ * directory too) before they are cut; resolves with its name, or undefined
+ * when the bytes are all zeros. Fails the open rather than cut bytes it
+ * could not keep.
+ */
+async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: string, end: number, size: number): Promise<string | undefined> {
+  const buf = Buffer.allocUnsafe(Math.min(TAIL_CHUNK_BYTES, size - end));
+  let zeros = true;
+  for (let pos = end; pos < size && zeros; pos += buf.length) {
+    const n = await io(table, 'read', () => readFully(sfs, fd, buf, 0, Math.min(buf.length, size - pos), pos));
+    for (let i = 0; i < n; i++) {
+      if (buf[i] !== 0) {
+        zeros = false;
+        break;
+      }
+    }
+  }
+  if (zeros) return undefined;
+  // The time keeps a second cut at the same offset (another crash) from overwriting the first.
+  const file = `${path}.torn-${end}-${Date.now()}`;
+  await io(table, 'keep-torn-tail', async () => {
+    const out = await sfs.open(file, 'w+');
+    try {
+      for (let pos = end; pos < size; pos += buf.length) {
+        const n = await readFully(sfs, fd, buf, 0, Math.min(buf.length, size - pos), pos);
+        await writeFully(sfs, out, buf, 0, n, pos - end);
+      }
+      await sfs.fdatasync(out);
+    } finally {
+      await sfs.close(out);
+    }
+    await sfs.syncDir(parentDir(path));
+  });
+  return file;
 }
 
 /** Runs one file operation, turning an I/O failure into StoreIoError. */

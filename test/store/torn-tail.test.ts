@@ -55,6 +55,9 @@ describe('table file torn tail and corruption', () => {
       fs.writeFileSync(file, bytes.subarray(0, last + kept));
       const t = await TableFile.open({ table: 't', path: file, logger });
       expect(t.openReport.tornTailBytes).toBe(kept);
+      // The cut bytes are kept beside the table file, exactly.
+      if (kept === 0) expect(t.openReport.tornTailFile).toBeUndefined();
+      else expect(fs.readFileSync(t.openReport.tornTailFile!).equals(bytes.subarray(last, last + kept))).toBe(true);
       expect(t.openReport.records).toBe(2);
       expect(t.get('alpha')?.toString()).toBe('first value');
       expect(t.get('beta')?.toString()).toBe('second');
@@ -106,6 +109,9 @@ describe('table file torn tail and corruption', () => {
       fs.writeFileSync(file, copy);
       const t = await open(file);
       expect({ name, torn: t.openReport.tornTailBytes }).toEqual({ name, torn: bytes.length - last });
+      // Kept for salvage unless there is nothing but zeros to keep.
+      if (name === 'all zeros') expect(t.openReport.tornTailFile).toBeUndefined();
+      else expect(fs.readFileSync(t.openReport.tornTailFile!).equals(copy.subarray(last))).toBe(true);
       expect(t.get('alpha')?.toString()).toBe('first value');
       await t.close();
     }
