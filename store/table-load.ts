@@ -19,7 +19,8 @@
  *
  * The cut bytes are never simply dropped: unless they are all zeros (nothing
  * there to read), they are first written to `<table file>.torn-<offset>-<ms>`
- * beside the table file and fsynced, and the open report names that file.
+ * beside the table file (after a table file header of the same generation,
+ * so the offline tools read it as a table file) and fsynced, and the open report names that file.
  * Damage that only looks like a torn write (bit rot in the very last
  * records) so stays salvageable (`tablekeeper salvage`).
  */
@@ -126,7 +127,7 @@ export async function loadTable(sfs: StoreFs, fd: number, table: string, path: s
   const tornTailBytes = size - end;
   let tornTailFile: string | undefined;
   if (tornTailBytes > 0) {
-    tornTailFile = await keepTornTail(sfs, fd, table, path, end, size);
+    tornTailFile = await keepTornTail(sfs, fd, table, path, header.generation, end, size);
     await io(table, 'truncate', () => sfs.truncate(fd, end));
     logger.warn({ bytes: tornTailBytes, offset: end, reason: cursor.damage.reason, keptIn: tornTailFile }, 'torn tail truncated');
   }
@@ -144,7 +145,7 @@ const TAIL_CHUNK_BYTES = 1024 * 1024;
  * when the bytes are all zeros. Fails the open rather than cut bytes it
  * could not keep.
  */
-async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: string, end: number, size: number): Promise<string | undefined> {
+async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: string, generation: number, end: number, size: number): Promise<string | undefined> {
   const buf = Buffer.allocUnsafe(Math.min(TAIL_CHUNK_BYTES, size - end));
   let zeros = true;
   for (let pos = end; pos < size && zeros; pos += buf.length) {
@@ -162,9 +163,12 @@ async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: strin
   await io(table, 'keep-torn-tail', async () => {
     const out = await sfs.open(file, 'w+');
     try {
+      // A table file header first, so the offline tools (dump, verify, salvage) read it like any table file.
+      const header = encodeFileHeader(generation);
+      await writeFully(sfs, out, header, 0, header.length, 0);
       for (let pos = end; pos < size; pos += buf.length) {
         const n = await readFully(sfs, fd, buf, 0, Math.min(buf.length, size - pos), pos);
-        await writeFully(sfs, out, buf, 0, n, pos - end);
+        await writeFully(sfs, out, buf, 0, n, header.length + pos - end);
       }
       await sfs.fdatasync(out);
     } finally {

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
-import { FILE_HEADER_BYTES, recordBytes, TableCorruptError, TableFile } from '../../store';
+import { FILE_HEADER_BYTES, recordBytes, TableCorruptError, TableFile, verifyFile } from '../../store';
 import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir();
@@ -57,7 +57,7 @@ describe('table file torn tail and corruption', () => {
       expect(t.openReport.tornTailBytes).toBe(kept);
       // The cut bytes are kept beside the table file, exactly.
       if (kept === 0) expect(t.openReport.tornTailFile).toBeUndefined();
-      else expect(fs.readFileSync(t.openReport.tornTailFile!).equals(bytes.subarray(last, last + kept))).toBe(true);
+      else expect(fs.readFileSync(t.openReport.tornTailFile!).subarray(FILE_HEADER_BYTES).equals(bytes.subarray(last, last + kept))).toBe(true);
       expect(t.openReport.records).toBe(2);
       expect(t.get('alpha')?.toString()).toBe('first value');
       expect(t.get('beta')?.toString()).toBe('second');
@@ -111,7 +111,12 @@ describe('table file torn tail and corruption', () => {
       expect({ name, torn: t.openReport.tornTailBytes }).toEqual({ name, torn: bytes.length - last });
       // Kept for salvage unless there is nothing but zeros to keep.
       if (name === 'all zeros') expect(t.openReport.tornTailFile).toBeUndefined();
-      else expect(fs.readFileSync(t.openReport.tornTailFile!).equals(copy.subarray(last))).toBe(true);
+      else expect(fs.readFileSync(t.openReport.tornTailFile!).subarray(FILE_HEADER_BYTES).equals(copy.subarray(last))).toBe(true);
+      // ... as a table file: the offline tools read it, and see the damaged record in it.
+      if (name === 'flipped value byte') {
+        const report = await verifyFile(t.openReport.tornTailFile!);
+        expect(report).toMatchObject({ ok: false, header: { generation: 1 }, records: 0, damaged: [{ start: FILE_HEADER_BYTES, end: copy.length - last + FILE_HEADER_BYTES, reason: 'checksum mismatch' }] });
+      }
       expect(t.get('alpha')?.toString()).toBe('first value');
       await t.close();
     }
