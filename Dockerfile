@@ -4,7 +4,9 @@
 # dependencies only, as the unprivileged `node` user. See README, "Running
 # with NATS and docker compose".
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24: the LTS line with the longest support left (to April 2028); the
+# service also runs on Node 20.18.1 or newer, as on the development machines.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # --- build: compile TypeScript to dist/ ---------------------------------------
 FROM ${NODE_IMAGE} AS build

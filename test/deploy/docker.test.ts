@@ -148,9 +148,9 @@ describe('deploy - Dockerfile', () => {
   const text = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
   const [build, runtime, ...more] = stages(text);
 
-  test('deploy - two stages from a Node 20 image: build, then runtime', () => {
+  test('deploy - two stages from a Node 24 LTS image: build, then runtime', () => {
     expect(more).toEqual([]);
-    expect(text).toMatch(/^ARG NODE_IMAGE=node:20-[a-z-]+$/m);
+    expect(text).toMatch(/^ARG NODE_IMAGE=node:24-[a-z-]+$/m);
     expect(build.from).toBe('FROM ${NODE_IMAGE} AS build');
     expect(runtime.from).toBe('FROM ${NODE_IMAGE} AS runtime');
   });
