@@ -150,6 +150,14 @@ export const OPENAPI_DOCUMENT = {
         responses: { '200': { description: 'The page.', content: { 'text/html': { schema: { type: 'string' } } } } },
       },
     },
+    '/push-worker.js': {
+      get: {
+        summary: "The dashboard's service worker, which shows Web Push notifications",
+        tags: ['push'],
+        security: [],
+        responses: { '200': { description: 'JavaScript.', content: { 'text/javascript': { schema: { type: 'string' } } } } },
+      },
+    },
     '/healthz': {
       get: {
         summary: 'Liveness: the process answers',

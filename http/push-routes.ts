@@ -10,6 +10,7 @@ import type { PushSubscriptions, PushSubscriptionRecord } from '../actors/push-s
 import { describeErrors } from '../bus/schemas';
 import { BadRequestError } from '../store/errors';
 import { HttpError } from './error-status';
+import { PUSH_WORKER_HEADERS, PUSH_WORKER_JS } from './push-page';
 
 /** What the push routes serve; absent when Web Push is disabled. */
 export interface PushRoutesOptions {
@@ -56,8 +57,10 @@ function enabled(push: PushRoutesOptions | undefined): PushRoutesOptions {
   return push;
 }
 
-/** Registers `/api/push/key`, `/api/push/subscribe` and `/api/push/unsubscribe`. */
+/** Registers the dashboard's service worker, `/api/push/key`, `/api/push/subscribe` and `/api/push/unsubscribe`. */
 export function registerPushRoutes(app: FastifyInstance, push: PushRoutesOptions | undefined): void {
+  app.get('/push-worker.js', { config: { access: 'public' } }, async (_req, reply) => reply.headers(PUSH_WORKER_HEADERS).send(PUSH_WORKER_JS));
+
   app.get('/api/push/key', { config: { access: 'read', operation: 'push.key' } }, async () => ({ publicKey: enabled(push).publicKey }));
 
   app.post('/api/push/subscribe', { config: { access: 'admin', operation: 'push.subscribe' } }, async (req) => {

@@ -98,6 +98,20 @@ describe('http push routes', () => {
     expect((await PushSubscriptions.open(tmp.dir)).list()).toEqual([]);
   });
 
+  test('push - the dashboard has the enable button, and its service worker is served and allowed by the CSP', async () => {
+    const { app } = await server({ push: true });
+    const page = await app.inject({ method: 'GET', url: '/' });
+    expect(page.body).toContain('id="push"');
+    expect(page.body).toContain("navigator.serviceWorker.register('/push-worker.js')");
+    expect(String(page.headers['content-security-policy'])).toContain("worker-src 'self'");
+    const worker = await app.inject({ method: 'GET', url: '/push-worker.js' });
+    expect(worker.statusCode).toBe(200);
+    expect(worker.headers['content-type']).toBe('text/javascript; charset=utf-8');
+    expect(worker.body).toContain('showNotification');
+    expect(() => new Function(worker.body)).not.toThrow();
+    await app.close();
+  });
+
   test('push - with Web Push disabled the routes answer 404 not_found', async () => {
     const { app } = await server({ push: false });
     const key = await app.inject({ method: 'GET', url: '/api/push/key', headers: auth(ADMIN_TOKEN) });
