@@ -33,6 +33,7 @@ export const PUSH_SCRIPT = `
   button.addEventListener('click', async () => {
     try {
       if ((await Notification.requestPermission()) !== 'granted') throw new Error('not allowed for this page');
+      note.textContent = 'Subscribing...';
       const { publicKey } = await call('/api/push/key');
       await navigator.serviceWorker.register('/push-worker.js');
       const reg = await navigator.serviceWorker.ready;
