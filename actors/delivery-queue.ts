@@ -168,7 +168,10 @@ export class DeliveryQueue<T> {
       controller.signal.addEventListener('abort', () => resolve({ kind: 'retry', reason: String((controller.signal.reason as Error)?.message ?? 'aborted') }), { once: true });
     });
     try {
-      const run = this.opts.attempt(item, n, controller.signal).catch((err: unknown): AttemptResult => ({ kind: 'retry', reason: (err as Error)?.message ?? String(err) }));
+      // Through a promise, so that even a synchronous throw counts as a retriable failure.
+      const run = Promise.resolve()
+        .then(() => this.opts.attempt(item, n, controller.signal))
+        .catch((err: unknown): AttemptResult => ({ kind: 'retry', reason: (err as Error)?.message ?? String(err) }));
       return await Promise.race([run, timeout, aborted]);
     } finally {
       this.opts.clock.clearTimeout(timer);
