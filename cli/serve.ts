@@ -2,11 +2,18 @@ import type { FastifyInstance } from 'fastify';
 import { mkdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { createActor, toPromise, waitFor } from 'xstate';
-import { createBus, MicroService, type Bus } from '../bus';
+import { Notifier, notifierMachine } from '../actors/notifier';
+import { PushSubscriptions } from '../actors/push-subscriptions';
+import { createBus, MicroService, Subjects, type Bus } from '../bus';
 import { createHttpServer, listenHttp, type ServiceLifecycle } from '../http';
+import { resolveVapidKeys } from '../http/vapid-keys';
 import { loadConfig, type Config } from '../supervisor/config';
+import { systemClock } from '../supervisor/schedule';
 import { allTablesSettled, supervisorMachine } from '../supervisor/supervisor';
 import { VERSION } from './version';
+
+/** How long stopping waits for queued notifications to be delivered. */
+const NOTIFY_FLUSH_MS = 5000;
 
 /** A running service, as returned by `startService`. */
 export interface RunningService {
@@ -28,6 +35,17 @@ export interface RunningService {
  */
 export async function startService(config: Config, logger: Logger, opts: { abort?: AbortSignal } = {}): Promise<RunningService> {
   mkdirSync(config.dataDir, { recursive: true });
+  // Before the bus: a broken key or subscriptions file stops the start with a config error.
+  const notifyLog = logger.child({ component: 'notifier' });
+  const webPush = config.notify.webPush.enabled
+    ? {
+        keys: resolveVapidKeys({ dataDir: config.dataDir, webPush: config.notify.webPush, logger: notifyLog }),
+        subject: config.notify.webPush.subject,
+        subscriptions: await PushSubscriptions.open(config.dataDir),
+      }
+    : undefined;
+  const subjects = new Subjects(config.subjectPrefix);
+  const notifier = new Notifier({ config: config.notify, subjects, logger: notifyLog, clock: systemClock, webPush });
   const bus = await createBus({
     natsUrl: config.nats.url,
     user: config.nats.user,
@@ -42,7 +60,14 @@ export async function startService(config: Config, logger: Logger, opts: { abort
   let http: FastifyInstance | undefined;
   let httpUrl: string;
   try {
-    http = createHttpServer({ config, bus, logger, lifecycle: () => lifecycle });
+    http = createHttpServer({
+      config,
+      bus,
+      logger,
+      lifecycle: () => lifecycle,
+      push: webPush && { publicKey: webPush.keys.publicKey, subscriptions: webPush.subscriptions },
+      notifier,
+    });
     httpUrl = await listenHttp(http, config.http);
   } catch (err) {
     await http?.close().catch(() => undefined);
@@ -50,6 +75,9 @@ export async function startService(config: Config, logger: Logger, opts: { abort
     throw err;
   }
   const httpServer = http;
+  // Subscribed before the supervisor starts, so a recovery at start is notified too.
+  const notifierActor = createActor(notifierMachine, { input: { notifier, bus, subjects, flushMs: NOTIFY_FLUSH_MS } });
+  notifierActor.start();
   const service = new MicroService(bus, {
     name: 'tablekeeper',
     version: VERSION,
@@ -81,6 +109,11 @@ export async function startService(config: Config, logger: Logger, opts: { abort
       const done = toPromise(supervisor);
       supervisor.send({ type: 'STOP' });
       await done;
+      // After the supervisor, so its last events are queued; bounded, so a hung receiver cannot hold the stop.
+      await bus.flush().catch(() => undefined);
+      const notified = toPromise(notifierActor);
+      notifierActor.send({ type: 'STOP' });
+      await notified;
       service.stop();
       await bus.drain();
       logger.info({ op: 'stop' }, 'tablekeeper stopped');

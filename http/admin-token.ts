@@ -6,31 +6,16 @@
  * warn level, when it is created; it is never logged again.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import * as path from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigInvalidError } from '../store/errors';
+import { readOrCreateSecret, secretFilePath } from './secret-file';
 
 /** The token file's path under a data directory. */
 export function adminTokenPath(dataDir: string): string {
-  return path.join(dataDir, '.tablekeeper', 'admin-token');
+  return secretFilePath(dataDir, 'admin-token');
 }
 
 /** How the admin token was obtained. */
 export type AdminTokenSource = 'environment' | 'file' | 'generated';
-
-function readTokenFile(file: string): string | undefined {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new ConfigInvalidError(`cannot read the admin token file ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  const token = text.trim();
-  if (token === '') throw new ConfigInvalidError(`the admin token file ${file} is empty; delete it to generate a new token`);
-  return token;
-}
 
 /**
  * Returns the admin token, generating and storing it when neither the
@@ -43,21 +28,8 @@ export function resolveAdminToken(opts: { dataDir: string; configured?: string; 
 } {
   if (opts.configured !== undefined && opts.configured !== '') return { token: opts.configured, source: 'environment' };
   const file = adminTokenPath(opts.dataDir);
-  const existing = readTokenFile(file);
-  if (existing !== undefined) return { token: existing, source: 'file' };
-
-  const token = randomBytes(32).toString('base64url');
-  try {
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    // `wx`: when two starts race, the second fails here and reads the first one's token.
-    writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-      const raced = readTokenFile(file);
-      if (raced !== undefined) return { token: raced, source: 'file' };
-    }
-    throw new ConfigInvalidError(`cannot write the admin token file ${file}: ${(err as Error).message}`, { cause: err });
-  }
+  const { value: token, created } = readOrCreateSecret(file, 'admin token', () => randomBytes(32).toString('base64url'));
+  if (!created) return { token, source: 'file' };
   // The one and only time the token is printed: the operator needs it once.
   opts.logger.warn(
     { op: 'admin-token', file, adminToken: token },

@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { BACKUP_EVENTS } from '../bus/subjects';
+import { PUSH_HTML, PUSH_SCRIPT } from './push-page';
 
 const SCRIPT = `
 'use strict';
@@ -146,6 +147,8 @@ th { background: #f4f4f4; }
 #events time { color: #666; margin-right: .8rem; } #events b { margin-right: .8rem; }
 `;
 
+const PAGE_SCRIPT = SCRIPT + PUSH_SCRIPT;
+
 const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('base64');
 
 /** The dashboard's HTML. */
@@ -165,6 +168,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <button type="button" id="forget">Forget token</button>
 </form>
 <p id="status"></p>
+${PUSH_HTML}
 <table>
   <thead><tr><th>table</th><th>state</th><th>records</th><th>file</th><th>fragmentation</th><th>last backup</th>
   <th>backups</th><th>last compaction</th><th>restarts</th><th>degraded</th></tr></thead>
@@ -172,7 +176,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 </table>
 <h2>Events <small id="live"></small></h2>
 <ul id="events"></ul>
-<script>${SCRIPT}</script>
+<script>${PAGE_SCRIPT}</script>
 </body>
 </html>
 `;
@@ -182,7 +186,8 @@ export const DASHBOARD_HEADERS: Readonly<Record<string, string>> = {
   'content-type': 'text/html; charset=utf-8',
   'content-security-policy': [
     "default-src 'none'",
-    `script-src 'sha256-${sha256(SCRIPT)}'`,
+    `script-src 'sha256-${sha256(PAGE_SCRIPT)}'`,
+    "worker-src 'self'",
     `style-src 'sha256-${sha256(STYLE)}'`,
     "connect-src 'self'",
     "base-uri 'none'",

@@ -88,6 +88,7 @@ export class HttpMetrics {
   private readonly operations: Counter;
   private readonly errors: Counter;
   private readonly streams: Gauge;
+  private readonly notifications: Counter;
 
   constructor(opts: HttpMetricsOptions) {
     this.opts = opts;
@@ -133,6 +134,7 @@ export class HttpMetrics {
     this.operations = counter('tablekeeper_http_operations_total', 'Table and admin operations requested over HTTP', ['operation']);
     this.errors = counter('tablekeeper_http_errors_total', 'HTTP operations that failed, by operation and wire error code', ['operation', 'code']);
     this.streams = gauge('tablekeeper_http_event_streams', 'Open /api/events streams', []);
+    this.notifications = counter('tablekeeper_notifications_total', 'Notifications settled, by channel (webhook, webpush) and result (sent, failed, dropped, gone)', ['channel', 'result']);
 
     collectDefaultMetrics({ register: this.registry, prefix: 'tablekeeper_' });
   }
@@ -218,6 +220,11 @@ export class HttpMetrics {
   /** Counts a failed HTTP operation by its wire code. */
   countError(operation: string, code: string): void {
     this.errors.inc({ operation, code });
+  }
+
+  /** Counts one settled notification delivery. */
+  countNotification(channel: string, result: string): void {
+    this.notifications.inc({ channel, result });
   }
 
   /** Counts an event stream in. */

@@ -7,6 +7,7 @@
 import { OPERATIONS } from '../bus/schemas';
 import { BACKUP_EVENTS } from '../bus/subjects';
 import { VERSION } from '../cli/version';
+import { PUSH_SUBSCRIPTION_SCHEMA, PUSH_UNSUBSCRIBE_SCHEMA } from './push-routes';
 
 type Schema = Record<string, unknown>;
 
@@ -149,6 +150,14 @@ export const OPENAPI_DOCUMENT = {
         responses: { '200': { description: 'The page.', content: { 'text/html': { schema: { type: 'string' } } } } },
       },
     },
+    '/push-worker.js': {
+      get: {
+        summary: "The dashboard's service worker, which shows Web Push notifications",
+        tags: ['push'],
+        security: [],
+        responses: { '200': { description: 'JavaScript.', content: { 'text/javascript': { schema: { type: 'string' } } } } },
+      },
+    },
     '/healthz': {
       get: {
         summary: 'Liveness: the process answers',
@@ -265,6 +274,46 @@ export const OPENAPI_DOCUMENT = {
         responses: {
           '200': { description: 'The stream.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
           ...authErrors,
+        },
+      },
+    },
+    '/api/push/key': {
+      get: {
+        summary: 'The VAPID public key to pass to pushManager.subscribe (applicationServerKey)',
+        tags: ['push'],
+        security: [{ read: [] }, { admin: [] }],
+        responses: {
+          '200': ok('URL-safe base64.', { type: 'object', required: ['publicKey'], properties: { publicKey: { type: 'string' } } }),
+          ...authErrors,
+          '404': err('Web Push is disabled.'),
+        },
+      },
+    },
+    '/api/push/subscribe': {
+      post: {
+        summary: 'Save a browser push subscription (PushSubscription.toJSON()); durable once answered',
+        tags: ['push'],
+        requestBody: { required: true, content: json(PUSH_SUBSCRIPTION_SCHEMA) },
+        responses: {
+          '200': ok('Saved; `created` is false when the endpoint was already subscribed.', { type: 'object', required: ['subscribed', 'created'], properties: { subscribed: { const: true }, created: { type: 'boolean' } } }),
+          '400': err('Bad body, or too many subscriptions.'),
+          ...authErrors,
+          '404': err('Web Push is disabled.'),
+          '500': err('The subscription could not be saved.'),
+        },
+      },
+    },
+    '/api/push/unsubscribe': {
+      post: {
+        summary: 'Remove a push subscription by endpoint',
+        tags: ['push'],
+        requestBody: { required: true, content: json(PUSH_UNSUBSCRIBE_SCHEMA) },
+        responses: {
+          '200': ok('`removed` says whether it was subscribed.', { type: 'object', required: ['removed'], properties: { removed: { type: 'boolean' } } }),
+          '400': err('Bad body.'),
+          ...authErrors,
+          '404': err('Web Push is disabled.'),
+          '500': err('The change could not be saved.'),
         },
       },
     },

@@ -19,6 +19,7 @@ import { EventStreams, registerEventRoutes } from './event-routes';
 import { EventTickets } from './event-tickets';
 import { HttpMetrics } from './metrics';
 import { registerProbeRoutes } from './probe-routes';
+import { registerPushRoutes, type PushRoutesOptions } from './push-routes';
 import { TokenBucketLimiter } from './rate-limit';
 import { registerTableRoutes } from './table-routes';
 
@@ -41,6 +42,10 @@ export interface HttpServerOptions {
   adminTimeoutMs?: number;
   /** Readiness and metrics scrapes; default 3000 ms. */
   probeTimeoutMs?: number;
+  /** Web Push key and subscriptions for `/api/push/*`; absent, those routes answer 404. */
+  push?: PushRoutesOptions;
+  /** The notifier, whose delivery outcomes `/metrics` counts. */
+  notifier?: { onOutcome(listener: (channel: string, outcome: string) => void): () => void };
 }
 
 /** Log paths that could hold credentials; pino replaces them before anything is written. */
@@ -185,14 +190,17 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   registerAdminRoutes(app, ctx);
   registerTableRoutes(app, ctx);
   registerEventRoutes(app, ctx, streams);
+  registerPushRoutes(app, opts.push);
 
   ctx.metrics.start();
+  const stopCounting = opts.notifier?.onOutcome((channel, outcome) => ctx.metrics.countNotification(channel, outcome));
   // Event streams never end by themselves; end them so that close() does not wait on them.
   app.addHook('preClose', async () => {
     closing = true;
     streams.endAll();
   });
   app.addHook('onClose', async () => {
+    stopCounting?.();
     ctx.metrics.stop();
   });
   return app;

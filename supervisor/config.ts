@@ -30,7 +30,29 @@ export interface Config {
   compaction: ScheduleSetting & { threshold: number };
   scrub: ScheduleSetting;
   supervisor: { maxRestarts: number; restartWindowMs: number; requestTimeoutMs: number };
-  notify: { webhooks: { url: string; secret?: string }[] };
+  notify: NotifyConfig;
+}
+
+/** Events the notifier can push; `recovery_complete` only when its trigger is `auto`. */
+export const NOTIFY_EVENTS = ['backup_failed', 'compaction_failed', 'corruption_detected', 'recovery_complete', 'recovery_failed'] as const;
+
+/** One of `NOTIFY_EVENTS`. */
+export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
+
+/**
+ * Push notifications. `corruption_detected` is off by default: a recovery
+ * always follows it and is notified on its own (`recovery_complete` or
+ * `recovery_failed`), so the default sends one alert per incident.
+ */
+export interface NotifyConfig {
+  events: NotifyEvent[];
+  webhooks: { url: string; secret?: string }[];
+  /** Per-attempt timeout, attempts per notification, and the queue bound, for every channel. */
+  timeoutMs: number;
+  maxAttempts: number;
+  queueSize: number;
+  /** Web Push; keys from the environment, else generated once into `<dataDir>/.tablekeeper/vapid-keys.json`. */
+  webPush: { enabled: boolean; subject: string; publicKey?: string; privateKey?: string };
 }
 
 /**
@@ -177,8 +199,17 @@ export const CONFIG_FILE_SCHEMA = {
             type: 'object',
             additionalProperties: false,
             required: ['url'],
-            properties: { url: { type: 'string', pattern: '^https?://' }, secret: { type: 'string' } },
+            properties: { url: { type: 'string', minLength: 1 }, secret: { type: 'string', minLength: 1 } },
           },
+        },
+        events: { type: 'array', uniqueItems: true, items: { enum: NOTIFY_EVENTS } },
+        timeoutMs: { type: 'integer', minimum: 1, maximum: 600_000 },
+        maxAttempts: { type: 'integer', minimum: 1, maximum: 100 },
+        queueSize: { type: 'integer', minimum: 1, maximum: 100_000 },
+        webPush: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { enabled: { type: 'boolean' }, subject: { type: 'string', minLength: 1 } },
         },
       },
     },
@@ -342,6 +373,46 @@ export function loadConfig(sources: ConfigSources): Config {
       restartWindowMs: file.supervisor?.restartWindowMs ?? 60_000,
       requestTimeoutMs: file.supervisor?.requestTimeoutMs ?? 5_000,
     },
-    notify: { webhooks: file.notify?.webhooks ?? [] },
+    notify: notifyConfig(env, file.notify),
+  };
+}
+
+/** A webhook URL must be an absolute http(s) URL; anything else is a config error naming the entry. */
+export function validateWebhookUrl(where: string, url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigInvalidError(`${where}: '${url}' is not a URL (give e.g. https://example.test/hook)`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new ConfigInvalidError(`${where}: '${url}' must be an http:// or https:// URL, not ${parsed.protocol}`);
+  }
+}
+
+/** VAPID subjects are a mailto: or https: URL (RFC 8292 section 2.1). */
+function validateVapidSubject(where: string, subject: string): void {
+  if (!/^(mailto:\S+@\S+|https:\/\/\S+)$/.test(subject)) {
+    throw new ConfigInvalidError(`${where}: '${subject}' must be a mailto: address or an https:// URL`);
+  }
+}
+
+function notifyConfig(env: Record<string, string | undefined>, n: Record<string, any> | undefined): NotifyConfig {
+  const webhooks: { url: string; secret?: string }[] = n?.webhooks ?? [];
+  webhooks.forEach((w, i) => validateWebhookUrl(`notify.webhooks[${i}].url`, w.url));
+  const subject = env.TABLEKEEPER_VAPID_SUBJECT || n?.webPush?.subject || 'mailto:tablekeeper@localhost';
+  validateVapidSubject(env.TABLEKEEPER_VAPID_SUBJECT ? 'TABLEKEEPER_VAPID_SUBJECT' : 'notify.webPush.subject', subject);
+  const publicKey = env.TABLEKEEPER_VAPID_PUBLIC_KEY || undefined;
+  const privateKey = env.TABLEKEEPER_VAPID_PRIVATE_KEY || undefined;
+  if ((publicKey === undefined) !== (privateKey === undefined)) {
+    throw new ConfigInvalidError('TABLEKEEPER_VAPID_PUBLIC_KEY and TABLEKEEPER_VAPID_PRIVATE_KEY must be set together');
+  }
+  return {
+    events: n?.events ?? ['backup_failed', 'compaction_failed', 'recovery_complete', 'recovery_failed'],
+    webhooks,
+    timeoutMs: n?.timeoutMs ?? 5000,
+    maxAttempts: n?.maxAttempts ?? 5,
+    queueSize: n?.queueSize ?? 1000,
+    webPush: { enabled: n?.webPush?.enabled ?? true, subject, publicKey, privateKey },
   };
 }

@@ -112,4 +112,38 @@ describe('config', () => {
     expect(() => parseDuration('0s')).toThrow(ConfigInvalidError);
     expect(() => parseDuration('5 minutes')).toThrow(ConfigInvalidError);
   });
+
+  test('config - notify: defaults, file values, VAPID from the environment, readable errors', () => {
+    const d = loadConfig({ env: {}, cwd: '/srv' }).notify;
+    expect(d).toEqual({
+      events: ['backup_failed', 'compaction_failed', 'recovery_complete', 'recovery_failed'],
+      webhooks: [],
+      timeoutMs: 5000,
+      maxAttempts: 5,
+      queueSize: 1000,
+      webPush: { enabled: true, subject: 'mailto:tablekeeper@localhost', publicKey: undefined, privateKey: undefined },
+    });
+    const c = withFile(
+      {
+        notify: {
+          webhooks: [{ url: 'https://hooks.example.test/tk', secret: 's3' }, { url: 'http://127.0.0.1:9000/x' }],
+          events: ['corruption_detected'],
+          maxAttempts: 2,
+          webPush: { enabled: false, subject: 'https://ops.example.test' },
+        },
+      },
+      { TABLEKEEPER_VAPID_PUBLIC_KEY: 'pub', TABLEKEEPER_VAPID_PRIVATE_KEY: 'priv' },
+    ).notify;
+    expect(c.webhooks).toEqual([{ url: 'https://hooks.example.test/tk', secret: 's3' }, { url: 'http://127.0.0.1:9000/x' }]);
+    expect(c.events).toEqual(['corruption_detected']);
+    expect(c.maxAttempts).toBe(2);
+    expect(c.webPush).toEqual({ enabled: false, subject: 'https://ops.example.test', publicKey: 'pub', privateKey: 'priv' });
+
+    expect(() => withFile({ notify: { webhooks: [{ url: 'ftp://x.test/h' }] } })).toThrow(/notify.webhooks\[0\].url: 'ftp:\/\/x.test\/h' must be an http:\/\/ or https:\/\/ URL/);
+    expect(() => withFile({ notify: { webhooks: [{ url: 'https://ok.test' }, { url: 'not a url' }] } })).toThrow(/notify.webhooks\[1\].url: 'not a url' is not a URL/);
+    expect(() => withFile({ notify: { events: ['backup_complete'] } })).toThrow(/\/notify\/events\/0/);
+    expect(() => withFile({ notify: { webhook: [] } })).toThrow(/unknown key 'webhook'/);
+    expect(() => withFile({ notify: { webPush: { subject: 'ops@example.test' } } })).toThrow(/notify.webPush.subject: .* mailto: address or an https:\/\/ URL/);
+    expect(() => loadConfig({ env: { TABLEKEEPER_VAPID_PUBLIC_KEY: 'pub' } })).toThrow(/must be set together/);
+  });
 });
