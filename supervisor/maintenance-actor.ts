@@ -5,9 +5,8 @@ import type { TableOwnerState } from '../actors/table-owner';
 import type { Bus, Message } from '../bus/bus';
 import { decodeJson, encodeJson, requestJson, respondError, respondOk } from '../bus/codec';
 import { validateRequest } from '../bus/schemas';
-import { Subjects } from '../bus/subjects';
 import { ERROR_CODES } from '../bus/error-codes';
-import type { BackupEvent } from '../bus/subjects';
+import { Subjects, type BackupEvent } from '../bus/subjects';
 import { BadRequestError, TableNotFoundError, UnknownOperationError, toTablekeeperError, type StoreFs, type TableCorruptError } from '../store';
 import type { OwnerControl } from './recovery';
 import type { RecoveryJournal } from './recovery-journal';
@@ -44,12 +43,12 @@ export interface MaintenanceActorInput {
 }
 
 const SCHEDULES = ['backup', 'compaction', 'scrub'] as const;
+const SETTLED_STATES: ReadonlySet<string> = new Set(['serving', 'corrupt', 'failed', 'down']);
 
 /** The wire code for an internal error code (`internal` for one the table does not know). */
 function wireCode(code: string): string {
   return ERROR_CODES[code as keyof typeof ERROR_CODES]?.wire ?? 'internal';
 }
-const SETTLED_STATES: ReadonlySet<string> = new Set(['serving', 'corrupt', 'failed', 'down']);
 
 /**
  * The supervisor's maintenance side: opens the history table, runs the backup
