@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { mkdir, rename } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { TableFile } from '../store';
+import { TableCorruptError, TableFile } from '../store';
 import { ensureQuarantineDir, quarantinePath, syncDir } from './recovery-journal';
 
 /** One maintenance run, as kept in history and returned by `admin.history`. */
@@ -22,8 +22,66 @@ export interface HistoryEntry {
 /** Why the history table was started fresh at open (see HistoryStore.open). */
 export interface HistoryReset {
   reason: string;
-  /** Where the file that could not be opened was moved, or null when it could not be moved. */
+  /** Where the damaged file was moved, or null when it was left in place. */
   quarantined: string | null;
+  /** False when the fresh history is kept in memory only, until the next start. */
+  persisted: boolean;
+}
+
+/** What the history needs from its table: the history file, or a MemoryTable when no file can be used. */
+interface HistoryTable {
+  get(key: string): Buffer | undefined;
+  put(key: string, value: Buffer): Promise<unknown>;
+  delete(key: string): Promise<unknown>;
+  select(opts: { prefix?: string; after?: string; limit?: number }): { items: { key: string; value: Buffer }[]; next?: string };
+  stats(): HistoryStats;
+  compact(): Promise<{ bytesBefore: number; bytesAfter: number }>;
+  close(): Promise<void>;
+}
+
+/** Space accounting of the history table. */
+export interface HistoryStats {
+  fileBytes: number;
+  deadBytes: number;
+  fragmentation: number;
+  generation: number;
+}
+
+/** A history table in memory, for when the file cannot be opened or replaced: maintenance goes on, unpersisted. */
+class MemoryTable implements HistoryTable {
+  private readonly map = new Map<string, Buffer>();
+
+  get(key: string): Buffer | undefined {
+    return this.map.get(key);
+  }
+
+  async put(key: string, value: Buffer): Promise<void> {
+    this.map.set(key, value);
+  }
+
+  async delete(key: string): Promise<boolean> {
+    return this.map.delete(key);
+  }
+
+  select(opts: { prefix?: string; after?: string; limit?: number }): { items: { key: string; value: Buffer }[]; next?: string } {
+    const prefix = opts.prefix ?? '';
+    const limit = opts.limit ?? 1000;
+    const keys = [...this.map.keys()].filter((k) => k.startsWith(prefix) && (opts.after === undefined || k > opts.after)).sort();
+    const items = keys.slice(0, limit).map((key) => ({ key, value: this.map.get(key) as Buffer }));
+    return items.length === limit && keys.length > limit ? { items, next: items[items.length - 1].key } : { items };
+  }
+
+  stats(): HistoryStats {
+    return { fileBytes: 0, deadBytes: 0, fragmentation: 0, generation: 0 };
+  }
+
+  async compact(): Promise<{ bytesBefore: number; bytesAfter: number }> {
+    return { bytesBefore: 0, bytesAfter: 0 };
+  }
+
+  async close(): Promise<void> {
+    this.map.clear();
+  }
 }
 
 /** When the history table compacts itself. */
@@ -74,7 +132,7 @@ export class HistoryStore {
   private compacting: Promise<void> | undefined;
 
   private constructor(
-    private readonly file: TableFile,
+    private readonly file: HistoryTable,
     private readonly limit: number,
     private readonly compaction: HistoryCompaction,
     private readonly logger: Logger | undefined,
@@ -83,42 +141,45 @@ export class HistoryStore {
   ) {}
 
   /**
-   * Opens (or creates) the history table. A file that cannot be opened (it is
-   * damaged, or unreadable) is moved to the quarantine folder and an empty
-   * history started in its place, so maintenance and recovery keep working;
-   * `reset` then says why. Rejects only when the fresh file cannot be made.
+   * Opens (or creates) the history table. A damaged file is moved to the
+   * quarantine folder and an empty history started in its place; a file that
+   * cannot be opened for another reason (or moved) is left where it is and
+   * the history kept in memory until the next start. Either way maintenance
+   * and recovery keep working, and `reset` says what happened. Never rejects.
    */
   static async open(
     dataDir: string,
     opts: { limit?: number; logger?: Logger; now?: () => number; compaction?: HistoryCompaction } = {},
   ): Promise<HistoryStore> {
     const dir = path.join(dataDir, '.tablekeeper');
-    await mkdir(dir, { recursive: true });
     const file = path.join(dir, 'history.tkt');
-    let table: TableFile;
-    let reset: HistoryReset | undefined;
+    const make = async (table: HistoryTable, reset?: HistoryReset): Promise<HistoryStore> => {
+      const store = new HistoryStore(table, opts.limit ?? 1000, opts.compaction ?? DEFAULT_COMPACTION, opts.logger, reset);
+      await store.load();
+      return store;
+    };
+    let reason: string;
+    let moved: string | null = null;
     try {
-      table = await TableFile.open({ table: '_history', path: file, logger: opts.logger });
+      await mkdir(dir, { recursive: true });
+      return await make(await TableFile.open({ table: '_history', path: file, logger: opts.logger }));
     } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
-      let quarantined: string | null = null;
-      try {
-        ensureQuarantineDir(dataDir);
-        const to = quarantinePath(dataDir, '_history', new Date((opts.now ?? Date.now)()));
-        await rename(file, to);
-        await syncDir(dir);
-        quarantined = to;
-      } catch (moveErr) {
-        opts.logger?.error({ err: moveErr, table: '_history', op: 'open' }, 'could not move the history table to quarantine');
+      reason = err instanceof Error ? err.message : String(err);
+      // Only damage is moved aside: a file that failed to open for another reason (EMFILE, EACCES) may be whole.
+      if (err instanceof TableCorruptError) {
+        try {
+          ensureQuarantineDir(dataDir);
+          const to = quarantinePath(dataDir, '_history', new Date((opts.now ?? Date.now)()));
+          await rename(file, to);
+          moved = to;
+          await syncDir(dir);
+          return await make(await TableFile.open({ table: '_history', path: file, logger: opts.logger }), { reason, quarantined: to, persisted: true });
+        } catch (moveErr) {
+          opts.logger?.error({ err: moveErr, table: '_history', op: 'open' }, 'could not replace the damaged history table');
+        }
       }
-      // A file that could not be moved stays where it is: open it afresh only once it is out of the way.
-      if (quarantined === null) throw err;
-      table = await TableFile.open({ table: '_history', path: file, logger: opts.logger });
-      reset = { reason, quarantined };
     }
-    const store = new HistoryStore(table, opts.limit ?? 1000, opts.compaction ?? DEFAULT_COMPACTION, opts.logger, reset);
-    await store.load();
-    return store;
+    return make(new MemoryTable(), { reason, quarantined: moved, persisted: false });
   }
 
   /** Reads every entry once to build the in-memory index; trims groups over the limit. */
@@ -229,8 +290,8 @@ export class HistoryStore {
     this.maybeCompact();
   }
 
-  /** Space accounting of the history table (as `tables.<t>.stats`). */
-  stats(): ReturnType<TableFile['stats']> {
+  /** Space accounting of the history table. */
+  stats(): HistoryStats {
     return this.file.stats();
   }
 

@@ -109,11 +109,12 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
     }).then(async (history) => {
       if (history.reset) {
         // pino has no "critical" level: fatal is its most severe. Schedules start over, as on a first start.
+        const { reason, quarantined, persisted } = history.reset;
         logger.fatal(
-          { table: '_history', op: 'open', severity: 'critical', reason: history.reset.reason, quarantined: history.reset.quarantined },
-          'history table could not be opened: quarantined it and started an empty history',
+          { table: '_history', op: 'open', severity: 'critical', reason, quarantined, persisted },
+          persisted ? 'history table damaged: quarantined it and started an empty history' : 'history table cannot be used: keeping history in memory until the next start',
         );
-        publishEvent('corruption_detected', { table: '_history', source: 'open', reason: history.reset.reason, quarantined: history.reset.quarantined });
+        publishEvent('corruption_detected', { table: '_history', source: 'open', reason, quarantined, persisted });
       }
       const maintenance = new Maintenance({ config, bus, subjects, logger, clock, history, submit, owners, fs: input.fs });
       await maintenance.loadBackupLists(tables);

@@ -76,7 +76,7 @@ describe('history', () => {
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, 'history.tkt'), Buffer.alloc(2048, 0x5a));
     const h = await HistoryStore.open(tmp.dir, { now: () => T0 });
-    expect(h.reset).toMatchObject({ reason: expect.any(String), quarantined: expect.stringContaining('_history-20260101T000000000Z') });
+    expect(h.reset).toMatchObject({ reason: expect.any(String), quarantined: expect.stringContaining('_history-20260101T000000000Z'), persisted: true });
     expect(existsSync(h.reset!.quarantined!)).toBe(true);
     expect(h.recent(10)).toEqual([]);
     await h.add(entry(1, 'backup', 'a'));
@@ -86,5 +86,20 @@ describe('history', () => {
     expect(again.recent(10)).toHaveLength(1);
     expect(readdirSync(dir)).toContain('history.tkt');
     await again.close();
+  });
+
+  test('history - a file that cannot be opened for another reason is left alone and the history kept in memory', async () => {
+    const dir = path.join(tmp.dir, '.tablekeeper');
+    mkdirSync(path.join(dir, 'history.tkt'), { recursive: true }); // a directory where the file should be
+    const h = await HistoryStore.open(tmp.dir);
+    expect(h.reset).toMatchObject({ quarantined: null, persisted: false });
+    await h.add(entry(1, 'backup', 'a'));
+    await h.add(entry(2, 'backup', 'a'));
+    await h.setState('schedule.backup', { lastRun: 5 });
+    expect(h.recent(10).map((e) => e.durationMs)).toEqual([2, 1]);
+    expect(h.last('backup', 'a')?.durationMs).toBe(2);
+    expect(h.getState('schedule.backup')).toEqual({ lastRun: 5 });
+    await h.close();
+    expect(readdirSync(dir)).toEqual(['history.tkt']);
   });
 });
