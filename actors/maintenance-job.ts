@@ -12,7 +12,12 @@ export type MaintenanceRequest =
       /** Tombstones above this sequence number are kept (see CompactOptions). */
       keepTombstonesAbove?: number;
     }
-  | { kind: 'backup'; backupDir: string }
+  | {
+      kind: 'backup';
+      backupDir: string;
+      /** The backup's time (its name and createdAt), from the supervisor's clock, ms since the epoch. */
+      at: number;
+    }
   /** Verify every record's checksum, throttled; damage is reported, not repaired. */
   | { kind: 'scrub' };
 
@@ -46,7 +51,7 @@ export async function runMaintenance(
     return { kind: 'scrub', report, damage: scrubDamage(file.table, report) };
   }
   if (request.kind === 'backup') {
-    const manifest = await backupTable(file, request.backupDir, { logger });
+    const manifest = await backupTable(file, request.backupDir, { logger, now: new Date(request.at) });
     return { kind: 'backup', manifest };
   }
   const { fragmentation } = file.stats();

@@ -11,7 +11,8 @@
  *
  * Layout: `<backupDir>/<table>/<name>.tkt` (the copy) and `<name>.json` (its
  * manifest), with `name = <table>-<YYYYMMDDTHHMMSSmmmZ>-g<generation>`, which
- * sorts by time and is safe in file names. Steps:
+ * sorts by time and is safe in file names (a second backup in the same
+ * millisecond gets `-001`, `-002`, ...). Steps:
  * 1. copy [0, L) into `<name>.tkt.partial`; start its fdatasync;
  * 2. meanwhile verify by reading the copy back, in one pass: every byte must
  *    equal the table's byte at the same offset (so the copy's sha256, taken
@@ -83,7 +84,7 @@ export interface BackupCheck {
 const COPY_CHUNK_BYTES = 1024 * 1024;
 // sha256 runs at ~0.5 GB/s on the event loop: about half a millisecond per piece.
 const HASH_PIECE_BYTES = 256 * 1024;
-const NAME_PATTERN = /^(.+)-(\d{8}T\d{9}Z)-g(\d+)$/;
+const NAME_PATTERN = /^(.+)-(\d{8}T\d{9}Z)-g(\d+)(?:-\d{3})?$/;
 
 /**
  * Takes a verified point-in-time backup of `file` into `<backupDir>/<table>/`
@@ -109,16 +110,13 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     // Below this nothing changes any more (see the module doc).
     const length = file.durableLength;
     const generation = file.generation;
-    const name = backupName(table, now, generation);
+    stage = 'mkdir';
+    await sfs.mkdir(dir);
+    const name = uniqueName(backupName(table, now, generation), new Set(await sfs.readdir(dir)));
+    if (name === undefined) throw new BackupFailedError(table, 'exists', { details: { name: backupName(table, now, generation) } });
     const partial = path.join(dir, `${name}.tkt.partial`);
     const data = path.join(dir, `${name}.tkt`);
     const manifestFile = path.join(dir, `${name}.json`);
-    stage = 'mkdir';
-    await sfs.mkdir(dir);
-    const existing = await sfs.readdir(dir);
-    if (existing.includes(`${name}.tkt`) || existing.includes(`${name}.json`)) {
-      throw new BackupFailedError(table, 'exists', { details: { name } });
-    }
     ours.push(partial, data, `${manifestFile}.tmp`, manifestFile);
 
     stage = 'copy';
@@ -154,6 +152,21 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     logger.error({ err: error, stage }, 'backup failed; nothing was kept');
     throw error;
   }
+}
+
+/**
+ * `base`, or `base-<nnn>` (001 to 999, which sort after it and in order) when
+ * a backup of the same millisecond and generation exists; undefined when all
+ * are taken.
+ */
+function uniqueName(base: string, existing: Set<string>): string | undefined {
+  const taken = (n: string) => existing.has(`${n}.tkt`) || existing.has(`${n}.json`) || existing.has(`${n}.tkt.partial`);
+  if (!taken(base)) return base;
+  for (let i = 1; i < 1000; i++) {
+    const name = `${base}-${String(i).padStart(3, '0')}`;
+    if (!taken(name)) return name;
+  }
+  return undefined;
 }
 
 /** `<table>-<YYYYMMDDTHHMMSSmmmZ>-g<generation>`. */
@@ -225,30 +238,45 @@ export async function verifyBackup(manifest: BackupManifest, backupDir: string, 
 /**
  * Deletes all but the newest `keep` (>= 1) verified backups of `table` and
  * resolves with the manifests it deleted. The newest backup is never
- * deleted. With `verify`, each backup is re-read (verifyBackup) before it
- * counts toward `keep`: a damaged one does not count, and is not deleted
- * either (salvage may still read it). Also removes leftovers older than the
- * newest backup: `.partial` copies, data files without a manifest, manifest
- * temp files.
+ * deleted, nor any named in `trusted`. With `verify`, backups are re-read
+ * (verifyBackup) before they count toward `keep`: a damaged one does not
+ * count, and is not deleted either (salvage may still read it). `verify:
+ * true` re-reads every backup until `keep` have verified;
+ * `'until-verified'` only until one has (the rest count unread), which is
+ * enough to guarantee that the newest backup that verifies is never deleted,
+ * at the cost of one read in the usual case. A backup in `trusted` (one the
+ * caller has just verified) counts as verified without a read. Also removes
+ * leftovers older than the newest backup: `.partial` copies, data files
+ * without a manifest, manifest temp files.
  */
 export async function pruneBackups(
   backupDir: string,
   table: string,
   keep: number,
-  opts: BackupDirOptions & { verify?: boolean } = {},
+  opts: BackupDirOptions & { verify?: boolean | 'until-verified'; trusted?: string[] } = {},
 ): Promise<BackupManifest[]> {
   if (!Number.isInteger(keep) || keep < 1) throw new BadRequestError(`keep must be an integer >= 1, got ${keep}`);
   const sfs = opts.fs ?? nodeStoreFs;
   const dir = path.join(backupDir, table);
   const backups = await listBackups(backupDir, table, opts);
   if (backups.length === 0) return [];
+  const trusted = new Set(opts.trusted ?? []);
   const deleted: BackupManifest[] = [];
+  // With no more than `keep` nothing is deleted: no need to read any back.
+  const verify = backups.length > keep ? opts.verify : undefined;
   let good = 0;
+  let confirmed = false;
   for (const m of backups) {
-    if (good < keep) {
-      const check = opts.verify === true ? await verifyBackup(m, backupDir, opts) : { ok: true, problems: [] };
-      if (check.ok) good++;
-      else opts.logger?.warn({ table, name: m.name, problems: check.problems }, 'damaged backup does not count toward keep');
+    if (good < keep || trusted.has(m.name)) {
+      if (verify === true || (verify === 'until-verified' && !confirmed)) {
+        const check = trusted.has(m.name) ? { ok: true, problems: [] } : await verifyBackup(m, backupDir, opts);
+        if (!check.ok) {
+          opts.logger?.warn({ table, name: m.name, problems: check.problems }, 'damaged backup does not count toward keep');
+          continue;
+        }
+        confirmed = true;
+      }
+      good++;
       continue;
     }
     // Manifest first: a crash in between leaves a data file without a manifest, which is ignored and removed later.

@@ -1,7 +1,8 @@
 import * as path from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rename } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { TableFile } from '../store';
+import { TableCorruptError, TableFile } from '../store';
+import { ensureQuarantineDir, quarantinePath, syncDir } from './recovery-journal';
 
 /** One maintenance run, as kept in history and returned by `admin.history`. */
 export interface HistoryEntry {
@@ -18,64 +19,257 @@ export interface HistoryEntry {
   error?: string;
 }
 
+/** Why the history table was started fresh at open (see HistoryStore.open). */
+export interface HistoryReset {
+  reason: string;
+  /** Where the damaged file was moved, or null when it was left in place. */
+  quarantined: string | null;
+  /** False when the fresh history is kept in memory only, until the next start. */
+  persisted: boolean;
+}
+
+/** What the history needs from its table: the history file, or a MemoryTable when no file can be used. */
+interface HistoryTable {
+  get(key: string): Buffer | undefined;
+  put(key: string, value: Buffer): Promise<unknown>;
+  delete(key: string): Promise<unknown>;
+  select(opts: { prefix?: string; after?: string; limit?: number }): { items: { key: string; value: Buffer }[]; next?: string };
+  stats(): HistoryStats;
+  compact(): Promise<{ bytesBefore: number; bytesAfter: number }>;
+  close(): Promise<void>;
+}
+
+/** Space accounting of the history table. */
+export interface HistoryStats {
+  fileBytes: number;
+  deadBytes: number;
+  fragmentation: number;
+  generation: number;
+}
+
+/** A history table in memory, for when the file cannot be opened or replaced: maintenance goes on, unpersisted. */
+class MemoryTable implements HistoryTable {
+  private readonly map = new Map<string, Buffer>();
+
+  get(key: string): Buffer | undefined {
+    return this.map.get(key);
+  }
+
+  async put(key: string, value: Buffer): Promise<void> {
+    this.map.set(key, value);
+  }
+
+  async delete(key: string): Promise<boolean> {
+    return this.map.delete(key);
+  }
+
+  select(opts: { prefix?: string; after?: string; limit?: number }): { items: { key: string; value: Buffer }[]; next?: string } {
+    const prefix = opts.prefix ?? '';
+    const limit = opts.limit ?? 1000;
+    const keys = [...this.map.keys()].filter((k) => k.startsWith(prefix) && (opts.after === undefined || k > opts.after)).sort();
+    const items = keys.slice(0, limit).map((key) => ({ key, value: this.map.get(key) as Buffer }));
+    return items.length === limit && keys.length > limit ? { items, next: items[items.length - 1].key } : { items };
+  }
+
+  stats(): HistoryStats {
+    return { fileBytes: 0, deadBytes: 0, fragmentation: 0, generation: 0 };
+  }
+
+  async compact(): Promise<{ bytesBefore: number; bytesAfter: number }> {
+    return { bytesBefore: 0, bytesAfter: 0 };
+  }
+
+  async close(): Promise<void> {
+    this.map.clear();
+  }
+}
+
+/** When the history table compacts itself. */
+export interface HistoryCompaction {
+  /** Dead bytes at or above which it compacts (with `fragmentation`). */
+  deadBytes: number;
+  fragmentation: number;
+}
+
 const ENTRY_PREFIX = 'h:';
 const STATE_PREFIX = 's:';
+// Scrub state alone rewrites ~2 KiB an hour with nine tables: a few days' worth.
+const DEFAULT_COMPACTION: HistoryCompaction = { deadBytes: 256 * 1024, fragmentation: 0.5 };
+
+/** The entries of one kind for one table, oldest first. */
+interface Group {
+  keys: string[];
+  results: HistoryEntry['result'][];
+  /** The newest entry (the one under keys.at(-1)). */
+  last: HistoryEntry | undefined;
+}
+
+/** Index of the first element of sorted `list` that is >= `key`. */
+function lowerBound(list: string[], key: string): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid] < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
 /**
  * Maintenance history and schedule state, persisted in an internal table
  * (`<dataDir>/.tablekeeper/history.tkt`, outside the configured tables'
- * name space) so they survive restarts. Keeps the newest `limit` entries.
+ * name space) so they survive restarts. Keeps the newest `limit` entries per
+ * kind and table, indexed in memory (loaded once at open), so the last run
+ * and the counts of a table cost no file reads; it compacts itself once dead
+ * records pass a threshold.
  */
 export class HistoryStore {
   private seq = 0;
+  // Every entry key, sorted (time, then counter).
+  private readonly entries: string[] = [];
+  private readonly groups = new Map<string, Group>();
+  private compacting: Promise<void> | undefined;
 
   private constructor(
-    private readonly file: TableFile,
+    private readonly file: HistoryTable,
     private readonly limit: number,
+    private readonly compaction: HistoryCompaction,
+    private readonly logger: Logger | undefined,
+    /** Set when the file could not be opened and was replaced by an empty one. */
+    readonly reset: HistoryReset | undefined,
   ) {}
 
-  /** Opens (or creates) the history table. */
-  static async open(dataDir: string, opts: { limit?: number; logger?: Logger } = {}): Promise<HistoryStore> {
+  /**
+   * Opens (or creates) the history table. A damaged file is moved to the
+   * quarantine folder and an empty history started in its place; a file that
+   * cannot be opened for another reason (or moved) is left where it is and
+   * the history kept in memory until the next start. Either way maintenance
+   * and recovery keep working, and `reset` says what happened. Never rejects.
+   */
+  static async open(
+    dataDir: string,
+    opts: { limit?: number; logger?: Logger; now?: () => number; compaction?: HistoryCompaction } = {},
+  ): Promise<HistoryStore> {
     const dir = path.join(dataDir, '.tablekeeper');
-    await mkdir(dir, { recursive: true });
-    const file = await TableFile.open({ table: '_history', path: path.join(dir, 'history.tkt'), logger: opts.logger });
-    const store = new HistoryStore(file, opts.limit ?? 1000);
-    const newest = store.keys(ENTRY_PREFIX).at(-1);
-    store.seq = newest ? Number(newest.slice(newest.lastIndexOf(':') + 1)) + 1 : 0;
-    return store;
+    const file = path.join(dir, 'history.tkt');
+    const make = async (table: HistoryTable, reset?: HistoryReset): Promise<HistoryStore> => {
+      const store = new HistoryStore(table, opts.limit ?? 1000, opts.compaction ?? DEFAULT_COMPACTION, opts.logger, reset);
+      await store.load();
+      return store;
+    };
+    let reason: string;
+    let moved: string | null = null;
+    try {
+      await mkdir(dir, { recursive: true });
+      return await make(await TableFile.open({ table: '_history', path: file, logger: opts.logger }));
+    } catch (err) {
+      reason = err instanceof Error ? err.message : String(err);
+      // Only damage is moved aside: a file that failed to open for another reason (EMFILE, EACCES) may be whole.
+      if (err instanceof TableCorruptError) {
+        try {
+          ensureQuarantineDir(dataDir);
+          const to = quarantinePath(dataDir, '_history', new Date((opts.now ?? Date.now)()));
+          await rename(file, to);
+          moved = to;
+          await syncDir(dir);
+          return await make(await TableFile.open({ table: '_history', path: file, logger: opts.logger }), { reason, quarantined: to, persisted: true });
+        } catch (moveErr) {
+          opts.logger?.error({ err: moveErr, table: '_history', op: 'open' }, 'could not replace the damaged history table');
+        }
+      }
+    }
+    return make(new MemoryTable(), { reason, quarantined: moved, persisted: false });
   }
 
-  private keys(prefix: string): string[] {
-    const out: string[] = [];
+  /** Reads every entry once to build the in-memory index; trims groups over the limit. */
+  private async load(): Promise<void> {
     let after: string | undefined;
     for (;;) {
-      const page = this.file.select({ prefix, after, limit: 1000 });
-      for (const item of page.items) out.push(item.key);
-      if (page.next === undefined) return out;
+      const page = this.file.select({ prefix: ENTRY_PREFIX, after, limit: 1000 });
+      for (const item of page.items) {
+        let entry: HistoryEntry;
+        try {
+          entry = JSON.parse(item.value.toString('utf8')) as HistoryEntry;
+        } catch {
+          continue;
+        }
+        // Keys come in order, so each goes at the end.
+        this.entries.push(item.key);
+        const group = this.group(entry.kind, entry.table);
+        group.keys.push(item.key);
+        group.results.push(entry.result);
+        group.last = entry;
+      }
+      if (page.next === undefined) break;
       after = page.next;
+    }
+    const newest = this.entries.at(-1);
+    this.seq = newest ? Number(newest.slice(newest.lastIndexOf(':') + 1)) + 1 : 0;
+    for (const group of this.groups.values()) await this.trim(group);
+    this.maybeCompact();
+  }
+
+  private group(kind: string, table: string): Group {
+    const name = `${kind}\u0000${table}`;
+    let group = this.groups.get(name);
+    if (!group) {
+      group = { keys: [], results: [], last: undefined };
+      this.groups.set(name, group);
+    }
+    return group;
+  }
+
+  /** Deletes a group's oldest entries beyond the limit. */
+  private async trim(group: Group): Promise<void> {
+    while (group.keys.length > this.limit) {
+      const key = group.keys[0];
+      await this.file.delete(key);
+      group.keys.shift();
+      group.results.shift();
+      const at = lowerBound(this.entries, key);
+      if (this.entries[at] === key) this.entries.splice(at, 1);
     }
   }
 
-  /** Appends an entry (durably) and trims the oldest beyond the limit. */
+  /** Appends an entry (durably) and trims the oldest of its kind and table beyond the limit. */
   async add(entry: HistoryEntry): Promise<void> {
     // Keys sort by time, then by a counter that survives restarts.
     const key = `${ENTRY_PREFIX}${entry.at}:${String(this.seq++).padStart(12, '0')}`;
     await this.file.put(key, Buffer.from(JSON.stringify(entry)));
-    const keys = this.keys(ENTRY_PREFIX);
-    for (let i = 0; i < keys.length - this.limit; i++) await this.file.delete(keys[i]);
+    // A clock set back can put a new key before older ones: insert in order.
+    this.entries.splice(lowerBound(this.entries, key), 0, key);
+    const group = this.group(entry.kind, entry.table);
+    const at = lowerBound(group.keys, key);
+    group.keys.splice(at, 0, key);
+    group.results.splice(at, 0, entry.result);
+    if (at === group.keys.length - 1) group.last = entry;
+    await this.trim(group);
+    this.maybeCompact();
   }
 
   /** The newest entries first, optionally filtered. */
   recent(limit: number, filter?: (e: HistoryEntry) => boolean): HistoryEntry[] {
-    const keys = this.keys(ENTRY_PREFIX);
     const out: HistoryEntry[] = [];
-    for (let i = keys.length - 1; i >= 0 && out.length < limit; i--) {
-      const raw = this.file.get(keys[i]);
+    for (let i = this.entries.length - 1; i >= 0 && out.length < limit; i--) {
+      const raw = this.file.get(this.entries[i]);
       if (!raw) continue;
       const entry = JSON.parse(raw.toString('utf8')) as HistoryEntry;
       if (!filter || filter(entry)) out.push(entry);
     }
     return out;
+  }
+
+  /** The newest entry of `kind` for `table`, from memory. */
+  last(kind: HistoryEntry['kind'], table: string): HistoryEntry | undefined {
+    return this.groups.get(`${kind}\u0000${table}`)?.last;
+  }
+
+  /** How many entries of `kind` for `table` are kept, and how many of them failed, from memory. */
+  count(kind: HistoryEntry['kind'], table: string): { count: number; failed: number } {
+    const group = this.groups.get(`${kind}\u0000${table}`);
+    if (!group) return { count: 0, failed: 0 };
+    return { count: group.keys.length, failed: group.results.filter((r) => r === 'failed').length };
   }
 
   /** Reads a persisted state value (e.g. a schedule's last run). */
@@ -87,14 +281,42 @@ export class HistoryStore {
   /** Persists a state value durably. */
   async setState(name: string, value: unknown): Promise<void> {
     await this.file.put(`${STATE_PREFIX}${name}`, Buffer.from(JSON.stringify(value)));
+    this.maybeCompact();
   }
 
   /** Removes a persisted state value durably (no-op when absent). */
   async deleteState(name: string): Promise<void> {
     await this.file.delete(`${STATE_PREFIX}${name}`);
+    this.maybeCompact();
   }
 
+  /** Space accounting of the history table. */
+  stats(): HistoryStats {
+    return this.file.stats();
+  }
+
+  /**
+   * Starts an online compaction when dead records pass the threshold; writes
+   * go on meanwhile. A failure is logged and leaves the old file serving.
+   */
+  private maybeCompact(): void {
+    if (this.compacting) return;
+    const { deadBytes, fragmentation } = this.file.stats();
+    if (deadBytes < this.compaction.deadBytes || fragmentation < this.compaction.fragmentation) return;
+    this.compacting = this.file
+      .compact()
+      .then(
+        (r) => this.logger?.info({ table: '_history', op: 'compact', before: r.bytesBefore, after: r.bytesAfter }, 'history compacted'),
+        (err: unknown) => this.logger?.warn({ table: '_history', op: 'compact', err }, 'history compaction failed'),
+      )
+      .finally(() => {
+        this.compacting = undefined;
+      });
+  }
+
+  /** Waits for a running compaction, then closes the file. */
   async close(): Promise<void> {
+    await this.compacting;
     await this.file.close();
   }
 }

@@ -5,14 +5,15 @@ import type { TableOwnerState } from '../actors/table-owner';
 import type { Bus, Message } from '../bus/bus';
 import { decodeJson, encodeJson, requestJson, respondError, respondOk } from '../bus/codec';
 import { validateRequest } from '../bus/schemas';
-import { Subjects } from '../bus/subjects';
-import { BadRequestError, TableNotFoundError, UnknownOperationError, listBackups, toTablekeeperError, type TableCorruptError } from '../store';
+import { ERROR_CODES } from '../bus/error-codes';
+import { Subjects, type BackupEvent } from '../bus/subjects';
+import { BadRequestError, TableNotFoundError, UnknownOperationError, toTablekeeperError, type StoreFs, type TableCorruptError } from '../store';
 import type { OwnerControl } from './recovery';
 import type { RecoveryJournal } from './recovery-journal';
 import type { Config } from './config';
 import { HistoryStore } from './history';
 import { Maintenance } from './maintenance';
-import { Schedule, type Clock } from './schedule';
+import { Schedule, type Clock, type ScheduleState } from './schedule';
 
 /** Events the maintenance actor accepts from the supervisor. */
 export type MaintenanceActorEvent =
@@ -37,10 +38,17 @@ export interface MaintenanceActorInput {
   clock: Clock;
   /** Recoveries a crash interrupted, found at start; their owners are not started until they finish. */
   pending: RecoveryJournal[];
+  /** File access seam for the backup directory (retention), for fault-injection tests. */
+  fs?: StoreFs;
 }
 
 const SCHEDULES = ['backup', 'compaction', 'scrub'] as const;
 const SETTLED_STATES: ReadonlySet<string> = new Set(['serving', 'corrupt', 'failed', 'down']);
+
+/** The wire code for an internal error code (`internal` for one the table does not know). */
+function wireCode(code: string): string {
+  return ERROR_CODES[code as keyof typeof ERROR_CODES]?.wire ?? 'internal';
+}
 
 /**
  * The supervisor's maintenance side: opens the history table, runs the backup
@@ -82,6 +90,13 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
     const states = new Map<string, TableOwnerState | 'down'>(tables.map((t) => [t, 'down']));
     const schedules = new Map<string, Schedule>();
     let stopped = false;
+    const publishEvent = (event: BackupEvent, body: Record<string, unknown>): void => {
+      try {
+        bus.publish(subjects.backupEvent(event), encodeJson({ event, at: new Date(clock.now()).toISOString(), ...body }));
+      } catch (err) {
+        logger.error({ err, event }, 'could not publish event');
+      }
+    };
 
     const submit = (table: string, request: MaintenanceRequest) =>
       new Promise<MaintenanceOutcome>((resolve, reject) => {
@@ -90,8 +105,19 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
 
     const ready: Promise<{ maintenance: Maintenance; history: HistoryStore }> = HistoryStore.open(config.dataDir, {
       logger: logger.child({ table: '_history' }),
-    }).then((history) => {
-      const maintenance = new Maintenance({ config, bus, subjects, logger, clock, history, submit, owners });
+      now: () => clock.now(),
+    }).then(async (history) => {
+      if (history.reset) {
+        // pino has no "critical" level: fatal is its most severe. Schedules start over, as on a first start.
+        const { reason, quarantined, persisted } = history.reset;
+        logger.fatal(
+          { table: '_history', op: 'open', severity: 'critical', reason, quarantined, persisted },
+          persisted ? 'history table damaged: quarantined it and started an empty history' : 'history table cannot be used: keeping history in memory until the next start',
+        );
+        publishEvent('corruption_detected', { table: '_history', source: 'open', reason, quarantined, persisted });
+      }
+      const maintenance = new Maintenance({ config, bus, subjects, logger, clock, history, submit, owners, fs: input.fs });
+      await maintenance.loadBackupLists(tables);
       if (stopped) return { maintenance, history };
       for (const journal of input.pending) {
         maintenance.resume(journal).catch(() => undefined); // published, recorded and logged by Maintenance
@@ -104,12 +130,21 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
           clock,
           // A table with no backup yet gets one soon after the first start.
           firstRun: name === 'backup' ? 'now' : 'later',
-          lastRun: () => history.getState<{ lastRun: number }>(`schedule.${name}`)?.lastRun,
-          record: (at) => history.setState(`schedule.${name}`, { lastRun: at }),
-          job: async () => {
-            if (name === 'backup') await maintenance.backup(tables, 'scheduled');
-            else if (name === 'compaction') await maintenance.compact(tables, { force: false, trigger: 'scheduled' });
-            else await maintenance.scrub(tables);
+          targets: tables,
+          state: () => history.getState<ScheduleState>(`schedule.${name}`),
+          save: (state) => history.setState(`schedule.${name}`, state),
+          job: async (targets) => {
+            // A table that is not serving (still opening, recovering) is not tried now but once it serves.
+            const up = targets.filter((t) => states.get(t) === 'serving');
+            const down = targets.filter((t) => states.get(t) !== 'serving');
+            if (up.length === 0) return { deferred: down };
+            const run =
+              name === 'backup'
+                ? await maintenance.backup(up, 'scheduled', { defer: true })
+                : name === 'compaction'
+                  ? await maintenance.compact(up, { force: false, trigger: 'scheduled', defer: true })
+                  : await maintenance.scrub(up, { defer: true });
+            return { deferred: [...down, ...(run.deferred ?? [])] };
           },
           onError: (err) => logger.error({ err, op: name }, 'scheduled run failed'),
         });
@@ -131,11 +166,12 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
         } catch (err) {
           stats = { error: { code: toTablekeeperError(err).code, message: (err as Error).message } };
         }
-        const backups = await listBackups(config.backupDir, table);
-        const lastCompaction = history.recent(1, (e) => e.kind === 'compaction' && e.table === table)[0];
+        // From memory: health is polled every few seconds and must not read files each time.
+        const backups = maintenance.backups(table);
+        const lastCompaction = history.last('compaction', table);
         const latest = backups[0];
-        const lastRecovery = history.recent(1, (e) => e.kind === 'recovery' && e.table === table)[0];
-        const recoveries = history.recent(1000, (e) => e.kind === 'recovery' && e.table === table);
+        const lastRecovery = history.last('recovery', table);
+        const recoveries = history.count('recovery', table);
         const degraded = maintenance.degraded(table);
         out.push({
           table,
@@ -143,8 +179,8 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
           restarts: restarts.get(table) ?? 0,
           degraded: degraded ?? null,
           recoveries: {
-            count: recoveries.length,
-            failed: recoveries.filter((e) => e.result === 'failed').length,
+            count: recoveries.count,
+            failed: recoveries.failed,
             last: lastRecovery ?? null,
           },
           scrub: maintenance.lastScrub(table) ?? null,
@@ -223,6 +259,8 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
       if (event.type === 'OWNER_STATE') {
         states.set(event.table, event.state);
         if (event.restarts !== undefined) restarts.set(event.table, event.restarts);
+        // Scheduled runs that found the table down try it again now.
+        if (event.state === 'serving') for (const s of schedules.values()) s.wake();
         const list = waiters.get(event.table);
         if (list) {
           const keep = list.filter((w) => {
@@ -248,9 +286,10 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
         .then(
           ({ results }) => {
             const r = results[0];
-            reply(r.status === 'error' ? { ...r, status: 'error' } : r);
+            // Callers of `tables.<t>.compact` get wire codes, as in every other error reply.
+            reply(r.status === 'error' && r.error ? { ...r, error: { code: wireCode(r.error.code), message: r.error.message } } : r);
           },
-          (err: unknown) => reply({ status: 'error', table, error: { code: toTablekeeperError(err).code, message: (err as Error).message } }),
+          (err: unknown) => reply({ status: 'error', table, error: { code: wireCode(toTablekeeperError(err).code), message: (err as Error).message } }),
         );
     });
 

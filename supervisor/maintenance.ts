@@ -4,7 +4,7 @@ import type { Bus } from '../bus/bus';
 import { encodeJson } from '../bus/codec';
 import type { BackupEvent, Subjects } from '../bus/subjects';
 import { ERROR_CODES } from '../bus/error-codes';
-import { listBackups, pruneBackups, toTablekeeperError } from '../store';
+import { listBackups, pruneBackups, toTablekeeperError, type BackupManifest, type StoreFs } from '../store';
 import type { Config } from './config';
 import type { HistoryEntry, HistoryStore } from './history';
 import type { Clock } from './schedule';
@@ -23,6 +23,8 @@ export interface BackupResult {
   records?: number;
   file?: string;
   pruned?: number;
+  /** Set when deleting old backups failed; the backup itself was kept and verified. */
+  pruneError?: { code: string; message: string };
   error?: { code: string; message: string };
 }
 
@@ -52,6 +54,8 @@ export interface MaintenanceDeps {
   submit(table: string, request: MaintenanceRequest): Promise<MaintenanceOutcome>;
   /** Stops and starts owners for recovery runs. */
   owners: OwnerControl;
+  /** File access seam for the backup directory (retention); default the real disk. */
+  fs?: StoreFs;
 }
 
 /** What set a recovery off. */
@@ -81,6 +85,13 @@ export interface DegradedMark {
   quarantined: string | null;
 }
 
+// The run never started: the table was opening, recovering, stopping or busy.
+const NOT_RUN_CODES: ReadonlySet<string> = new Set(['TABLE_UNAVAILABLE', 'TABLE_CLOSED', 'MAINTENANCE_CONFLICT']);
+
+function couldNotRun(err: unknown): boolean {
+  return NOT_RUN_CODES.has(toTablekeeperError(err).code);
+}
+
 function errorBody(err: unknown): { code: string; message: string } {
   const e = toTablekeeperError(err);
   return { code: e.code, message: e.message };
@@ -94,6 +105,7 @@ function errorBody(err: unknown): { code: string; message: string } {
  */
 export class Maintenance {
   private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly backupLists = new Map<string, BackupManifest[]>();
   // Recoveries queued or running, by table; later reports join the run.
   private readonly recoveries = new Map<string, { replies: ((body: unknown) => void)[]; run: Promise<RecoveryOutcome> }>();
 
@@ -141,38 +153,92 @@ export class Maintenance {
     }
   }
 
-  /** Backs up `tables` one after another; keeps the newest `backup.keep` per table. */
-  async backup(tables: string[], trigger: Trigger): Promise<{ results: BackupResult[]; durationMs: number }> {
+  /** The verified backups of `table`, newest first, as last read (at start and after each backup run). */
+  backups(table: string): BackupManifest[] {
+    return this.backupLists.get(table) ?? [];
+  }
+
+  /** Reads every table's backup list once (for `admin.health`, which must not read the disk on every poll). */
+  async loadBackupLists(tables: string[]): Promise<void> {
+    for (const table of tables) {
+      try {
+        // Not through the seam: fault-injection tests count the owners' calls from the start.
+        this.backupLists.set(table, await listBackups(this.deps.config.backupDir, table, { logger: this.deps.logger }));
+      } catch (err) {
+        this.deps.logger.warn({ table, op: 'backup', err }, 'cannot list backups');
+      }
+    }
+  }
+
+  /**
+   * Deletes the backups of `table` beyond `backup.keep`, after a verified
+   * backup (`fresh`). The newest backups are read back until one verifies
+   * (`fresh` counts without a read, it was verified moments ago, and is never
+   * deleted): a damaged one neither counts toward `keep` nor is deleted, so
+   * the last verified backup always survives. Never throws: a failure is
+   * logged and returned, and the backup stays a success.
+   */
+  private async prune(table: string, fresh: BackupManifest): Promise<{ pruned: number; pruneError?: { code: string; message: string } }> {
+    const { config, logger, fs } = this.deps;
+    let pruned = 0;
+    let pruneError: { code: string; message: string } | undefined;
+    try {
+      const deleted = await pruneBackups(config.backupDir, table, config.backup.keep, { verify: 'until-verified', trusted: [fresh.name], logger, fs });
+      pruned = deleted.length;
+    } catch (err) {
+      pruneError = errorBody(err);
+      logger.error({ table, op: 'prune', err }, 'pruning old backups failed; the new backup is kept');
+    }
+    try {
+      this.backupLists.set(table, await listBackups(config.backupDir, table, { logger, fs }));
+    } catch (err) {
+      logger.warn({ table, op: 'backup', err }, 'cannot list backups');
+    }
+    return pruneError ? { pruned, pruneError } : { pruned };
+  }
+
+  /**
+   * Backs up `tables` one after another; keeps the newest `backup.keep` per
+   * table. With `defer`, a table that could not be backed up at all (not
+   * serving) is neither recorded nor published but returned in `deferred`,
+   * for the schedule to try again.
+   */
+  async backup(tables: string[], trigger: Trigger, opts: { defer?: boolean } = {}): Promise<{ results: BackupResult[]; durationMs: number; deferred?: string[] }> {
     const { config, clock, logger } = this.deps;
     const started = clock.now();
     const results: BackupResult[] = [];
+    const deferred: string[] = [];
     for (const table of tables) {
-      const t0 = clock.now();
+      // Only the work counts, not the wait behind the table's other maintenance.
+      let durationMs = 0;
       try {
-        const outcome = await this.exclusive(table, () =>
-          this.deps.submit(table, { kind: 'backup', backupDir: config.backupDir }),
-        );
-        if (outcome.kind !== 'backup') throw new Error('owner answered a backup with another kind of result');
-        const m = outcome.manifest;
-        const pruned = await pruneBackups(config.backupDir, table, config.backup.keep);
-        const result: BackupResult = {
-          table,
-          status: 'ok',
-          durationMs: clock.now() - t0,
-          bytes: m.length,
-          records: m.liveKeys,
-          file: m.name,
-          pruned: pruned.length,
-        };
+        // Pruning holds the table's slot too, so it never deletes a file a recovery or restore is reading.
+        const { manifest: m, pruned, pruneError } = await this.exclusive(table, async () => {
+          const t0 = clock.now();
+          let outcome: MaintenanceOutcome;
+          try {
+            outcome = await this.deps.submit(table, { kind: 'backup', backupDir: config.backupDir, at: t0 });
+          } finally {
+            durationMs = clock.now() - t0;
+          }
+          if (outcome.kind !== 'backup') throw new Error('owner answered a backup with another kind of result');
+          return { manifest: outcome.manifest, ...(await this.prune(table, outcome.manifest)) };
+        });
+        const result: BackupResult = { table, status: 'ok', durationMs, bytes: m.length, records: m.liveKeys, file: m.name, pruned, ...(pruneError ? { pruneError } : {}) };
         results.push(result);
-        logger.info({ table, op: 'backup', bytes: m.length, ms: result.durationMs, trigger }, 'backup verified');
-        await this.record({ kind: 'backup', table, result: 'ok', trigger, durationMs: result.durationMs, bytes: m.length, detail: { file: m.name, records: m.liveKeys, generation: m.generation, sha256: m.sha256 } });
+        logger.info({ table, op: 'backup', bytes: m.length, ms: durationMs, trigger, pruned }, 'backup verified');
+        await this.record({ kind: 'backup', table, result: 'ok', trigger, durationMs, bytes: m.length, detail: { file: m.name, records: m.liveKeys, generation: m.generation, sha256: m.sha256, pruned, pruneError } });
       } catch (err) {
+        if (opts.defer === true && couldNotRun(err)) {
+          logger.info({ table, op: 'backup', trigger, reason: (err as Error).message }, 'backup deferred: the table is not serving');
+          deferred.push(table);
+          continue;
+        }
         const error = errorBody(err);
-        const result: BackupResult = { table, status: 'failed', durationMs: clock.now() - t0, error };
+        const result: BackupResult = { table, status: 'failed', durationMs, error };
         results.push(result);
         logger.error({ table, op: 'backup', err, trigger }, 'backup failed');
-        await this.record({ kind: 'backup', table, result: 'failed', trigger, durationMs: result.durationMs, error: error.message });
+        await this.record({ kind: 'backup', table, result: 'failed', trigger, durationMs, error: error.message });
         this.publish('backup_failed', { table, trigger, error });
       }
     }
@@ -183,43 +249,55 @@ export class Maintenance {
         trigger,
         durationMs,
         bytes: ok.reduce((n, r) => n + (r.bytes ?? 0), 0),
-        tables: ok.map(({ table, bytes, durationMs: ms, records, file }) => ({ table, bytes, durationMs: ms, records, file })),
+        tables: ok.map(({ table, bytes, durationMs: ms, records, file, pruned, pruneError }) => ({ table, bytes, durationMs: ms, records, file, pruned, ...(pruneError ? { pruneError } : {}) })),
         failed: results.filter((r) => r.status === 'failed').map((r) => r.table),
       });
     }
-    return { results, durationMs };
+    return opts.defer === true ? { results, durationMs, deferred } : { results, durationMs };
   }
 
   /**
    * Compacts `tables` one after another. A table under the threshold is
    * skipped unless `force`; a failed compaction is retried once, then waits
    * for the next run. Delete records newer than the oldest retained backup
-   * are kept, so no retained backup can bring a deleted key back.
+   * are kept, so no retained backup can bring a deleted key back. With
+   * `defer`, a table that could not be compacted at all (not serving) is
+   * returned in `deferred` instead of being retried, recorded or published.
    */
-  async compact(tables: string[], opts: { force: boolean; trigger: Trigger }): Promise<{ results: CompactionRunResult[]; durationMs: number }> {
+  async compact(
+    tables: string[],
+    opts: { force: boolean; trigger: Trigger; defer?: boolean },
+  ): Promise<{ results: CompactionRunResult[]; durationMs: number; deferred?: string[] }> {
     const { config, clock, logger } = this.deps;
     const started = clock.now();
     const results: CompactionRunResult[] = [];
+    const deferred: string[] = [];
     for (const table of tables) {
-      const t0 = clock.now();
+      // Only the work counts (every attempt's), not the wait behind the table's other maintenance.
+      let durationMs = 0;
       let attempts = 0;
       let result: CompactionRunResult | undefined;
       while (!result) {
         attempts++;
         try {
           const outcome = await this.exclusive(table, async () => {
-            const backups = await listBackups(config.backupDir, table);
-            const keepTombstonesAbove = backups.length === 0 ? undefined : Math.min(...backups.map((b: { maxSeq: number }) => b.maxSeq));
-            return this.deps.submit(table, { kind: 'compact', force: opts.force, threshold: config.compaction.threshold, keepTombstonesAbove });
+            const t0 = clock.now();
+            try {
+              const backups = await listBackups(config.backupDir, table);
+              const keepTombstonesAbove = backups.length === 0 ? undefined : Math.min(...backups.map((b: { maxSeq: number }) => b.maxSeq));
+              return await this.deps.submit(table, { kind: 'compact', force: opts.force, threshold: config.compaction.threshold, keepTombstonesAbove });
+            } finally {
+              durationMs += clock.now() - t0;
+            }
           });
           if (outcome.kind !== 'compact') throw new Error('owner answered a compaction with another kind of result');
           result =
             outcome.status === 'skipped'
-              ? { table, status: 'skipped', durationMs: clock.now() - t0, attempts, fragmentation: outcome.fragmentation, reason: outcome.reason }
+              ? { table, status: 'skipped', durationMs, attempts, fragmentation: outcome.fragmentation, reason: outcome.reason }
               : {
                   table,
                   status: 'compacted',
-                  durationMs: clock.now() - t0,
+                  durationMs,
                   attempts,
                   bytesBefore: outcome.result.bytesBefore,
                   bytesAfter: outcome.result.bytesAfter,
@@ -227,9 +305,17 @@ export class Maintenance {
                   fragmentation: outcome.fragmentationBefore,
                 };
         } catch (err) {
+          if (opts.defer === true && couldNotRun(err)) {
+            logger.info({ table, op: 'compact', reason: (err as Error).message }, 'compaction deferred: the table is not serving');
+            break;
+          }
           logger.warn({ table, op: 'compact', attempt: attempts, err }, 'compaction failed');
-          if (attempts >= 2) result = { table, status: 'error', durationMs: clock.now() - t0, attempts, error: errorBody(err) };
+          if (attempts >= 2) result = { table, status: 'error', durationMs, attempts, error: errorBody(err) };
         }
+      }
+      if (!result) {
+        deferred.push(table);
+        continue;
       }
       results.push(result);
       if (result.status === 'compacted') {
@@ -247,10 +333,11 @@ export class Maintenance {
       });
     }
     const durationMs = clock.now() - started;
-    this.publish('compaction_complete', { trigger: opts.trigger, durationMs, results });
+    // A run whose every table was deferred did nothing worth an event.
+    if (results.length > 0 || opts.defer !== true) this.publish('compaction_complete', { trigger: opts.trigger, durationMs, results });
     const failed = results.filter((r) => r.status === 'error');
     if (failed.length > 0) this.publish('compaction_failed', { trigger: opts.trigger, results: failed });
-    return { results, durationMs };
+    return opts.defer === true ? { results, durationMs, deferred } : { results, durationMs };
   }
 
   /**
@@ -315,8 +402,12 @@ export class Maintenance {
    * the owner so requests keep flowing. Damage makes the owner stop serving
    * the file and report it, which queues a recovery behind the scrub.
    */
-  async scrub(tables: string[]): Promise<{ results: (ScrubSummary & { table: string; status: 'clean' | 'damaged' | 'skipped'; error?: { code: string; message: string } })[] }> {
+  async scrub(
+    tables: string[],
+    opts: { defer?: boolean } = {},
+  ): Promise<{ results: (ScrubSummary & { table: string; status: 'clean' | 'damaged' | 'skipped'; error?: { code: string; message: string } })[]; deferred?: string[] }> {
     const results = [];
+    const deferred: string[] = [];
     for (const table of tables) {
       const at = new Date(this.deps.clock.now()).toISOString();
       try {
@@ -329,11 +420,15 @@ export class Maintenance {
         this.deps.logger[damaged ? 'error' : 'info']({ table, op: 'scrub', records: r.records, damaged: r.damaged.length, fileMissing: r.fileMissing, ms: r.durationMs }, damaged ? 'scrub found damage' : 'scrub clean');
         results.push({ table, status: damaged ? ('damaged' as const) : ('clean' as const), ...summary });
       } catch (err) {
+        if (opts.defer === true && couldNotRun(err)) {
+          deferred.push(table);
+          continue;
+        }
         this.deps.logger.warn({ table, op: 'scrub', err }, 'scrub skipped');
         results.push({ table, status: 'skipped' as const, at, records: 0, bytes: 0, damagedRanges: 0, fileMissing: false, durationMs: 0, error: errorBody(err) });
       }
     }
-    return { results };
+    return opts.defer === true ? { results, deferred } : { results };
   }
 
   private recoveryDeps() {

@@ -42,14 +42,44 @@ function cronAfter(expr: string, from: number): number {
 }
 
 /**
- * Runs `job` at the times `nextRunAt` gives and records each run's scheduled
- * time with `record` once it has finished (failed runs too: they are retried
- * at the next run, not in a loop). A crash mid-run leaves the run unrecorded,
- * so it runs again after the restart instead of being skipped.
+ * A schedule's persisted state. `lastRun` is the scheduled time of the last
+ * finished run. Before the first run, `firstDue` holds the first run's time as
+ * computed at the very first start (with the `spec` it was computed for), so
+ * that restarts keep it instead of pushing it one period further each time.
+ */
+export interface ScheduleState {
+  lastRun?: number;
+  firstDue?: number;
+  spec?: string;
+}
+
+/** What one run did: the targets it could not run at all (e.g. a table still opening), to be tried again. */
+export interface RunReport {
+  deferred: string[];
+}
+
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 60_000;
+
+/**
+ * Runs `job` at the times `nextRunAt` gives, over `targets` (the tables), and
+ * records the run's scheduled time with `save` once every target has had its
+ * turn. A target the job could not run at all (reported in `deferred`: the
+ * table was not serving) does not count: it is tried again, alone, when
+ * `wake()` says a table came up, or after a short delay (1 s doubling to
+ * 60 s), until the next run falls due, which then covers it. A target that ran
+ * and failed counts as run (its retry policy is the job's: compaction retries
+ * once, a backup waits for the next run). A crash mid-run leaves the run
+ * unrecorded, so it runs again after the restart instead of being skipped.
  */
 export class Schedule {
   private timer: unknown;
   private stopped = false;
+  private running = false;
+  // A table came up while a run was going: try the deferred targets again at once.
+  private woke = false;
+  // Targets of the current run still to be tried, and the run's scheduled time.
+  private pending: { at: number; targets: string[]; retryMs: number } | undefined;
   nextAt: number | undefined;
 
   constructor(
@@ -58,9 +88,10 @@ export class Schedule {
       spec: ScheduleSetting;
       clock: Clock;
       firstRun: 'now' | 'later';
-      lastRun: () => number | undefined;
-      record: (at: number) => Promise<void>;
-      job: () => Promise<void>;
+      targets: string[];
+      state: () => ScheduleState | undefined;
+      save: (state: ScheduleState) => Promise<void>;
+      job: (targets: string[]) => Promise<RunReport>;
       onError: (err: unknown) => void;
     },
   ) {}
@@ -70,33 +101,94 @@ export class Schedule {
     if (this.stopped) return;
     const { clock } = this.opts;
     const now = clock.now();
-    const at = nextRunAt(this.opts.spec, this.opts.lastRun(), now, this.opts.firstRun);
+    const at = this.dueAt(now);
     this.nextAt = at;
+    this.arm(at, () => void this.fire(at, this.opts.targets));
+  }
+
+  /** Tries the deferred targets of the current run now (a table came up). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.woke = true;
+      return;
+    }
+    if (this.pending === undefined) return;
+    this.clear();
+    void this.retry();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.clear();
+  }
+
+  private dueAt(now: number): number {
+    const { spec, firstRun } = this.opts;
+    const state = this.opts.state();
+    if (state?.lastRun !== undefined) return nextRunAt(spec, state.lastRun, now, firstRun);
+    const key = JSON.stringify(spec);
+    if (state?.firstDue !== undefined && state.spec === key) return Math.max(state.firstDue, now);
+    const first = nextRunAt(spec, undefined, now, firstRun);
+    // Saved before it is waited for: a restart in between keeps this time.
+    if (Number.isFinite(first)) this.opts.save({ firstDue: first, spec: key }).catch((err: unknown) => this.opts.onError(err));
+    return first;
+  }
+
+  private arm(at: number, fn: () => void): void {
+    const { clock } = this.opts;
     if (!Number.isFinite(at)) return;
     // Timers cap at about 24.8 days; re-arm in steps for longer waits.
-    const wait = Math.min(at - now, 2 ** 31 - 1);
+    const wait = Math.max(0, Math.min(at - clock.now(), 2 ** 31 - 1));
     this.timer = clock.setTimeout(() => {
-      if (clock.now() < at) this.start();
-      else void this.fire(at);
+      this.timer = undefined;
+      if (this.stopped) return;
+      if (clock.now() < at) this.arm(at, fn);
+      else fn();
     }, wait);
   }
 
-  private async fire(at: number): Promise<void> {
+  private clear(): void {
+    if (this.timer !== undefined) this.opts.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private async fire(at: number, targets: string[]): Promise<void> {
+    this.running = true;
+    this.woke = false;
+    let deferred: string[] = [];
     try {
-      await this.opts.job();
+      deferred = (await this.opts.job(targets)).deferred;
     } catch (err) {
       this.opts.onError(err);
     }
+    this.running = false;
+    if (this.stopped) return;
+    if (deferred.length > 0) {
+      const retryMs = this.pending?.at === at ? Math.min(this.pending.retryMs * 2, RETRY_MAX_MS) : RETRY_MIN_MS;
+      this.pending = { at, targets: deferred, retryMs };
+      const { clock } = this.opts;
+      // Past the next run's time the deferred targets join that run instead.
+      const next = nextRunAt(this.opts.spec, at, clock.now(), this.opts.firstRun);
+      const retryAt = this.woke ? clock.now() : clock.now() + retryMs;
+      this.woke = false;
+      if (retryAt < next) {
+        this.arm(retryAt, () => void this.retry());
+        return;
+      }
+    }
+    this.pending = undefined;
     try {
-      await this.opts.record(at);
+      await this.opts.save({ lastRun: at });
     } catch (err) {
       this.opts.onError(err);
     }
     this.start();
   }
 
-  stop(): void {
-    this.stopped = true;
-    if (this.timer !== undefined) this.opts.clock.clearTimeout(this.timer);
+  private async retry(): Promise<void> {
+    const pending = this.pending;
+    if (pending === undefined || this.stopped) return;
+    await this.fire(pending.at, pending.targets);
   }
 }

@@ -190,6 +190,7 @@ export const supervisorMachine = setup({
         logger: context.input.logger,
         clock: context.input.clock ?? systemClock,
         pending: context.pending,
+        fs: context.input.fs,
       }),
     },
   ],
@@ -248,7 +249,7 @@ export const supervisorMachine = setup({
         OWNER_CORRUPT: { actions: ({ event }) => event.reply?.({ error: { code: 'unavailable', message: 'the service is stopping' } }) },
         OWNER_COMPACT_REQUEST: {
           actions: ({ event }) =>
-            event.reply({ status: 'error', table: event.table, error: { code: 'TABLE_UNAVAILABLE', message: 'the service is stopping' } }),
+            event.reply({ status: 'error', table: event.table, error: { code: 'unavailable', message: 'the service is stopping' } }),
         },
         'xstate.done.actor.*': {
           actions: assign({

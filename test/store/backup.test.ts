@@ -133,9 +133,13 @@ describe('table backups', () => {
     const m2 = await backupTable(t, backupDir(), { now: at(679) });
     expect(m2).toMatchObject({ name: 't-20240102T030405679Z-g2', records: 2, liveKeys: 2, maxSeq: 5, generation: 2 });
     expect((await listBackups(backupDir(), 't')).map((x) => x.name)).toEqual([m2.name, m.name]);
-    // The same instant twice is refused rather than overwritten.
-    await expect(backupTable(t, backupDir(), { now: at(679) })).rejects.toMatchObject({ code: 'BACKUP_FAILED', details: { reason: 'exists' } });
+    // The same instant twice gets a suffix rather than failing or overwriting, and sorts as the newer one.
+    const m3 = await backupTable(t, backupDir(), { now: at(679) });
+    const m4 = await backupTable(t, backupDir(), { now: at(679) });
+    expect([m3.name, m4.name]).toEqual(['t-20240102T030405679Z-g2-001', 't-20240102T030405679Z-g2-002']);
+    expect((await listBackups(backupDir(), 't')).map((x) => x.name)).toEqual([m4.name, m3.name, m2.name, m.name]);
     expect(await verifyBackup(m2, backupDir())).toMatchObject({ ok: true });
+    expect(await verifyBackup(m4, backupDir())).toMatchObject({ ok: true });
     await t.close();
   });
 
@@ -392,6 +396,33 @@ describe('table backups', () => {
     // Without verify, keep 1 keeps the newest.
     expect((await pruneBackups(backupDir(), 't', 1)).map((m) => m.name)).toEqual([made[3].name]);
     expect(await pruneBackups(path.join(tmp.dir, 'nothing-here'), 't', 1)).toEqual([]);
+    await t.close();
+  });
+
+  test('backup - retention that verifies until one survivor verifies never deletes the last good backup, and trusts a fresh one', async () => {
+    const t = await open();
+    const made: BackupManifest[] = [];
+    for (let i = 0; i < 4; i++) {
+      await t.put(`k${i}`, b(`v${i}`));
+      made.push(await backupTable(t, backupDir(), { now: at(i * 1000) }));
+    }
+    // The two newest rotted on disk; keep 2 would otherwise delete the two good ones.
+    fs.writeFileSync(path.join(tableDir(), `${made[3].name}.tkt`), 'rotted');
+    fs.writeFileSync(path.join(tableDir(), `${made[2].name}.tkt`), 'rotted');
+    const deleted = await pruneBackups(backupDir(), 't', 2, { verify: 'until-verified' });
+    // Damaged ones neither count nor go; made[1] is the verified survivor, made[0] counts unread.
+    expect(deleted).toEqual([]);
+    expect((await listBackups(backupDir(), 't')).map((m) => m.name)).toEqual([made[3], made[2], made[1], made[0]].map((m) => m.name));
+    // A trusted fresh backup counts without a read (its file is damaged here, so a read would reject it) and is never deleted.
+    await t.put('k9', b('v9'));
+    const fresh = await backupTable(t, backupDir(), { now: at(2500) }); // sorts below made[3], as with a clock set back
+    fs.writeFileSync(path.join(tableDir(), `${fresh.name}.tkt`), 'x');
+    const second = await pruneBackups(backupDir(), 't', 1, { verify: 'until-verified', trusted: [fresh.name] });
+    expect(second.map((m) => m.name).sort()).toEqual([made[2].name, made[1].name, made[0].name].sort());
+    expect((await listBackups(backupDir(), 't')).map((m) => m.name)).toEqual([made[3].name, fresh.name]);
+    // Trusted but older than `keep` allows: still kept.
+    const older = await backupTable(t, backupDir(), { now: at(100) });
+    expect(await pruneBackups(backupDir(), 't', 1, { verify: 'until-verified', trusted: [older.name] })).toEqual([]);
     await t.close();
   });
 

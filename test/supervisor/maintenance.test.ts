@@ -1,10 +1,11 @@
-import { readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
 import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
 import { decodeJson, InProcessBus, requestJson } from '../../bus';
 import { loadConfig, type Config } from '../../supervisor/config';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
+import type { StoreFs } from '../../store';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 
@@ -53,25 +54,28 @@ describe('maintenance', () => {
     actor = undefined;
   }
 
-  async function start(config: Config, opts: { clock?: SimulatedClock; fs?: FaultyFs } = {}): Promise<SupervisorRef> {
+  async function start(config: Config, opts: { clock?: SimulatedClock; fs?: StoreFs; noWait?: boolean } = {}): Promise<SupervisorRef> {
     actor = createActor(supervisorMachine, {
       input: { config, bus, logger: silent, clock: opts.clock ?? new SimulatedClock(), fs: opts.fs },
       // Only a simulated clock is passed: `clock: undefined` would replace xstate's default.
       ...(opts.clock ? { clock: opts.clock } : {}),
     });
     actor.start();
+    if (opts.noWait) return actor;
     for (const t of config.tables) await waitFor(actor, (s) => s.context.owners[t.name].state === 'serving');
     return actor;
   }
 
-  async function nextBackupIs(iso: string): Promise<void> {
+  async function nextRunIs(name: 'backup' | 'compaction' | 'scrub', iso: string): Promise<void> {
     for (let i = 0; i < 2000; i++) {
-      const health = (await requestJson(bus, 'admin.health', {})) as { nextRuns: { backup: string | null } };
-      if (health.nextRuns.backup === iso) return;
+      const health = (await requestJson(bus, 'admin.health', {})) as { nextRuns: Record<string, string | null> };
+      if (health.nextRuns[name] === iso) return;
       await new Promise((r) => setTimeout(r, 5));
     }
-    throw new Error(`the next backup never became ${iso}`);
+    throw new Error(`the next ${name} run never became ${iso}`);
   }
+  const nextBackupIs = (iso: string) => nextRunIs('backup', iso);
+  const count = (event: string) => events.filter((e) => e.subject === `backups.${event}`).length;
 
   const backupFiles = (config: Config, table: string) =>
     readdirSync(path.join(config.backupDir, table)).filter((f) => f.endsWith('.tkt')).sort();
@@ -136,10 +140,12 @@ describe('maintenance', () => {
     fs.failOn({ op: 'rename', nth: 1, code: 'EIO', sticky: true });
     const twice = (await requestJson(bus, 'admin.compact', { force: true })) as { results: any[] };
     expect(twice.results[0]).toMatchObject({ status: 'error', attempts: 2 });
+    // Over `tables.<t>.compact` the error carries a wire code, not the internal one.
+    await expect(requestJson(bus, 'tables.alpha.compact', { force: true })).rejects.toMatchObject({ wireCode: 'internal' });
     fs.heal();
     await bus.flush();
     const failed = events.filter((e) => e.subject === 'backups.compaction_failed');
-    expect(failed).toHaveLength(1);
+    expect(failed).toHaveLength(2);
     expect(failed[0].body.results[0].table).toBe('alpha');
     expect(await requestJson(bus, 'tables.alpha.get', { key: 'k9' })).toEqual({ found: true, value: { r: 1, i: 9 } });
   });
@@ -190,5 +196,218 @@ describe('maintenance', () => {
     expect(history.entries.map((e) => [e.kind, e.trigger])).toEqual([['backup', 'scheduled'], ['backup', 'scheduled']]);
     clock2.increment(30 * 60_000);
     await until(() => events.filter((e) => e.subject === 'backups.backup_complete').length === 1, 'the backup after the restart');
+  });
+
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
+  const tick = async () => {
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  };
+
+  test('maintenance - a scheduled run that falls due while the table is still opening runs once it serves, and only then counts', async () => {
+    const clock = new SimulatedClock();
+    clock.set(T0);
+    const fs = new FaultyFs();
+    const opening = fs.hold('open'); // the table file's open: the owner stays in `opening`
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config, { clock, fs, noWait: true });
+    await opening.reached;
+    await requestJson(bus, 'admin.health', {}); // answered once the schedules are armed
+    clock.increment(0); // the first-ever backup falls due while the table opens
+    await tick();
+    expect(actor!.getSnapshot().context.owners.alpha.state).toBe('opening');
+    opening.release();
+    await until(() => count('backup_complete') === 1, 'the deferred first backup');
+    await nextBackupIs(iso(T0 + HOUR)); // recorded only now
+    expect(count('backup_failed')).toBe(0);
+    const history = (await requestJson(bus, 'admin.history', {})) as { entries: { kind: string; result: string; trigger: string }[] };
+    expect(history.entries.map((e) => [e.kind, e.result, e.trigger])).toEqual([['backup', 'ok', 'scheduled']]);
+    expect(backupFiles(config, 'alpha')).toHaveLength(1);
+  });
+
+  test('maintenance - after a restart that missed runs, the backup, the compaction and a cron scrub each run once, at once', async () => {
+    const clock = new SimulatedClock();
+    clock.set(T0);
+    const config = configFor(tmp.dir, ['alpha'], { scrub: { cron: '0 * * * *' } });
+    await start(config, { clock });
+    await requestJson(bus, 'admin.health', {});
+    clock.increment(0);
+    await until(() => count('backup_complete') === 1, 'the first backup');
+    await nextBackupIs(iso(T0 + HOUR));
+    const before = (await requestJson(bus, 'admin.health', {})) as { nextRuns: Record<string, string> };
+    expect(before.nextRuns).toEqual({ backup: iso(T0 + HOUR), compaction: iso(T0 + 6 * HOUR), scrub: iso(T0 + HOUR) });
+    await stop();
+
+    // Down for seven hours (restarted each time before a run fell due, the compaction would never have run).
+    const clock2 = new SimulatedClock();
+    clock2.set(T0 + 7 * HOUR);
+    events = [];
+    await start(config, { clock: clock2 });
+    const due = (await requestJson(bus, 'admin.health', {})) as { nextRuns: Record<string, string> };
+    expect(due.nextRuns).toEqual({ backup: iso(T0 + 7 * HOUR), compaction: iso(T0 + 7 * HOUR), scrub: iso(T0 + 7 * HOUR) });
+    clock2.increment(0);
+    await until(() => count('backup_complete') === 1 && count('compaction_complete') === 1, 'the missed runs');
+    await nextRunIs('compaction', iso(T0 + 13 * HOUR));
+    await nextRunIs('backup', iso(T0 + 8 * HOUR));
+    await nextRunIs('scrub', iso(T0 + 8 * HOUR));
+    const health = (await requestJson(bus, 'admin.health', {})) as any;
+    expect(health.tables[0].scrub).toMatchObject({ at: iso(T0 + 7 * HOUR) });
+    expect(health.tables[0].lastCompaction).toMatchObject({ kind: 'compaction', table: 'alpha', result: 'skipped', trigger: 'scheduled' });
+    await bus.flush();
+    expect([count('backup_complete'), count('compaction_complete')]).toEqual([1, 1]);
+  });
+
+  test('maintenance - backups take their time from the injected clock; two in the same millisecond both succeed', async () => {
+    const clock = new SimulatedClock();
+    clock.set(T0 + 10 * HOUR);
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config, { clock });
+    await fill('alpha', 5);
+    const a = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    const b = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect([a.results[0].status, b.results[0].status]).toEqual(['ok', 'ok']);
+    expect(a.results[0].file).toBe('alpha-20260101T100000000Z-g1');
+    expect(b.results[0].file).toBe('alpha-20260101T100000000Z-g1-001');
+    const health = (await requestJson(bus, 'admin.health', {})) as any;
+    expect(health.tables[0].lastBackup).toMatchObject({ at: iso(T0 + 10 * HOUR), file: b.results[0].file, verified: true });
+    expect(health.tables[0].backups).toBe(2);
+  });
+
+  test('maintenance - retention never deletes the last backup that verifies, even when newer-looking ones have rotted', async () => {
+    const clock = new SimulatedClock();
+    clock.set(T0 + 10 * HOUR);
+    const config = configFor(tmp.dir, ['alpha']); // keep 2
+    await start(config, { clock });
+    await fill('alpha', 5);
+    await requestJson(bus, 'admin.backup.alpha', {});
+    await requestJson(bus, 'admin.backup.alpha', {});
+    await stop();
+    // Both rot on disk; the clock is then set back ten hours (a wrong RTC), so the next backup sorts oldest.
+    for (const f of backupFiles(config, 'alpha')) writeFileSync(path.join(config.backupDir, 'alpha', f), 'rotted');
+    const clock2 = new SimulatedClock();
+    clock2.set(T0);
+    await start(config, { clock: clock2 });
+    const reply = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(reply.results[0]).toMatchObject({ status: 'ok', pruned: 0, file: 'alpha-20260101T000000000Z-g1' });
+    // Keeping "the newest two" by time would have deleted the only backup that verifies.
+    expect(backupFiles(config, 'alpha')).toEqual(
+      ['alpha-20260101T000000000Z-g1', 'alpha-20260101T100000000Z-g1', 'alpha-20260101T100000000Z-g1-001'].map((n) => `${n}.tkt`).sort(),
+    );
+  });
+
+  test('maintenance - a backup whose pruning fails is still a success; the failure is reported beside it', async () => {
+    const fs = new FaultyFs();
+    const config = configFor(tmp.dir, ['alpha']); // keep 2
+    await start(config, { fs });
+    await fill('alpha', 5);
+    await requestJson(bus, 'admin.backup.alpha', {});
+    await requestJson(bus, 'admin.backup.alpha', {});
+    fs.failOn({ op: 'unlink', nth: 1, code: 'EIO' });
+    const reply = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(reply.results[0]).toMatchObject({ table: 'alpha', status: 'ok', pruned: 0, pruneError: { code: expect.any(String), message: expect.stringContaining('EIO') } });
+    expect(backupFiles(config, 'alpha')).toHaveLength(3);
+    await bus.flush();
+    expect(count('backup_failed')).toBe(0);
+    const complete = events.filter((e) => e.subject === 'backups.backup_complete').at(-1)!;
+    expect(complete.body.tables[0]).toMatchObject({ table: 'alpha', file: reply.results[0].file, pruneError: { code: expect.any(String) } });
+    const history = (await requestJson(bus, 'admin.history', { limit: 1 })) as { entries: any[] };
+    expect(history.entries[0]).toMatchObject({ kind: 'backup', result: 'ok', detail: { pruneError: { code: expect.any(String) } } });
+    // The next backup prunes again.
+    const next = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(next.results[0]).toMatchObject({ status: 'ok', pruned: 2 });
+    expect(backupFiles(config, 'alpha')).toHaveLength(2);
+  });
+
+  test('maintenance - a backup whose copy does not verify is published as backup_failed and leaves nothing', async () => {
+    const fs = new FaultyFs();
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config, { fs });
+    await fill('alpha', 20);
+    fs.failOn({ op: 'write', nth: 1, corrupt: true }); // the copy's first write is silently changed
+    const reply = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(reply.results[0]).toMatchObject({ table: 'alpha', status: 'failed', error: { code: 'BACKUP_FAILED' } });
+    expect(fs.fired).toHaveLength(1);
+    await bus.flush();
+    const failed = events.filter((e) => e.subject === 'backups.backup_failed');
+    expect(failed.map((e) => e.body)).toEqual([expect.objectContaining({ table: 'alpha', trigger: 'manual', error: expect.objectContaining({ code: 'BACKUP_FAILED' }) })]);
+    expect(count('backup_complete')).toBe(0);
+    const dir = path.join(config.backupDir, 'alpha');
+    expect(existsSync(dir) ? readdirSync(dir) : []).toEqual([]);
+    const health = (await requestJson(bus, 'admin.health', {})) as any;
+    expect(health.tables[0]).toMatchObject({ lastBackup: null, backups: 0 });
+    const history = (await requestJson(bus, 'admin.history', {})) as { entries: any[] };
+    expect(history.entries).toEqual([expect.objectContaining({ kind: 'backup', table: 'alpha', result: 'failed', trigger: 'manual' })]);
+  });
+
+  test('maintenance - a blocked backup of one table holds up neither the compaction of another nor its requests', async () => {
+    const fs = new FaultyFs();
+    const config = configFor(tmp.dir, ['alpha', 'beta']);
+    await start(config, { fs });
+    await fill('alpha', 20);
+    await fill('beta', 20, 3);
+    const gate = fs.hold('fdatasync'); // the next fdatasync is alpha's backup's
+    let settled = false;
+    const backup = (requestJson(bus, 'admin.backup.alpha', {}, { timeoutMs: 60_000 }) as Promise<{ results: any[] }>).finally(() => {
+      settled = true;
+    });
+    await gate.reached;
+    const compact = (await requestJson(bus, 'admin.compact.beta', {})) as { results: any[] };
+    expect(compact.results[0]).toMatchObject({ table: 'beta', status: 'compacted' });
+    await requestJson(bus, 'tables.beta.put', { key: 'new', value: 1 });
+    expect(await requestJson(bus, 'tables.beta.get', { key: 'new' })).toEqual({ found: true, value: 1 });
+    expect(await requestJson(bus, 'tables.alpha.get', { key: 'k1' })).toEqual({ found: true, value: { r: 0, i: 1 } });
+    expect(settled).toBe(false); // alpha's backup is still held
+    gate.release();
+    expect((await backup).results[0]).toMatchObject({ table: 'alpha', status: 'ok' });
+  });
+
+  test('maintenance - events, history and health carry bytes, durations and per-table results', async () => {
+    const config = configFor(tmp.dir, ['alpha', 'beta']);
+    await start(config);
+    await fill('alpha', 10, 4);
+    const backup = (await requestJson(bus, 'admin.backup', {})) as { results: any[] };
+    const compact = (await requestJson(bus, 'admin.compact', {})) as { results: any[] };
+    await bus.flush();
+    const size = (table: string, file: string) => statSync(path.join(config.backupDir, table, `${file}.tkt`)).size;
+    const bc = events.find((e) => e.subject === 'backups.backup_complete')!.body;
+    expect(bc.tables).toEqual(
+      backup.results.map((r) => ({ table: r.table, bytes: size(r.table, r.file), records: 10 * Number(r.table === 'alpha'), file: r.file, durationMs: expect.any(Number), pruned: 0 })),
+    );
+    expect(bc.bytes).toBe(bc.tables[0].bytes + bc.tables[1].bytes);
+    expect(bc).toMatchObject({ trigger: 'manual', durationMs: expect.any(Number), failed: [] });
+    const cc = events.find((e) => e.subject === 'backups.compaction_complete')!.body;
+    expect(cc.results).toEqual(compact.results);
+    expect(cc.results[0]).toMatchObject({ table: 'alpha', status: 'compacted', attempts: 1, durationMs: expect.any(Number), bytesBefore: expect.any(Number), bytesAfter: expect.any(Number) });
+    expect(cc.results[0].bytesAfter).toBeLessThan(cc.results[0].bytesBefore);
+    expect(cc.results[1]).toMatchObject({ table: 'beta', status: 'skipped', fragmentation: 0 });
+    const history = (await requestJson(bus, 'admin.history', {})) as { entries: any[] };
+    const alphaBackup = history.entries.find((e) => e.kind === 'backup' && e.table === 'alpha');
+    expect(alphaBackup).toMatchObject({ result: 'ok', bytes: size('alpha', backup.results[0].file), durationMs: expect.any(Number), detail: { file: backup.results[0].file, records: 10 } });
+    const alphaCompaction = history.entries.find((e) => e.kind === 'compaction' && e.table === 'alpha');
+    expect(alphaCompaction).toMatchObject({ result: 'ok', bytes: cc.results[0].bytesAfter, detail: { bytesBefore: cc.results[0].bytesBefore, attempts: 1 } });
+    const health = (await requestJson(bus, 'admin.health', {})) as any;
+    expect(health.tables.map((t: any) => [t.table, t.lastCompaction?.result, t.lastBackup?.file])).toEqual([
+      ['alpha', 'ok', backup.results[0].file],
+      ['beta', 'skipped', backup.results[1].file],
+    ]);
+    expect(health.tables[0].lastCompaction).toEqual(alphaCompaction);
+  });
+
+  test('maintenance - a history table that cannot be opened is quarantined and started fresh; maintenance goes on', async () => {
+    const config = configFor(tmp.dir, ['alpha']);
+    const dir = path.join(config.dataDir, '.tablekeeper');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, 'history.tkt'), Buffer.alloc(4096, 0xab));
+    await start(config);
+    const health = (await requestJson(bus, 'admin.health', {})) as any;
+    expect(health.tables[0]).toMatchObject({ table: 'alpha', state: 'serving' });
+    await bus.flush();
+    const reset = events.filter((e) => e.subject === 'backups.corruption_detected');
+    expect(reset.map((e) => e.body)).toEqual([expect.objectContaining({ table: '_history', source: 'open', quarantined: expect.stringContaining('_history-') })]);
+    expect(existsSync(reset[0].body.quarantined)).toBe(true);
+    const reply = (await requestJson(bus, 'admin.backup', {})) as { results: any[] };
+    expect(reply.results[0].status).toBe('ok');
+    const history = (await requestJson(bus, 'admin.history', {})) as { entries: any[] };
+    expect(history.entries).toHaveLength(1);
   });
 });

@@ -1,5 +1,6 @@
 import { SimulatedClock } from 'xstate';
-import { nextRunAt, Schedule } from '../../supervisor/schedule';
+import type { ScheduleSetting } from '../../supervisor/config';
+import { nextRunAt, Schedule, type RunReport, type ScheduleState } from '../../supervisor/schedule';
 
 const H = 3_600_000;
 const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
@@ -24,30 +25,43 @@ describe('schedule', () => {
     expect(nextRunAt({ cron: '0 */6 * * *' }, local, local + 10 * H, 'later')).toBe(local + 10 * H);
   });
 
+  const flush = async () => {
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  };
+
+  /** A schedule over `targets` whose state lives in `store.state` (as the history table keeps it). */
+  function make(
+    clock: SimulatedClock,
+    store: { state?: ScheduleState },
+    opts: { spec?: ScheduleSetting; firstRun?: 'now' | 'later'; targets?: string[]; job?: (targets: string[]) => Promise<RunReport> } = {},
+  ): { schedule: Schedule; runs: { at: number; targets: string[] }[] } {
+    const runs: { at: number; targets: string[] }[] = [];
+    const schedule = new Schedule({
+      name: 'test',
+      spec: opts.spec ?? { every: '1h' },
+      clock,
+      firstRun: opts.firstRun ?? 'later',
+      targets: opts.targets ?? ['a'],
+      state: () => store.state,
+      save: async (state) => {
+        store.state = state;
+      },
+      job: async (targets) => {
+        runs.push({ at: clock.now(), targets });
+        return opts.job ? opts.job(targets) : { deferred: [] };
+      },
+      onError: (err) => {
+        throw err;
+      },
+    });
+    return { schedule, runs };
+  }
+
   test('schedule - runs on the clock, records each run after it finishes, and survives a restart', async () => {
     const clock = new SimulatedClock();
     clock.set(T0);
-    let last: number | undefined;
-    const runs: number[] = [];
-    const make = () =>
-      new Schedule({
-        name: 'test',
-        spec: { every: '1h' },
-        clock,
-        firstRun: 'later',
-        lastRun: () => last,
-        record: async (at) => {
-          last = at;
-        },
-        job: async () => {
-          runs.push(clock.now());
-        },
-        onError: (err) => {
-          throw err;
-        },
-      });
-    const flush = () => new Promise((r) => setImmediate(r));
-    let s = make();
+    const store: { state?: ScheduleState } = {};
+    let { schedule: s, runs } = make(clock, store);
     s.start();
     expect(s.nextAt).toBe(T0 + H);
     clock.increment(H - 1);
@@ -55,21 +69,143 @@ describe('schedule', () => {
     expect(runs).toEqual([]);
     clock.increment(1);
     await flush();
-    expect(runs).toEqual([T0 + H]);
-    expect(last).toBe(T0 + H);
+    expect(runs.map((r) => r.at)).toEqual([T0 + H]);
+    expect(store.state).toEqual({ lastRun: T0 + H });
     expect(s.nextAt).toBe(T0 + 2 * H);
     s.stop();
     // A restart 30 minutes later picks up the persisted last run.
     clock.increment(30 * 60_000);
-    s = make();
+    ({ schedule: s, runs } = make(clock, store));
     s.start();
     expect(s.nextAt).toBe(T0 + 2 * H);
     clock.increment(30 * 60_000);
     await flush();
-    expect(runs).toEqual([T0 + H, T0 + 2 * H]);
+    expect(runs.map((r) => r.at)).toEqual([T0 + 2 * H]);
     s.stop();
     clock.increment(2 * H);
     await flush();
+    expect(runs).toHaveLength(1);
+  });
+
+  test('schedule - the first run time is saved at once, so restarts before it neither push it back nor lose it', async () => {
+    const clock = new SimulatedClock();
+    clock.set(T0);
+    const store: { state?: ScheduleState } = {};
+    let { schedule: s, runs } = make(clock, store, { spec: { every: '6h' } });
+    s.start();
+    await flush();
+    expect(s.nextAt).toBe(T0 + 6 * H);
+    expect(store.state).toMatchObject({ firstDue: T0 + 6 * H });
+    s.stop();
+    // Restarted every 4 hours: the run still falls due 6 hours after the very first start.
+    clock.increment(4 * H);
+    ({ schedule: s, runs } = make(clock, store, { spec: { every: '6h' } }));
+    s.start();
+    expect(s.nextAt).toBe(T0 + 6 * H);
+    s.stop();
+    // Down past it: it runs once, right after the next start.
+    clock.increment(4 * H);
+    ({ schedule: s, runs } = make(clock, store, { spec: { every: '6h' } }));
+    s.start();
+    expect(s.nextAt).toBe(T0 + 8 * H);
+    clock.increment(0);
+    await flush();
+    expect(runs.map((r) => r.at)).toEqual([T0 + 8 * H]);
+    expect(store.state).toEqual({ lastRun: T0 + 8 * H });
+    expect(s.nextAt).toBe(T0 + 14 * H);
+    s.stop();
+  });
+
+  test('schedule - a cron schedule keeps its first run across a restart that misses it', async () => {
+    const clock = new SimulatedClock();
+    const start = new Date(2026, 0, 1, 1, 0, 0).getTime(); // 01:00 local
+    clock.set(start);
+    const store: { state?: ScheduleState } = {};
+    const spec = { cron: '0 */6 * * *' };
+    let { schedule: s, runs } = make(clock, store, { spec });
+    s.start();
+    const six = new Date(2026, 0, 1, 6, 0, 0).getTime();
+    expect(s.nextAt).toBe(six);
+    s.stop();
+    clock.set(six + 3 * H); // down from 01:00 to 09:00
+    ({ schedule: s, runs } = make(clock, store, { spec }));
+    s.start();
+    expect(s.nextAt).toBe(six + 3 * H);
+    clock.increment(0);
+    await flush();
+    expect(runs).toHaveLength(1);
+    expect(new Date(s.nextAt!).getHours()).toBe(12);
+    s.stop();
+  });
+
+  test('schedule - a spec changed before the first run recomputes the first run time', () => {
+    const clock = new SimulatedClock();
+    clock.set(T0);
+    const store: { state?: ScheduleState } = {};
+    let { schedule: s } = make(clock, store, { spec: { every: '24h' } });
+    s.start();
+    s.stop();
+    ({ schedule: s } = make(clock, store, { spec: { every: '1h' } }));
+    s.start();
+    expect(s.nextAt).toBe(T0 + H);
+    s.stop();
+  });
+
+  test('schedule - targets that could not run are tried again alone, on wake or after a delay, before the run counts as done', async () => {
+    const clock = new SimulatedClock();
+    clock.set(T0);
+    const store: { state?: ScheduleState } = {};
+    const up = new Set(['a']);
+    const { schedule: s, runs } = make(clock, store, {
+      firstRun: 'now',
+      targets: ['a', 'b', 'c'],
+      job: async (targets) => ({ deferred: targets.filter((t) => !up.has(t)) }),
+    });
+    s.start();
+    clock.increment(0);
+    await flush();
+    expect(runs).toEqual([{ at: T0, targets: ['a', 'b', 'c'] }]);
+    expect(store.state?.lastRun).toBeUndefined(); // b and c have not had their turn
+    // A table comes up: the deferred ones are tried at once.
+    up.add('b');
+    s.wake();
+    await flush();
+    expect(runs.at(-1)).toEqual({ at: T0, targets: ['b', 'c'] });
+    expect(store.state?.lastRun).toBeUndefined();
+    // Without a wake, after the retry delay (1 s, doubling).
+    up.add('c');
+    clock.increment(999);
+    await flush();
     expect(runs).toHaveLength(2);
+    clock.increment(1001);
+    await flush();
+    expect(runs.at(-1)).toEqual({ at: T0 + 2000, targets: ['c'] });
+    expect(store.state).toEqual({ lastRun: T0 });
+    expect(s.nextAt).toBe(T0 + H);
+    s.stop();
+  });
+
+  test('schedule - a target still down when the next run falls due joins that run, and the missed run is recorded', async () => {
+    const clock = new SimulatedClock();
+    clock.set(T0);
+    const store: { state?: ScheduleState } = {};
+    const { schedule: s, runs } = make(clock, store, {
+      spec: { every: '2s' },
+      firstRun: 'now',
+      targets: ['a', 'b'],
+      job: async (targets) => ({ deferred: targets.filter((t) => t === 'b') }),
+    });
+    s.start();
+    clock.increment(0);
+    await flush();
+    clock.increment(1000); // the retry at +1 s
+    await flush();
+    expect(runs.map((r) => r.targets)).toEqual([['a', 'b'], ['b']]);
+    // The next retry (+2 s more) would pass the next run (T0 + 2 s): the run is recorded instead.
+    expect(store.state).toEqual({ lastRun: T0 });
+    clock.increment(1000);
+    await flush();
+    expect(runs.at(-1)).toEqual({ at: T0 + 2000, targets: ['a', 'b'] });
+    s.stop();
   });
 });

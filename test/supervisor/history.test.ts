@@ -1,0 +1,105 @@
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { HistoryStore, type HistoryEntry } from '../../supervisor/history';
+import { useTempDir } from '../helpers/store-temp';
+
+const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
+
+function entry(i: number, kind: HistoryEntry['kind'], table: string, result: HistoryEntry['result'] = 'ok'): HistoryEntry {
+  return { at: new Date(T0 + i * 1000).toISOString(), kind, table, result, trigger: 'manual', durationMs: i };
+}
+
+describe('history', () => {
+  const tmp = useTempDir('tk-history-');
+
+  test('history - keeps the newest N entries per kind and table, and knows the last and the counts after a reopen', async () => {
+    let h = await HistoryStore.open(tmp.dir, { limit: 3 });
+    for (let i = 0; i < 6; i++) await h.add(entry(i, 'backup', 'a'));
+    await h.add(entry(6, 'backup', 'b'));
+    await h.add(entry(7, 'recovery', 'a', 'failed'));
+    await h.add(entry(8, 'recovery', 'a'));
+    const check = (store: HistoryStore) => {
+      expect(store.recent(100).map((e) => [e.kind, e.table, e.durationMs])).toEqual([
+        ['recovery', 'a', 8],
+        ['recovery', 'a', 7],
+        ['backup', 'b', 6],
+        ['backup', 'a', 5],
+        ['backup', 'a', 4],
+        ['backup', 'a', 3],
+      ]);
+      expect(store.last('backup', 'a')?.durationMs).toBe(5);
+      expect(store.last('compaction', 'a')).toBeUndefined();
+      expect(store.count('recovery', 'a')).toEqual({ count: 2, failed: 1 });
+      expect(store.count('backup', 'a')).toEqual({ count: 3, failed: 0 });
+    };
+    check(h);
+    await h.close();
+    h = await HistoryStore.open(tmp.dir, { limit: 3 });
+    check(h);
+    // A smaller limit trims at open.
+    await h.close();
+    h = await HistoryStore.open(tmp.dir, { limit: 1 });
+    expect(h.count('backup', 'a').count).toBe(1);
+    expect(h.last('backup', 'a')?.durationMs).toBe(5);
+    await h.close();
+  });
+
+  test('history - an entry from a clock set back sorts by its time and does not become the last', async () => {
+    const h = await HistoryStore.open(tmp.dir);
+    await h.add(entry(10, 'compaction', 'a'));
+    await h.add(entry(5, 'compaction', 'a', 'failed'));
+    expect(h.last('compaction', 'a')?.durationMs).toBe(10);
+    expect(h.recent(10).map((e) => e.durationMs)).toEqual([10, 5]);
+    await h.close();
+  });
+
+  test('history - compacts itself once dead records pass its threshold, keeping every live value', async () => {
+    let h = await HistoryStore.open(tmp.dir, { compaction: { deadBytes: 4096, fragmentation: 0.5 } });
+    await h.add(entry(1, 'backup', 'a'));
+    let grew = 0;
+    for (let i = 0; i < 200; i++) {
+      await h.setState('scrub.a', { at: i, padding: 'x'.repeat(100) });
+      grew = Math.max(grew, h.stats().fileBytes);
+    }
+    await h.close(); // waits for a compaction in progress
+    h = await HistoryStore.open(tmp.dir);
+    const stats = h.stats();
+    expect(stats.generation).toBeGreaterThan(1);
+    expect(stats.fileBytes).toBeLessThan(grew);
+    expect(h.getState('scrub.a')).toEqual({ at: 199, padding: 'x'.repeat(100) });
+    expect(h.recent(10)).toHaveLength(1);
+    await h.close();
+  });
+
+  test('history - a file that cannot be opened is quarantined and an empty history started', async () => {
+    const dir = path.join(tmp.dir, '.tablekeeper');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, 'history.tkt'), Buffer.alloc(2048, 0x5a));
+    const h = await HistoryStore.open(tmp.dir, { now: () => T0 });
+    expect(h.reset).toMatchObject({ reason: expect.any(String), quarantined: expect.stringContaining('_history-20260101T000000000Z'), persisted: true });
+    expect(existsSync(h.reset!.quarantined!)).toBe(true);
+    expect(h.recent(10)).toEqual([]);
+    await h.add(entry(1, 'backup', 'a'));
+    await h.close();
+    const again = await HistoryStore.open(tmp.dir);
+    expect(again.reset).toBeUndefined();
+    expect(again.recent(10)).toHaveLength(1);
+    expect(readdirSync(dir)).toContain('history.tkt');
+    await again.close();
+  });
+
+  test('history - a file that cannot be opened for another reason is left alone and the history kept in memory', async () => {
+    const dir = path.join(tmp.dir, '.tablekeeper');
+    mkdirSync(path.join(dir, 'history.tkt'), { recursive: true }); // a directory where the file should be
+    const h = await HistoryStore.open(tmp.dir);
+    expect(h.reset).toMatchObject({ quarantined: null, persisted: false });
+    await h.add(entry(1, 'backup', 'a'));
+    await h.add(entry(2, 'backup', 'a'));
+    await h.setState('schedule.backup', { lastRun: 5 });
+    expect(h.recent(10).map((e) => e.durationMs)).toEqual([2, 1]);
+    expect(h.last('backup', 'a')?.durationMs).toBe(2);
+    expect(h.getState('schedule.backup')).toEqual({ lastRun: 5 });
+    await h.close();
+    expect(readdirSync(dir)).toEqual(['history.tkt']);
+  });
+});
