@@ -10,7 +10,8 @@ import { connect } from 'node:net';
 import { Client } from 'undici';
 import { InProcessBus, respondError, respondOk, encodeJson, type Message } from '../../bus';
 import { ERROR_CODES } from '../../bus/error-codes';
-import { adminTokenPath, createHttpServer, type ServiceLifecycle } from '../../http';
+import { Subjects } from '../../bus/subjects';
+import { adminTokenPath, createHttpServer, HttpMetrics, type ServiceLifecycle } from '../../http';
 import {
   MaintenanceConflictError,
   TableCorruptError,
@@ -277,6 +278,36 @@ describe('http over stub responders', () => {
     expect(sampleValue(m, 'tablekeeper_corruptions_detected_total', { table: 'events' })).toBe(1);
     expect(sampleValue(m, 'tablekeeper_recoveries_total', { table: 'events', result: 'complete' })).toBe(1);
     expect(sampleValue(m, 'tablekeeper_recovery_duration_seconds_sum', { table: 'orders', result: 'failed' })).toBe(4);
+  });
+
+  test('http - two overlapping scrapes both render the table gauges, whichever answer comes first', async () => {
+    // Each scrape's admin.health and $SRV.STATS requests are held here and answered in a chosen order.
+    const healthAsks: Message[] = [];
+    const statsAsks: Message[] = [];
+    bus.subscribe('admin.health', (msg) => void healthAsks.push(msg));
+    bus.subscribe('$SRV.STATS.tablekeeper', (msg) => void statsAsks.push(msg));
+    const stats = { endpoints: [{ name: 'orders', subject: 'tables.orders.>', num_requests: 7, num_errors: 1 }] };
+    const metrics = new HttpMetrics({ bus, subjects: new Subjects(''), logger: captureLogger('warn').logger });
+    const records = async () => (await metrics.registry.getSingleMetric('tablekeeper_table_records')!.get()).values.length;
+    const first = metrics.render();
+    await until(() => healthAsks.length === 1 && statsAsks.length === 1, 'the first scrape to ask');
+    respondOk(healthAsks[0], health({ orders: 'serving' }));
+    await until(async () => (await records()) === 1, 'the first scrape to set its table gauges');
+    // The second scrape starts after the first has its table gauges but before it renders.
+    const second = metrics.render();
+    await until(() => healthAsks.length === 2 && statsAsks.length === 2, 'the second scrape to ask');
+    respondOk(statsAsks[0], stats);
+    const a = parsePrometheus(await first);
+    respondOk(healthAsks[1], health({ orders: 'recovering' }));
+    respondOk(statsAsks[1], stats);
+    const b = parsePrometheus(await second);
+    expect(sampleValue(a, 'tablekeeper_up')).toBe(1);
+    expect(sampleValue(a, 'tablekeeper_table_records', { table: 'orders' })).toBe(3);
+    expect(sampleValue(a, 'tablekeeper_table_state', { table: 'orders', state: 'serving' })).toBe(1);
+    expect(sampleValue(a, 'tablekeeper_bus_table_requests', { table: 'orders' })).toBe(7);
+    expect(sampleValue(b, 'tablekeeper_table_records', { table: 'orders' })).toBe(3);
+    expect(sampleValue(b, 'tablekeeper_table_state', { table: 'orders', state: 'recovering' })).toBe(1);
+    expect(sampleValue(b, 'tablekeeper_bus_table_errors', { table: 'orders' })).toBe(1);
   });
 
   test('http - admin mutations are rate limited per client with 429 and Retry-After', async () => {
