@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { createActor, toPromise, waitFor } from 'xstate';
 import { createBus, MicroService, type Bus } from '../bus';
 import { createHttpServer, listenHttp, type ServiceLifecycle } from '../http';
+import type { StoreFs } from '../store';
 import { loadConfig, type Config } from '../supervisor/config';
 import { allTablesSettled, supervisorMachine } from '../supervisor/supervisor';
 import { VERSION } from './version';
@@ -20,13 +21,19 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
+/** What `startService` may be given besides the configuration. */
+export interface StartOptions {
+  /** The table files' file access (default the real disk); fault-injection tests pass their own. */
+  fs?: StoreFs;
+}
+
 /**
  * Starts Tablekeeper: the bus (NATS when configured, otherwise in-process),
  * the HTTP server, the micro-service responder, and the supervisor with one
  * owner per table. HTTP listens first, so that a port already in use stops
  * the start before any table is opened, and `/readyz` can say "starting".
  */
-export async function startService(config: Config, logger: Logger): Promise<RunningService> {
+export async function startService(config: Config, logger: Logger, opts: StartOptions = {}): Promise<RunningService> {
   mkdirSync(config.dataDir, { recursive: true });
   const bus = await createBus({
     natsUrl: config.nats.url,
@@ -57,7 +64,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     logger: logger.child({ component: 'micro' }),
   });
   const supervisor = createActor(supervisorMachine, {
-    input: { config, bus, logger: logger.child({ component: 'supervisor' }), service },
+    input: { config, bus, logger: logger.child({ component: 'supervisor' }), service, fs: opts.fs },
   });
   supervisor.start();
   // Report started only once every table has left `opening`, so the first
