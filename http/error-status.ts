@@ -15,7 +15,8 @@ export type HttpOnlyCode =
   | 'ROUTE_NOT_FOUND'
   | 'BODY_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
-  | 'RATE_LIMITED';
+  | 'RATE_LIMITED'
+  | 'TOO_MANY_STREAMS';
 
 /** How an HTTP-only failure is answered. */
 export interface HttpOnlyMapping {
@@ -32,6 +33,7 @@ export const HTTP_ONLY_ERRORS: Readonly<Record<HttpOnlyCode, HttpOnlyMapping>> =
   BODY_TOO_LARGE: { wire: 'bad_request', status: 413, doc: 'The request body is over the body limit.' },
   UNSUPPORTED_MEDIA_TYPE: { wire: 'bad_request', status: 415, doc: 'A body was sent that is not `application/json`.' },
   RATE_LIMITED: { wire: 'unavailable', status: 429, doc: 'Too many admin mutations from this client; wait `Retry-After` seconds.' },
+  TOO_MANY_STREAMS: { wire: 'unavailable', status: 429, doc: 'This client already holds the most `/api/events` streams allowed at once; close one first.' },
 };
 
 /** The usual status of each wire code, for replies that carry no status header. */

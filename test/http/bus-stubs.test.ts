@@ -7,11 +7,12 @@
 import * as fs from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { connect } from 'node:net';
-import { Client } from 'undici';
+import { Client, request } from 'undici';
 import { InProcessBus, respondError, respondOk, encodeJson, type Message } from '../../bus';
 import { ERROR_CODES } from '../../bus/error-codes';
 import { Subjects } from '../../bus/subjects';
 import { adminTokenPath, createHttpServer, HttpMetrics, type ServiceLifecycle } from '../../http';
+import { EventStreams } from '../../http/event-routes';
 import {
   MaintenanceConflictError,
   TableCorruptError,
@@ -308,6 +309,50 @@ describe('http over stub responders', () => {
     expect(sampleValue(b, 'tablekeeper_table_records', { table: 'orders' })).toBe(3);
     expect(sampleValue(b, 'tablekeeper_table_state', { table: 'orders', state: 'recovering' })).toBe(1);
     expect(sampleValue(b, 'tablekeeper_bus_table_errors', { table: 'orders' })).toBe(1);
+  });
+
+  test('http - one client may hold at most 8 event streams; the next gets 429 in the usual shape until one closes', async () => {
+    const s = server();
+    const url = await s.listen({ host: '127.0.0.1', port: 0 });
+    const open: { abort: AbortController; reading: Promise<unknown> }[] = [];
+    const openStream = async () => {
+      const abort = new AbortController();
+      const res = await request(`${url}/api/events`, { headers: { authorization: `Bearer ${READ_TOKEN}` }, signal: abort.signal });
+      if (res.statusCode !== 200) return { status: res.statusCode, headers: res.headers, body: await res.body.json() };
+      open.push({ abort, reading: res.body.dump().catch(() => undefined) });
+      return { status: 200 };
+    };
+    const streamsGauge = async () => sampleValue(parsePrometheus((await s.inject({ method: 'GET', url: '/metrics', headers: auth })).body), 'tablekeeper_http_event_streams');
+    try {
+      for (let i = 0; i < 8; i++) expect((await openStream()).status).toBe(200);
+      const refused = await openStream();
+      expect(refused.status).toBe(429);
+      expect(refused.body).toEqual({ error: { code: 'unavailable', message: 'this client already has 8 event streams open; close one first' } });
+      expect(await streamsGauge()).toBe(8);
+      const first = open.shift()!;
+      first.abort.abort();
+      await first.reading;
+      await until(async () => (await streamsGauge()) === 7, 'the closed stream to be counted out');
+      expect((await openStream()).status).toBe(200);
+      const m = parsePrometheus((await s.inject({ method: 'GET', url: '/metrics', headers: auth })).body);
+      // Hijacked stream replies are counted as operations too.
+      expect(sampleValue(m, 'tablekeeper_http_operations_total', { operation: 'events' })).toBeGreaterThanOrEqual(9);
+    } finally {
+      for (const o of open) o.abort.abort();
+      await Promise.all(open.map((o) => o.reading));
+    }
+  });
+
+  test('http - event streams are counted per client address', () => {
+    const streams = new EventStreams(2);
+    const [a, b, c] = [() => undefined, () => undefined, () => undefined];
+    streams.add(a, '10.0.0.1');
+    streams.add(b, '10.0.0.1');
+    streams.add(c, '10.0.0.2');
+    expect([streams.heldBy('10.0.0.1'), streams.heldBy('10.0.0.2'), streams.heldBy('10.0.0.3'), streams.size]).toEqual([2, 1, 0, 3]);
+    streams.delete(a);
+    streams.delete(a); // ending twice counts once
+    expect([streams.heldBy('10.0.0.1'), streams.size]).toEqual([1, 2]);
   });
 
   test('http - admin mutations are rate limited per client with 429 and Retry-After', async () => {

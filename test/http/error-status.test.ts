@@ -48,6 +48,7 @@ describe('http error statuses', () => {
       BODY_TOO_LARGE: 413,
       UNSUPPORTED_MEDIA_TYPE: 415,
       RATE_LIMITED: 429,
+      TOO_MANY_STREAMS: 429,
     };
     for (const [code, status] of Object.entries(expected)) {
       expect(HTTP_ONLY_ERRORS[code as HttpOnlyCode].status).toBe(status);
