@@ -79,6 +79,35 @@ describe('http over stub responders', () => {
     expect(res.json()).toEqual({ error: { code: 'unavailable', message: "table 'orders': cannot start compaction while backup runs" } });
   });
 
+  test('http - a compaction or backup of a target this server still has in flight is 409, not queued behind it', async () => {
+    const held: Message[] = [];
+    bus.subscribe('admin.backup.orders', (msg) => void held.push(msg));
+    bus.subscribe('admin.backup.events', (msg) => void respondOk(msg, { results: [{ table: 'events', status: 'ok' }], durationMs: 1 }));
+    bus.subscribe('admin.backup', (msg) => void respondOk(msg, { results: [], durationMs: 1 }));
+    bus.subscribe('admin.compact.orders', (msg) => void respondOk(msg, { results: [{ table: 'orders', status: 'skipped' }], durationMs: 1 }));
+    const s = server();
+    const post = (url: string) => s.inject({ method: 'POST', url, headers: auth, remoteAddress: '127.0.0.5' });
+    const first = post('/api/admin/backup/orders');
+    await until(() => held.length === 1, 'the first backup to reach the bus');
+    const again = await post('/api/admin/backup/orders');
+    expect(again.statusCode).toBe(409);
+    expect(again.json()).toEqual({
+      error: { code: 'unavailable', message: "a backup of 'orders' asked for over HTTP is still queued or running; retry once it has answered" },
+    });
+    // Other tables, all tables, and other kinds of maintenance of the same table are not held up.
+    expect((await post('/api/admin/backup/events')).statusCode).toBe(200);
+    expect((await post('/api/admin/backup')).statusCode).toBe(200);
+    expect((await post('/api/admin/compact/orders')).statusCode).toBe(200);
+    expect(held).toHaveLength(1);
+    respondOk(held[0], { results: [{ table: 'orders', status: 'ok' }], durationMs: 1 });
+    expect((await first).statusCode).toBe(200);
+    // Once answered, the next one goes out.
+    const next = post('/api/admin/backup/orders');
+    await until(() => held.length === 2, 'the next backup to reach the bus');
+    respondOk(held[1], { results: [], durationMs: 1 });
+    expect((await next).statusCode).toBe(200);
+  });
+
   test('http - unavailable and corrupt tables are 503 with Retry-After', async () => {
     bus.subscribe('tables.orders.get', (msg) => void respondError(msg, new TableUnavailableError('orders', 'recovering')));
     bus.subscribe('tables.events.get', (msg) => void respondError(msg, new TableCorruptError('events', 16, 'bad crc')));
