@@ -7,7 +7,7 @@
 import { isUtf8 } from 'node:buffer';
 import { BadRequestError, InternalError, toTablekeeperError } from '../store/errors';
 import type { Bus, Message, RequestOptions } from './bus';
-import { ERROR_CODES, type WireErrorCode } from './error-codes';
+import { ERROR_CODES, STATUS_WIRE, statusOfWire, type WireErrorCode } from './error-codes';
 import { RemoteError } from './errors';
 
 /** Header carrying an error reply's human-readable message (NATS micro convention). */
@@ -72,26 +72,6 @@ export function isErrorReply(msg: Message): boolean {
   return msg.headers !== undefined && msg.headers[SERVICE_ERROR_CODE_HEADER] !== undefined;
 }
 
-const WIRE_FOR_STATUS: Readonly<Record<number, WireErrorCode>> = {
-  400: 'bad_request',
-  401: 'unauthorized',
-  403: 'unauthorized',
-  404: 'not_found',
-  413: 'bad_request',
-  503: 'unavailable',
-  504: 'timeout',
-};
-
-const STATUS_FOR_WIRE: Readonly<Record<WireErrorCode, number>> = {
-  bad_request: 400,
-  not_found: 404,
-  unavailable: 503,
-  corrupt: 503,
-  unauthorized: 401,
-  timeout: 504,
-  internal: 500,
-};
-
 /**
  * Sends `body` as JSON and returns the parsed reply. Throws `RemoteError`
  * when the reply is an error (`{error}` body, or micro error headers alone),
@@ -115,7 +95,7 @@ export async function requestJson(
   }
   const remote = asErrorBody(parsed);
   if (remote !== undefined) {
-    throw new RemoteError(remote.code, remote.message, status ?? STATUS_FOR_WIRE[remote.code as WireErrorCode] ?? 500);
+    throw new RemoteError(remote.code, remote.message, status ?? statusOfWire(remote.code));
   }
   if (status !== undefined) throw remoteFromHeaders(reply, status);
   return parsed;
@@ -123,7 +103,7 @@ export async function requestJson(
 
 function remoteFromHeaders(reply: Message, status: number): RemoteError {
   const message = reply.headers?.[SERVICE_ERROR_HEADER] || `remote error ${status}`;
-  return new RemoteError(WIRE_FOR_STATUS[status] ?? 'internal', message, status);
+  return new RemoteError(STATUS_WIRE[status] ?? 'internal', message, status);
 }
 
 function asErrorBody(v: unknown): { code: string; message: string } | undefined {

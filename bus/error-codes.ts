@@ -43,3 +43,45 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeMapping>> = {
   BUS_CLOSED: { wire: 'unavailable', status: 503, doc: 'The bus connection is closed or draining.' },
   INTERNAL: { wire: 'internal', status: 500, doc: 'An unexpected failure; the service logged it.' },
 };
+
+/**
+ * The usual status of each wire code: what a reply's `{error: {code}}` means
+ * when it carries no `Nats-Service-Error-Code` header. Several internal codes
+ * share a wire code with another status (a maintenance conflict is
+ * `unavailable` with 409, an oversized value `bad_request` with 413), so only
+ * the header keeps those: every Tablekeeper error reply carries it.
+ */
+export const WIRE_STATUS: Readonly<Record<WireErrorCode, number>> = {
+  bad_request: 400,
+  not_found: 404,
+  unavailable: 503,
+  corrupt: 503,
+  unauthorized: 401,
+  timeout: 504,
+  internal: 500,
+};
+
+/**
+ * The wire code of an answer known only by its status (no readable error
+ * body): every status in `ERROR_CODES` and in the HTTP layer's own failures,
+ * plus 403 and 502, which proxies and NATS permissions answer.
+ */
+export const STATUS_WIRE: Readonly<Record<number, WireErrorCode>> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'unauthorized',
+  404: 'not_found',
+  409: 'unavailable',
+  413: 'bad_request',
+  415: 'bad_request',
+  429: 'unavailable',
+  500: 'internal',
+  502: 'unavailable',
+  503: 'unavailable',
+  504: 'timeout',
+};
+
+/** The usual status of a wire code that came off the wire (any string); 500 for an unknown one. */
+export function statusOfWire(code: string): number {
+  return Object.hasOwn(WIRE_STATUS, code) ? WIRE_STATUS[code as WireErrorCode] : 500;
+}

@@ -20,7 +20,7 @@ export {
   InvalidSubjectError,
   RemoteError,
 } from './errors';
-export { ERROR_CODES, type ErrorCodeMapping, type WireErrorCode } from './error-codes';
+export { ERROR_CODES, STATUS_WIRE, statusOfWire, WIRE_STATUS, type ErrorCodeMapping, type WireErrorCode } from './error-codes';
 export {
   decodeJson,
   encodeJson,

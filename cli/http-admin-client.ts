@@ -4,23 +4,10 @@
  * `{error: {code, message}}` and become `RemoteError`s.
  */
 import { Agent, request } from 'undici';
+import { STATUS_WIRE } from '../bus/error-codes';
 import { BusTimeoutError, RemoteError } from '../bus/errors';
 import type { AdminClient, ClientNotices } from './admin-client';
 import { UnreachableError } from './exit-codes';
-
-/** Wire codes for statuses whose error body is missing or unreadable. */
-const WIRE_FOR_STATUS: Readonly<Record<number, string>> = {
-  400: 'bad_request',
-  401: 'unauthorized',
-  403: 'unauthorized',
-  404: 'not_found',
-  409: 'unavailable',
-  413: 'bad_request',
-  429: 'unavailable',
-  502: 'unavailable',
-  503: 'unavailable',
-  504: 'timeout',
-};
 
 /** A 429 answer is retried after its `Retry-After`, at most this long each time and this often. */
 const MAX_RATE_LIMIT_WAIT_MS = 60_000;
@@ -129,7 +116,8 @@ function parseAnswer(method: string, url: string, status: number, text: string):
     return parsed;
   }
   const error = json ? errorBody(parsed) : undefined;
-  const wire = error?.code ?? WIRE_FOR_STATUS[status] ?? 'internal';
+  // Statuses whose error body is missing or unreadable take their wire code from the one table.
+  const wire = error?.code ?? STATUS_WIRE[status] ?? 'internal';
   const message = error?.message ?? `${method} ${url} answered HTTP ${status}`;
   throw new RemoteError(wire, message, status);
 }

@@ -7,6 +7,7 @@ import { PushSubscriptions } from '../actors/push-subscriptions';
 import { createBus, MicroService, Subjects, type Bus } from '../bus';
 import { createHttpServer, listenHttp, type ServiceLifecycle } from '../http';
 import { resolveVapidKeys } from '../http/vapid-keys';
+import type { StoreFs } from '../store';
 import { loadConfig, type Config } from '../supervisor/config';
 import { systemClock } from '../supervisor/schedule';
 import { allTablesSettled, supervisorMachine } from '../supervisor/supervisor';
@@ -27,13 +28,21 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
+/** What `startService` may be given besides the configuration. */
+export interface StartOptions {
+  /** The table files' file access (default the real disk); fault-injection tests pass their own. */
+  fs?: StoreFs;
+  /** Aborting it (a stop requested during a long start) stops waiting for the tables to settle. */
+  abort?: AbortSignal;
+}
+
 /**
  * Starts Tablekeeper: the bus (NATS when configured, otherwise in-process),
  * the HTTP server, the micro-service responder, and the supervisor with one
  * owner per table. HTTP listens first, so that a port already in use stops
  * the start before any table is opened, and `/readyz` can say "starting".
  */
-export async function startService(config: Config, logger: Logger, opts: { abort?: AbortSignal } = {}): Promise<RunningService> {
+export async function startService(config: Config, logger: Logger, opts: StartOptions = {}): Promise<RunningService> {
   mkdirSync(config.dataDir, { recursive: true });
   // Before the bus: a broken key or subscriptions file stops the start with a config error.
   const notifyLog = logger.child({ component: 'notifier' });
@@ -85,7 +94,7 @@ export async function startService(config: Config, logger: Logger, opts: { abort
     logger: logger.child({ component: 'micro' }),
   });
   const supervisor = createActor(supervisorMachine, {
-    input: { config, bus, logger: logger.child({ component: 'supervisor' }), service },
+    input: { config, bus, logger: logger.child({ component: 'supervisor' }), service, fs: opts.fs },
   });
   supervisor.start();
   // Report started only once every table has left `opening`, so the first

@@ -3,11 +3,18 @@
  * client would send, validated with the contract's schemas first. The
  * mutations (compact, backup, restore, clear) also pass a per-client token bucket,
  * checked after validation and just before the request goes out.
+ *
+ * The supervisor queues maintenance per table, so a second compaction or
+ * backup of a table waits for the first and then runs again. Over HTTP that
+ * is rarely meant (a double click, a client retrying after its own timeout),
+ * so a compaction or backup of the same target (one table, or all) that this
+ * server still has in flight is refused with 409 `MAINTENANCE_CONFLICT`
+ * instead of being queued behind it.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { validateRequest } from '../bus/schemas';
 import type { AdminOperation } from '../bus/subjects';
-import { BadRequestError } from '../store/errors';
+import { BadRequestError, TablekeeperError } from '../store/errors';
 import { callBus } from './bus-call';
 import { configuredTable, type HttpContext } from './context';
 import { HttpError } from './error-status';
@@ -50,15 +57,30 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
     return sendJsonBytes(reply, await callBus(ctx.bus, ctx.subjects.admin('history'), body, ctx.requestTimeoutMs));
   });
 
+  // `compact:orders`, `backup:*`, ...: the compactions and backups this server has asked for and not yet had answered.
+  const inFlight = new Set<string>();
+
   const mutation = (op: Extract<AdminOperation, 'compact' | 'backup' | 'restore' | 'clear'>, perTable: boolean) => {
     const operation = `admin.${op}`;
     const url = perTable ? `/api/admin/${op}/:table` : `/api/admin/${op}`;
+    // A restore already joins a running one in the supervisor, and clearing is instant: neither is refused.
+    const exclusive = op === 'compact' || op === 'backup';
     app.post<{ Params: TableParams }>(url, { config: { access: 'admin', operation } }, async (req, reply) => {
       const table = perTable ? configuredTable(ctx, req.params.table) : undefined;
       const body = validateRequest(`admin.${op}`, optionalBody(req));
+      const key = `${op}:${table ?? '*'}`;
+      if (exclusive && inFlight.has(key)) {
+        const what = `${op === 'compact' ? 'a compaction' : 'a backup'} of ${table === undefined ? 'every table' : `'${table}'`}`;
+        throw new TablekeeperError('MAINTENANCE_CONFLICT', `${what} asked for over HTTP is still queued or running; retry once it has answered`);
+      }
       limit(req, operation);
       ctx.log.info({ op: operation, table, ip: req.ip }, 'admin request over HTTP');
-      return sendJsonBytes(reply, await callBus(ctx.bus, ctx.subjects.admin(op, table), body, ctx.adminTimeoutMs));
+      if (exclusive) inFlight.add(key);
+      try {
+        return sendJsonBytes(reply, await callBus(ctx.bus, ctx.subjects.admin(op, table), body, ctx.adminTimeoutMs));
+      } finally {
+        if (exclusive) inFlight.delete(key);
+      }
     });
   };
   mutation('compact', false);

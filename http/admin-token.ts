@@ -2,7 +2,8 @@
  * Where the admin token comes from: `TABLEKEEPER_ADMIN_TOKEN` when set;
  * otherwise a token generated at the very first start (32 random bytes,
  * base64url) and kept in `<dataDir>/.tablekeeper/admin-token` (mode 0600),
- * which later starts read. The generated token is logged exactly once, at
+ * which later starts read (narrowing a wider mode to 0600, with a warning).
+ * The generated token is logged exactly once, at
  * warn level, when it is created; it is never logged again.
  */
 import { randomBytes } from 'node:crypto';
@@ -28,7 +29,7 @@ export function resolveAdminToken(opts: { dataDir: string; configured?: string; 
 } {
   if (opts.configured !== undefined && opts.configured !== '') return { token: opts.configured, source: 'environment' };
   const file = adminTokenPath(opts.dataDir);
-  const { value: token, created } = readOrCreateSecret(file, 'admin token', () => randomBytes(32).toString('base64url'));
+  const { value: token, created } = readOrCreateSecret(file, 'admin token', () => randomBytes(32).toString('base64url'), opts.logger);
   if (!created) return { token, source: 'file' };
   // The one and only time the token is printed: the operator needs it once.
   opts.logger.warn(

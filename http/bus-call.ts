@@ -7,7 +7,7 @@
 import type { Bus, Message } from '../bus/bus';
 import { decodeJson, encodeJson, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../bus/codec';
 import { RemoteError } from '../bus/errors';
-import { WIRE_STATUS } from './error-status';
+import { statusOfWire } from '../bus/error-codes';
 
 // `{"error":`: a reply body of this shape is an error even without the headers.
 const ERROR_HEAD = Buffer.from('{"error":');
@@ -34,9 +34,8 @@ export function remoteErrorOf(reply: Message): RemoteError {
   } catch {
     // The headers alone still say what failed.
   }
-  // `code` came off the wire and may be any string; unknown ones fall back to 500.
-  const fallback = Object.hasOwn(WIRE_STATUS, code) ? WIRE_STATUS[code as keyof typeof WIRE_STATUS] : 500;
-  return new RemoteError(code, message, headerStatus ?? fallback);
+  // Without the header only the wire code is left, and its usual status (see WIRE_STATUS).
+  return new RemoteError(code, message, headerStatus ?? statusOfWire(code));
 }
 
 /**

@@ -3,11 +3,16 @@
  * wire code and status from `ERROR_CODES` (the same status the bus sends in
  * `Nats-Service-Error-Code`); a reply from the bus keeps the status it
  * carried; the few failures that exist only over HTTP are listed here.
- * Every answer has the body `{error: {code, message}}`.
+ * Every answer has the body `{error: {code, message}}`. The wire codes'
+ * usual statuses (`WIRE_STATUS`) and the statuses' wire codes
+ * (`STATUS_WIRE`) live beside `ERROR_CODES`, for the bus and the CLI too.
  */
-import { ERROR_CODES, type WireErrorCode } from '../bus/error-codes';
+import { ERROR_CODES, WIRE_STATUS, type WireErrorCode } from '../bus/error-codes';
 import { RemoteError } from '../bus/errors';
 import { TablekeeperError } from '../store/errors';
+
+/** Re-exported for the HTTP layer's users. */
+export { WIRE_STATUS };
 
 /** Failures that exist only over HTTP (no bus request was made or could be). */
 export type HttpOnlyCode =
@@ -15,7 +20,8 @@ export type HttpOnlyCode =
   | 'ROUTE_NOT_FOUND'
   | 'BODY_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
-  | 'RATE_LIMITED';
+  | 'RATE_LIMITED'
+  | 'TOO_MANY_STREAMS';
 
 /** How an HTTP-only failure is answered. */
 export interface HttpOnlyMapping {
@@ -32,17 +38,7 @@ export const HTTP_ONLY_ERRORS: Readonly<Record<HttpOnlyCode, HttpOnlyMapping>> =
   BODY_TOO_LARGE: { wire: 'bad_request', status: 413, doc: 'The request body is over the body limit.' },
   UNSUPPORTED_MEDIA_TYPE: { wire: 'bad_request', status: 415, doc: 'A body was sent that is not `application/json`.' },
   RATE_LIMITED: { wire: 'unavailable', status: 429, doc: 'Too many admin mutations from this client; wait `Retry-After` seconds.' },
-};
-
-/** The usual status of each wire code, for replies that carry no status header. */
-export const WIRE_STATUS: Readonly<Record<WireErrorCode, number>> = {
-  bad_request: 400,
-  not_found: 404,
-  unavailable: 503,
-  corrupt: 503,
-  unauthorized: 401,
-  timeout: 504,
-  internal: 500,
+  TOO_MANY_STREAMS: { wire: 'unavailable', status: 429, doc: 'This client already holds the most `/api/events` streams allowed at once; close one first.' },
 };
 
 /** Seconds a client should wait before retrying a 503. */

@@ -10,31 +10,53 @@ import type { ServerResponse } from 'node:http';
 import type { Subscription } from '../bus/bus';
 import { decodeJson } from '../bus/codec';
 import type { HttpContext } from './context';
+import { HttpError } from './error-status';
 
 /** A stream's buffered bytes past which the client is too slow and is dropped. */
 const MAX_BUFFERED_BYTES = 1024 * 1024;
 
-/** Open event streams of one server, so that closing the server can end them. */
+/** Open streams one client address may hold at once, by default. */
+export const DEFAULT_MAX_STREAMS_PER_CLIENT = 8;
+
+/**
+ * Open event streams of one server, so that closing the server can end
+ * them, and how many each client address holds, so that one client cannot
+ * hold an unbounded number of subscriptions and sockets.
+ */
 export class EventStreams {
-  private readonly open = new Set<() => void>();
+  private readonly open = new Map<() => void, string>();
+  private readonly perClient = new Map<string, number>();
+
+  constructor(readonly maxPerClient = DEFAULT_MAX_STREAMS_PER_CLIENT) {}
 
   get size(): number {
     return this.open.size;
   }
 
+  /** Streams `client` holds now. */
+  heldBy(client: string): number {
+    return this.perClient.get(client) ?? 0;
+  }
+
   /** Ends every open stream. */
   endAll(): void {
-    for (const end of [...this.open]) end();
+    for (const end of [...this.open.keys()]) end();
   }
 
   /** @internal */
-  add(end: () => void): void {
-    this.open.add(end);
+  add(end: () => void, client: string): void {
+    this.open.set(end, client);
+    this.perClient.set(client, this.heldBy(client) + 1);
   }
 
   /** @internal */
   delete(end: () => void): void {
+    const client = this.open.get(end);
+    if (client === undefined) return;
     this.open.delete(end);
+    const left = this.heldBy(client) - 1;
+    if (left > 0) this.perClient.set(client, left);
+    else this.perClient.delete(client);
   }
 }
 
@@ -53,6 +75,10 @@ export function registerEventRoutes(app: FastifyInstance, ctx: HttpContext, stre
   });
 
   app.get('/api/events', { config: { access: 'read', operation: 'events', ticket: true } }, (req, reply) => {
+    if (streams.heldBy(req.ip) >= streams.maxPerClient) {
+      ctx.log.warn({ op: 'events', ip: req.ip, open: streams.heldBy(req.ip) }, 'event stream refused: too many from this client');
+      throw new HttpError('TOO_MANY_STREAMS', `this client already has ${streams.maxPerClient} event streams open; close one first`);
+    }
     const res = reply.raw;
     const pattern = ctx.subjects.allBackupEvents();
     const root = pattern.slice(0, -1); // `[prefix.]backups.`
@@ -94,8 +120,10 @@ export function registerEventRoutes(app: FastifyInstance, ctx: HttpContext, stre
     });
     heartbeat = setInterval(() => send(': heartbeat\n\n'), ctx.heartbeatMs);
     heartbeat.unref();
-    streams.add(end);
+    streams.add(end, req.ip);
     ctx.metrics.streamOpened();
+    // A hijacked reply never reaches the onResponse hook that counts the other operations.
+    ctx.metrics.countOperation('events');
     res.on('close', end);
     res.on('error', end);
     // The subscription is live before this first line, so a client that has read it misses no later event.

@@ -248,17 +248,21 @@ export class HttpMetrics {
     return this.registry.contentType;
   }
 
+  // Each refresh first awaits its bus request and only then replaces its
+  // gauges, in one synchronous step: a concurrent scrape never renders them
+  // reset-but-not-yet-set, whichever of two overlapping scrapes answers first.
   private async refreshTables(): Promise<void> {
-    for (const g of this.tableGauges) g.reset();
     let tables: TableHealth[];
     try {
       const reply = await callBusJson(this.opts.bus, this.opts.subjects.admin('health'), {}, this.opts.scrapeTimeoutMs ?? 3000);
       tables = parseHealth(reply).tables;
     } catch (err) {
+      for (const g of this.tableGauges) g.reset();
       this.up.set(0);
       this.opts.logger.warn({ op: 'metrics', err }, 'admin.health failed during a scrape');
       return;
     }
+    for (const g of this.tableGauges) g.reset();
     this.up.set(1);
     const now = this.now();
     for (const t of tables) {
@@ -285,14 +289,17 @@ export class HttpMetrics {
   }
 
   private async refreshBusStats(): Promise<void> {
-    this.busRequests.reset();
-    this.busErrors.reset();
     let reply: unknown;
     try {
       reply = await callBusJson(this.opts.bus, '$SRV.STATS.tablekeeper', undefined, this.opts.scrapeTimeoutMs ?? 3000);
     } catch {
-      return; // optional: without it the bus counts are absent
+      // Optional: without it the bus counts are absent.
+      this.busRequests.reset();
+      this.busErrors.reset();
+      return;
     }
+    this.busRequests.reset();
+    this.busErrors.reset();
     const endpoints = typeof reply === 'object' && reply !== null && 'endpoints' in reply ? records(reply.endpoints) : [];
     const prefix = this.opts.subjects.tableWildcard('x').slice(0, -'x.>'.length);
     for (const e of endpoints) {

@@ -41,7 +41,7 @@ const busErrors = {
 const mutationErrors = {
   '400': err('Bad body.'),
   ...authErrors,
-  '409': err('A compaction or backup of the table is already running.'),
+  '409': err('A compaction or backup of the same target asked for over HTTP is still in flight.'),
   '413': err('Body too large.'),
   '415': err('A body that is not application/json.'),
   '429': err('Too many admin mutations from this client; retry after `Retry-After` seconds.'),
@@ -274,6 +274,7 @@ export const OPENAPI_DOCUMENT = {
         responses: {
           '200': { description: 'The stream.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
           ...authErrors,
+          '429': err('This client already holds the most event streams allowed at once (8).'),
         },
       },
     },

@@ -1,10 +1,12 @@
 /**
- * A secret kept in a file under the data directory: read when it exists,
- * otherwise generated once and written with mode 0600 (directory 0700).
- * Used for the admin token and the VAPID key pair.
+ * A secret kept in a file under the data directory: read when it exists
+ * (narrowing a mode wider than 0600, with a warning), otherwise generated
+ * once and written with mode 0600 (directory 0700). Used for the admin token
+ * and the VAPID key pair.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import type { Logger } from 'pino';
 import { ConfigInvalidError } from '../store/errors';
 
 /** The file that keeps a generated secret under a data directory. */
@@ -12,7 +14,28 @@ export function secretFilePath(dataDir: string, name: string): string {
   return path.join(dataDir, '.tablekeeper', name);
 }
 
-function readSecretFile(file: string, what: string): string | undefined {
+/**
+ * A secret file others can read (or write) is narrowed to 0600, with a
+ * warning: the secret may already have been read, so the operator should
+ * know, but refusing to start would only break a working service.
+ */
+function narrowMode(file: string, what: string, logger: Logger | undefined): void {
+  let mode: number;
+  try {
+    mode = statSync(file).mode & 0o777;
+  } catch {
+    return; // gone since it was read; the read already decided
+  }
+  if ((mode & 0o077) === 0) return;
+  try {
+    chmodSync(file, 0o600);
+    logger?.warn({ op: 'secret-file', what, file, mode: mode.toString(8), now: '600' }, `the ${what} file was readable by others; its mode is now 0600 (consider a new one)`);
+  } catch (err) {
+    logger?.warn({ op: 'secret-file', what, file, mode: mode.toString(8), err }, `the ${what} file is readable by others and its mode could not be changed to 0600`);
+  }
+}
+
+function readSecretFile(file: string, what: string, logger: Logger | undefined): string | undefined {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -20,6 +43,7 @@ function readSecretFile(file: string, what: string): string | undefined {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new ConfigInvalidError(`cannot read the ${what} file ${file}: ${(err as Error).message}`, { cause: err });
   }
+  narrowMode(file, what, logger);
   const value = text.trim();
   if (value === '') throw new ConfigInvalidError(`the ${what} file ${file} is empty; delete it to generate a new one`);
   return value;
@@ -30,8 +54,8 @@ function readSecretFile(file: string, what: string): string | undefined {
  * returns that with `created: true`. Throws `ConfigInvalidError` when the
  * file cannot be read or written, or is empty.
  */
-export function readOrCreateSecret(file: string, what: string, generate: () => string): { value: string; created: boolean } {
-  const existing = readSecretFile(file, what);
+export function readOrCreateSecret(file: string, what: string, generate: () => string, logger?: Logger): { value: string; created: boolean } {
+  const existing = readSecretFile(file, what, logger);
   if (existing !== undefined) return { value: existing, created: false };
   const value = generate();
   try {
@@ -40,7 +64,7 @@ export function readOrCreateSecret(file: string, what: string, generate: () => s
     writeFileSync(file, `${value}\n`, { mode: 0o600, flag: 'wx' });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-      const raced = readSecretFile(file, what);
+      const raced = readSecretFile(file, what, logger);
       if (raced !== undefined) return { value: raced, created: false };
     }
     throw new ConfigInvalidError(`cannot write the ${what} file ${file}: ${(err as Error).message}`, { cause: err });

@@ -23,7 +23,7 @@ export function resolveVapidKeys(opts: { dataDir: string; webPush: NotifyConfig[
   const { publicKey, privateKey } = opts.webPush;
   if (publicKey !== undefined && privateKey !== undefined) return { publicKey, privateKey };
   const file = vapidKeysPath(opts.dataDir);
-  const { value, created } = readOrCreateSecret(file, 'VAPID key', () => JSON.stringify(generateVapidKeys()));
+  const { value, created } = readOrCreateSecret(file, 'VAPID key', () => JSON.stringify(generateVapidKeys()), opts.logger);
   let keys: unknown;
   try {
     keys = JSON.parse(value);

@@ -92,6 +92,8 @@ describe('deploy - docker-compose.yml', () => {
 
     expect(tablekeeper.build).toEqual(expect.objectContaining({ context: ROOT, dockerfile: 'Dockerfile' }));
     expect(tablekeeper.healthcheck.test.join(' ')).toMatch(/\/healthz/);
+    // Liveness is the right check only while no service waits on tablekeeper being healthy.
+    expect(Object.values(c.services).filter((svc: any) => svc.depends_on?.tablekeeper !== undefined)).toEqual([]);
     expect(tablekeeper.depends_on).toEqual({ nats: { condition: 'service_healthy' } });
     expect(tablekeeper.environment).toEqual(
       expect.objectContaining({

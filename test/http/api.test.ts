@@ -302,6 +302,9 @@ describe('http api on the real service', () => {
     expect(html).toContain('EventSource');
     expect(html).toContain('sessionStorage');
     expect(html).toContain('/api/admin/health');
+    // The history is loaded with the page, not only what streams in while it is open.
+    expect(html).toContain('/api/admin/history?limit=');
+    expect(html).toContain('id="history"');
     expect(html).not.toMatch(/(src|href)=["']?(https?:)?\/\//);
     const script = /<script>([\s\S]*)<\/script>/.exec(html)![1];
     const hash = createHash('sha256').update(script).digest('base64');

@@ -65,6 +65,23 @@ describe('http auth', () => {
     expect(third.lines).toHaveLength(0);
   });
 
+  test('auth - a token file readable by others is narrowed to 0600 with a warning, and still used', () => {
+    const file = adminTokenPath(tmp.dir);
+    fs.mkdirSync(`${tmp.dir}/.tablekeeper`);
+    fs.writeFileSync(file, 'token-from-the-file\n', { mode: 0o644 });
+    fs.chmodSync(file, 0o644); // whatever the umask made of it
+    const log = captureLogger('info');
+    expect(resolveAdminToken({ dataDir: tmp.dir, logger: log.logger })).toEqual({ token: 'token-from-the-file', source: 'file' });
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    const warn = log.lines.map((l) => JSON.parse(l)).filter((l) => l.level === 40);
+    expect(warn).toEqual([expect.objectContaining({ op: 'secret-file', what: 'admin token', file, mode: '644', msg: expect.stringMatching(/mode is now 0600/) })]);
+    expect(log.text()).not.toContain('token-from-the-file');
+    // Once narrowed, a later start says nothing.
+    const again = captureLogger('info');
+    resolveAdminToken({ dataDir: tmp.dir, logger: again.logger });
+    expect(again.lines).toHaveLength(0);
+  });
+
   test('auth - a configured token creates no file; an empty token file is an error', () => {
     resolveAdminToken({ dataDir: tmp.dir, configured: 'x', logger: captureLogger().logger });
     expect(fs.existsSync(adminTokenPath(tmp.dir))).toBe(false);

@@ -7,10 +7,12 @@
 import * as fs from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { connect } from 'node:net';
-import { Client } from 'undici';
+import { Client, request } from 'undici';
 import { InProcessBus, respondError, respondOk, encodeJson, type Message } from '../../bus';
 import { ERROR_CODES } from '../../bus/error-codes';
-import { adminTokenPath, createHttpServer, type ServiceLifecycle } from '../../http';
+import { Subjects } from '../../bus/subjects';
+import { adminTokenPath, createHttpServer, HttpMetrics, type ServiceLifecycle } from '../../http';
+import { EventStreams } from '../../http/event-routes';
 import {
   MaintenanceConflictError,
   TableCorruptError,
@@ -75,6 +77,35 @@ describe('http over stub responders', () => {
     const res = await server().inject({ method: 'POST', url: '/api/admin/compact/orders', headers: auth, payload: { force: true } });
     expect(res.statusCode).toBe(409);
     expect(res.json()).toEqual({ error: { code: 'unavailable', message: "table 'orders': cannot start compaction while backup runs" } });
+  });
+
+  test('http - a compaction or backup of a target this server still has in flight is 409, not queued behind it', async () => {
+    const held: Message[] = [];
+    bus.subscribe('admin.backup.orders', (msg) => void held.push(msg));
+    bus.subscribe('admin.backup.events', (msg) => void respondOk(msg, { results: [{ table: 'events', status: 'ok' }], durationMs: 1 }));
+    bus.subscribe('admin.backup', (msg) => void respondOk(msg, { results: [], durationMs: 1 }));
+    bus.subscribe('admin.compact.orders', (msg) => void respondOk(msg, { results: [{ table: 'orders', status: 'skipped' }], durationMs: 1 }));
+    const s = server();
+    const post = (url: string) => s.inject({ method: 'POST', url, headers: auth, remoteAddress: '127.0.0.5' });
+    const first = post('/api/admin/backup/orders');
+    await until(() => held.length === 1, 'the first backup to reach the bus');
+    const again = await post('/api/admin/backup/orders');
+    expect(again.statusCode).toBe(409);
+    expect(again.json()).toEqual({
+      error: { code: 'unavailable', message: "a backup of 'orders' asked for over HTTP is still queued or running; retry once it has answered" },
+    });
+    // Other tables, all tables, and other kinds of maintenance of the same table are not held up.
+    expect((await post('/api/admin/backup/events')).statusCode).toBe(200);
+    expect((await post('/api/admin/backup')).statusCode).toBe(200);
+    expect((await post('/api/admin/compact/orders')).statusCode).toBe(200);
+    expect(held).toHaveLength(1);
+    respondOk(held[0], { results: [{ table: 'orders', status: 'ok' }], durationMs: 1 });
+    expect((await first).statusCode).toBe(200);
+    // Once answered, the next one goes out.
+    const next = post('/api/admin/backup/orders');
+    await until(() => held.length === 2, 'the next backup to reach the bus');
+    respondOk(held[1], { results: [], durationMs: 1 });
+    expect((await next).statusCode).toBe(200);
   });
 
   test('http - unavailable and corrupt tables are 503 with Retry-After', async () => {
@@ -277,6 +308,80 @@ describe('http over stub responders', () => {
     expect(sampleValue(m, 'tablekeeper_corruptions_detected_total', { table: 'events' })).toBe(1);
     expect(sampleValue(m, 'tablekeeper_recoveries_total', { table: 'events', result: 'complete' })).toBe(1);
     expect(sampleValue(m, 'tablekeeper_recovery_duration_seconds_sum', { table: 'orders', result: 'failed' })).toBe(4);
+  });
+
+  test('http - two overlapping scrapes both render the table gauges, whichever answer comes first', async () => {
+    // Each scrape's admin.health and $SRV.STATS requests are held here and answered in a chosen order.
+    const healthAsks: Message[] = [];
+    const statsAsks: Message[] = [];
+    bus.subscribe('admin.health', (msg) => void healthAsks.push(msg));
+    bus.subscribe('$SRV.STATS.tablekeeper', (msg) => void statsAsks.push(msg));
+    const stats = { endpoints: [{ name: 'orders', subject: 'tables.orders.>', num_requests: 7, num_errors: 1 }] };
+    const metrics = new HttpMetrics({ bus, subjects: new Subjects(''), logger: captureLogger('warn').logger });
+    const records = async () => (await metrics.registry.getSingleMetric('tablekeeper_table_records')!.get()).values.length;
+    const first = metrics.render();
+    await until(() => healthAsks.length === 1 && statsAsks.length === 1, 'the first scrape to ask');
+    respondOk(healthAsks[0], health({ orders: 'serving' }));
+    await until(async () => (await records()) === 1, 'the first scrape to set its table gauges');
+    // The second scrape starts after the first has its table gauges but before it renders.
+    const second = metrics.render();
+    await until(() => healthAsks.length === 2 && statsAsks.length === 2, 'the second scrape to ask');
+    respondOk(statsAsks[0], stats);
+    const a = parsePrometheus(await first);
+    respondOk(healthAsks[1], health({ orders: 'recovering' }));
+    respondOk(statsAsks[1], stats);
+    const b = parsePrometheus(await second);
+    expect(sampleValue(a, 'tablekeeper_up')).toBe(1);
+    expect(sampleValue(a, 'tablekeeper_table_records', { table: 'orders' })).toBe(3);
+    expect(sampleValue(a, 'tablekeeper_table_state', { table: 'orders', state: 'serving' })).toBe(1);
+    expect(sampleValue(a, 'tablekeeper_bus_table_requests', { table: 'orders' })).toBe(7);
+    expect(sampleValue(b, 'tablekeeper_table_records', { table: 'orders' })).toBe(3);
+    expect(sampleValue(b, 'tablekeeper_table_state', { table: 'orders', state: 'recovering' })).toBe(1);
+    expect(sampleValue(b, 'tablekeeper_bus_table_errors', { table: 'orders' })).toBe(1);
+  });
+
+  test('http - one client may hold at most 8 event streams; the next gets 429 in the usual shape until one closes', async () => {
+    const s = server();
+    const url = await s.listen({ host: '127.0.0.1', port: 0 });
+    const open: { abort: AbortController; reading: Promise<unknown> }[] = [];
+    const openStream = async () => {
+      const abort = new AbortController();
+      const res = await request(`${url}/api/events`, { headers: { authorization: `Bearer ${READ_TOKEN}` }, signal: abort.signal });
+      if (res.statusCode !== 200) return { status: res.statusCode, headers: res.headers, body: await res.body.json() };
+      open.push({ abort, reading: res.body.dump().catch(() => undefined) });
+      return { status: 200 };
+    };
+    const streamsGauge = async () => sampleValue(parsePrometheus((await s.inject({ method: 'GET', url: '/metrics', headers: auth })).body), 'tablekeeper_http_event_streams');
+    try {
+      for (let i = 0; i < 8; i++) expect((await openStream()).status).toBe(200);
+      const refused = await openStream();
+      expect(refused.status).toBe(429);
+      expect(refused.body).toEqual({ error: { code: 'unavailable', message: 'this client already has 8 event streams open; close one first' } });
+      expect(await streamsGauge()).toBe(8);
+      const first = open.shift()!;
+      first.abort.abort();
+      await first.reading;
+      await until(async () => (await streamsGauge()) === 7, 'the closed stream to be counted out');
+      expect((await openStream()).status).toBe(200);
+      const m = parsePrometheus((await s.inject({ method: 'GET', url: '/metrics', headers: auth })).body);
+      // Hijacked stream replies are counted as operations too.
+      expect(sampleValue(m, 'tablekeeper_http_operations_total', { operation: 'events' })).toBeGreaterThanOrEqual(9);
+    } finally {
+      for (const o of open) o.abort.abort();
+      await Promise.all(open.map((o) => o.reading));
+    }
+  });
+
+  test('http - event streams are counted per client address', () => {
+    const streams = new EventStreams(2);
+    const [a, b, c] = [() => undefined, () => undefined, () => undefined];
+    streams.add(a, '10.0.0.1');
+    streams.add(b, '10.0.0.1');
+    streams.add(c, '10.0.0.2');
+    expect([streams.heldBy('10.0.0.1'), streams.heldBy('10.0.0.2'), streams.heldBy('10.0.0.3'), streams.size]).toEqual([2, 1, 0, 3]);
+    streams.delete(a);
+    streams.delete(a); // ending twice counts once
+    expect([streams.heldBy('10.0.0.1'), streams.size]).toEqual([1, 2]);
   });
 
   test('http - admin mutations are rate limited per client with 429 and Retry-After', async () => {

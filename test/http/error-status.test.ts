@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ERROR_CODES, type WireErrorCode } from '../../bus/error-codes';
+import { errorReply } from '../../bus/codec';
+import { ERROR_CODES, STATUS_WIRE, statusOfWire, type WireErrorCode } from '../../bus/error-codes';
 import { RemoteError } from '../../bus/errors';
 import { HTTP_ONLY_ERRORS, HttpError, httpErrorAnswer, WIRE_STATUS, type HttpOnlyCode } from '../../http';
+import { remoteErrorOf } from '../../http/bus-call';
 import { TablekeeperError, type ErrorCode } from '../../store/errors';
 
 const WIRE: readonly WireErrorCode[] = ['bad_request', 'not_found', 'unavailable', 'corrupt', 'unauthorized', 'timeout', 'internal'];
@@ -41,6 +43,32 @@ describe('http error statuses', () => {
     expect(httpErrorAnswer(new RemoteError('teapot', 'x', 418)).body.error.code).toBe('internal');
   });
 
+  test('error status - one table: every status in ERROR_CODES and HTTP_ONLY_ERRORS has a wire code, consistent with it', () => {
+    const mappings = [...Object.values(ERROR_CODES), ...Object.values(HTTP_ONLY_ERRORS)];
+    for (const m of mappings) {
+      const back = STATUS_WIRE[m.status];
+      expect({ status: m.status, mapped: back !== undefined }).toEqual({ status: m.status, mapped: true });
+      // A status used by more than one wire code (503: unavailable, corrupt) maps to the general one.
+      const wires = new Set(mappings.filter((x) => x.status === m.status).map((x) => x.wire));
+      if (wires.size === 1) expect({ status: m.status, wire: back }).toEqual({ status: m.status, wire: m.wire });
+      else expect([...wires]).toContain(back);
+    }
+    for (const wire of WIRE) expect(STATUS_WIRE[WIRE_STATUS[wire]]).toBeDefined();
+    expect(statusOfWire('teapot')).toBe(500);
+    expect(statusOfWire('timeout')).toBe(504);
+  });
+
+  test('error status - a bus reply without the status header takes its wire code\'s usual status; with it, the sent one', () => {
+    const body = (code: string) => Buffer.from(JSON.stringify({ error: { code, message: 'm' } }));
+    expect(remoteErrorOf({ subject: 'r', data: body('not_found'), respond: () => false }).status).toBe(404);
+    expect(remoteErrorOf({ subject: 'r', data: body('mystery'), respond: () => false })).toMatchObject({ wireCode: 'mystery', status: 500 });
+    // The header keeps what the wire code alone cannot say: a conflict is 409, not the 503 of `unavailable`.
+    const conflict = errorReply(new TablekeeperError('MAINTENANCE_CONFLICT', 'busy'));
+    const withHeader = remoteErrorOf({ subject: 'r', data: Buffer.from(JSON.stringify(conflict.body)), headers: conflict.headers, respond: () => false });
+    expect([withHeader.wireCode, withHeader.status]).toEqual(['unavailable', 409]);
+    expect(httpErrorAnswer(withHeader).status).toBe(409);
+  });
+
   test('error status - HTTP-only failures, Retry-After and WWW-Authenticate', () => {
     const expected: Record<HttpOnlyCode, number> = {
       UNAUTHORIZED: 401,
@@ -48,6 +76,7 @@ describe('http error statuses', () => {
       BODY_TOO_LARGE: 413,
       UNSUPPORTED_MEDIA_TYPE: 415,
       RATE_LIMITED: 429,
+      TOO_MANY_STREAMS: 429,
     };
     for (const [code, status] of Object.entries(expected)) {
       expect(HTTP_ONLY_ERRORS[code as HttpOnlyCode].status).toBe(status);
