@@ -160,6 +160,23 @@ describe('table backups', () => {
     await t.close();
   });
 
+  test('backup - a large table backed up while writers run gets the counts of its copy', async () => {
+    const t = await open();
+    // Over WORKER_MIN_BYTES, so the copy is made and checked in worker threads and the live keys come from the index.
+    const w = new Workload(t, { keys: 16000, valueBytes: 300, seed: 5, deleteEvery: 7 });
+    await w.fill();
+    expect(t.durableLength).toBeGreaterThan(WORKER_MIN_BYTES);
+    w.start(4);
+    const m = await backupTable(t, backupDir(), { now: at(4) });
+    await w.stop();
+    expect(t.durableLength).toBeGreaterThan(m.length);
+    const copy = path.join(tableDir(), `${m.name}.tkt`);
+    expect(m).toMatchObject(await countsOf(copy));
+    expect(m.sha256).toBe(createHash('sha256').update(fs.readFileSync(copy)).digest('hex'));
+    expect(await verifyBackup(m, backupDir())).toEqual({ ok: true, problems: [] });
+    await t.close();
+  });
+
   test('backup - the worker check finds damage, a copy that differs from its source, and counts keys exactly', async () => {
     const t = await open();
     const value = Buffer.alloc(300, 'w');
