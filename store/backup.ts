@@ -364,7 +364,7 @@ async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, le
   // Both settle before the descriptors are closed (a closed number may be reused by another open).
   const [copy, records] = await Promise.allSettled([
     copyInWorker({ src, dst, length }),
-    checkRangeInWorker({ fd: src, start: FILE_HEADER_BYTES, end: length, lowPriority: true }),
+    checkRangeInWorker({ fd: src, start: FILE_HEADER_BYTES, end: length }),
   ]);
   if (copy.status === 'rejected') {
     setStage((copy.reason as { stage?: string }).stage ?? 'copy');

@@ -33,13 +33,6 @@ export interface RangeCheckJob {
   compareFd?: number;
   /** Also count the keys live at the end of the range (put last). */
   countKeys?: boolean;
-  /**
-   * Run at a lower priority than the serving thread (nice +10; on Linux the
-   * nice value is per thread): for jobs that run two workers on two cores.
-   * A single worker leaves a core to the serving thread anyway, and would
-   * only lose time to other processes.
-   */
-  lowPriority?: boolean;
   /** False: check framing only, not checksums (another worker checks them). Default true. */
   checksums?: boolean;
 }
@@ -93,13 +86,6 @@ function workerMain(wt: typeof import('node:worker_threads')): void {
   const fs = require('node:fs') as typeof import('node:fs');
   const crypto = require('node:crypto') as typeof import('node:crypto');
   const job = wt.workerData as RangeCheckJob & { maxKeyBytes: number };
-  if (job.lowPriority === true) {
-    try {
-      (require('node:os') as typeof import('node:os')).setPriority(10);
-    } catch {
-      // Not permitted or not supported: run at the normal priority.
-    }
-  }
   const port = wt.parentPort!;
   const CHUNK = 4 * 1024 * 1024;
   const HEADER = 20;
