@@ -116,7 +116,7 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     await file.sync();
     // Below this nothing changes any more (see the module doc).
     const length = file.durableLength;
-    liveAt.fix(length);
+    const liveKeys = liveAt.countAt(length);
     const generation = file.generation;
     const name = backupName(table, now, generation);
     const partial = path.join(dir, `${name}.tkt.partial`);
@@ -134,8 +134,6 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     const found = await copyAndVerify(sfs, file.path, partial, length, file.stats().records, (next) => {
       stage = next;
     });
-    const liveKeys = liveAt.count();
-    liveAt.stop();
     // The in-process read-back counts them too: both must agree.
     if (found.problems.length === 0 && found.liveKeys !== undefined && found.liveKeys !== liveKeys) {
       found.problems.push(`the copy has ${found.liveKeys} live keys, the table's index ${liveKeys}`);
@@ -529,42 +527,42 @@ async function hashInPieces(hash: Hash, buf: Buffer, start: number, end: number,
 
 /**
  * The number of keys live at offset L of a table file (put last in [0, L)),
- * from its index while writes go on above L, without reading the file. Set
- * up before the sync that makes L durable, so that every record at L or
- * above is appended while it watches. A key's state at L is that before its
- * first record at or above L (the previous offset that append saw), and for
- * every other key its state in the index now. A write rolled back restores
- * the index, and offsets at or above L are reused only for records that are
- * themselves watched, so a key's first such record still tells its state at
- * L. Needs the maintenance slot: no compaction changes the offsets meanwhile.
+ * from its index, without reading the file. Set up before the sync that
+ * makes L durable, so that every record at L or above is appended while it
+ * watches; counted as soon as L is known. A key's state at L is that before
+ * its first record at or above L (the previous offset that append saw); for
+ * every other key it is its state in the index then. A write rolled back in
+ * between restores the index, and the appends after it reuse its offsets
+ * (each is at or below the one before it, which is how the rollback shows):
+ * what was noted for the dropped records is forgotten.
  */
 class LiveKeysAt {
-  // Appends seen before L was known, in order: [key, prevOffset, offset].
-  private early: [string, number, number][] | undefined = [];
-  // Per key with a record at or above L: its offset before the first one (-1: absent).
-  private readonly before = new Map<string, number>();
-  private length = 0;
+  // Appends seen, in order: [key, prevOffset, offset].
+  private appends: [string, number, number][] = [];
   private readonly observer: AppendObserver = (key, prevOffset, offset) => {
-    if (this.early !== undefined) this.early.push([key, prevOffset, offset]);
-    else this.note(key, prevOffset, offset);
+    this.appends.push([key, prevOffset, offset]);
   };
 
   constructor(private readonly file: TableFile) {
     file.observeAppends(this.observer);
   }
 
-  /** L is now known. */
-  fix(length: number): void {
-    this.length = length;
-    const early = this.early ?? [];
-    this.early = undefined;
-    for (const [key, prevOffset, offset] of early) this.note(key, prevOffset, offset);
-  }
-
-  /** The keys live at L (call after fix, before stop). */
-  count(): number {
+  /** The keys live at `length`, the durable length after the sync; stops watching. */
+  countAt(length: number): number {
+    this.stop();
+    // Per key with a record at or above length: [its offset before the first one (-1: absent), that record's offset].
+    const before = new Map<string, [number, number]>();
+    let last = -1;
+    for (const [key, prevOffset, offset] of this.appends) {
+      if (offset <= last) {
+        for (const [k, [, at]] of before) if (at >= offset) before.delete(k);
+      }
+      last = offset;
+      if (offset >= length && !before.has(key)) before.set(key, [prevOffset, offset]);
+    }
+    this.appends = [];
     let live = this.file.stats().records;
-    for (const [key, prevOffset] of this.before) {
+    for (const [key, [prevOffset]] of before) {
       if (this.file.has(key)) live--;
       if (prevOffset >= 0) live++;
     }
@@ -573,10 +571,6 @@ class LiveKeysAt {
 
   stop(): void {
     this.file.observeAppends(undefined);
-  }
-
-  private note(key: string, prevOffset: number, offset: number): void {
-    if (offset >= this.length && !this.before.has(key)) this.before.set(key, prevOffset);
   }
 }
 
