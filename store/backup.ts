@@ -13,12 +13,16 @@
  * manifest), with `name = <table>-<YYYYMMDDTHHMMSSmmmZ>-g<generation>`, which
  * sorts by time and is safe in file names (a second backup in the same
  * millisecond gets `-001`, `-002`, ...). Steps:
- * 1. copy [0, L) into `<name>.tkt.partial`; start its fdatasync;
- * 2. meanwhile verify by reading the copy back, in one pass: every byte must
- *    equal the table's byte at the same offset (so the copy's sha256, taken
- *    in the same pass, is that of the bytes copied), and a full record scan
- *    must find every checksum valid and no damage; the scan counts records,
- *    live keys and maxSeq. The manifest waits for the fdatasync too;
+ * 1. copy [0, L) into `<name>.tkt.partial` and fdatasync it;
+ * 2. verify by reading the copy back: every byte must equal the table's
+ *    byte at the same offset (so the copy's sha256, taken of the bytes
+ *    copied, is that of the copy), and a full record scan must find every
+ *    checksum valid and no damage; the scan counts records and maxSeq. The
+ *    live keys at L are counted from the table's index (LiveKeysAt), and
+ *    also by the scan when it runs in-process, and must agree. On the real
+ *    disk a large copy is made in a worker thread that fdatasyncs and reads
+ *    back every few megabytes, while another worker checks the records (see
+ *    copyAndVerify);
  * 3. rename to `<name>.tkt`, write the manifest (temp, fdatasync, rename),
  *    fsync the directory.
  * A backup that fails anywhere is deleted and reported as BackupFailedError;
@@ -34,7 +38,9 @@ import { decodeFileHeader, FILE_HEADER_BYTES, FORMAT_VERSION, KIND_PUT } from '.
 import { isErrno, nodeStoreFs, readFully, StoreFs, writeFully } from './file-system';
 import { ByteKeySet } from './byte-key-set';
 import { checkRangeInWorker, WORKER_MIN_BYTES } from './record-check-worker';
+import { copyInWorker } from './copy-worker';
 import { RecordCursor } from './record-cursor';
+import type { AppendObserver } from './compaction';
 import type { TableFile } from './table-file';
 import { TimeSlicer } from './time-slicer';
 
@@ -105,10 +111,13 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
   const dir = path.join(backupDir, table);
   const ours: string[] = [];
   let stage = 'sync';
+  // Set before the sync: every record above the length taken after it is appended later, so it is seen.
+  const liveAt = new LiveKeysAt(file);
   try {
     await file.sync();
     // Below this nothing changes any more (see the module doc).
     const length = file.durableLength;
+    const liveKeys = liveAt.countAt(length);
     const generation = file.generation;
     stage = 'mkdir';
     await sfs.mkdir(dir);
@@ -123,6 +132,10 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     const found = await copyAndVerify(sfs, file.path, partial, length, file.stats().records, (next) => {
       stage = next;
     });
+    // The in-process read-back counts them too: both must agree.
+    if (found.problems.length === 0 && found.liveKeys !== undefined && found.liveKeys !== liveKeys) {
+      found.problems.push(`the copy has ${found.liveKeys} live keys, the table's index ${liveKeys}`);
+    }
     if (found.problems.length === 0 && found.generation !== generation) found.problems.push(`header generation ${found.generation}, expected ${generation}`);
     if (found.problems.length > 0) {
       throw new BackupFailedError(table, 'verification', { details: { name, problems: found.problems } });
@@ -135,7 +148,7 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
       generation,
       length,
       records: found.records,
-      liveKeys: found.liveKeys,
+      liveKeys,
       maxSeq: found.maxSeq,
       sha256: found.sha256,
       createdAt: now.toISOString(),
@@ -147,6 +160,7 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     logger.info({ name, bytes: length, records: manifest.records, ms: Math.round(performance.now() - started) }, 'backup done');
     return manifest;
   } catch (err) {
+    liveAt.stop();
     for (const f of ours) await sfs.unlink(f).catch(() => undefined);
     const error = err instanceof BackupFailedError ? err : new BackupFailedError(table, stage, { cause: err });
     logger.error({ err: error, stage }, 'backup failed; nothing was kept');
@@ -313,11 +327,17 @@ async function removeLeftovers(sfs: StoreFs, dir: string, backups: BackupManifes
 }
 
 /**
- * Copies bytes [0, length) of `from` into a new file `to` and verifies the
- * copy: while its fdatasync runs, the copy is read back and compared byte for
- * byte with the table's bytes, hashed and scanned (inspectCopy). Rejects when
- * the copy or its fdatasync fails (stage 'copy') or the read-back fails
- * (stage 'verify'); differences are problems in the report.
+ * Copies bytes [0, length) of `from` into a new file `to`, makes it durable
+ * and verifies it. Through an injected StoreFs, and for small files: copy,
+ * then, while the copy's fdatasync runs, read it back and compare it byte for
+ * byte with the table's bytes, hash it and scan it (inspectCopy). On the real
+ * disk, for large files, in two worker threads at once: one copies, hashes,
+ * and reads each window back after its fdatasync (copyInWorker), the other
+ * checks every record of the table's bytes (which the copy equals byte for
+ * byte); the live keys are counted from the table's index (LiveKeysAt), so
+ * the report has no liveKeys then. Rejects when the copy or its fdatasync
+ * fails (stage 'copy') or the read-back fails (stage 'verify'); differences
+ * are problems in the report.
  */
 async function copyAndVerify(
   sfs: StoreFs,
@@ -331,6 +351,7 @@ async function copyAndVerify(
   try {
     const dst = await sfs.open(to, 'w+');
     try {
+      if (sfs === nodeStoreFs && length >= WORKER_MIN_BYTES) return await copyAndVerifyInWorkers(sfs, src, dst, length, setStage);
       await copyPrefix(sfs, src, dst, length);
       // The copy's bytes are what the read-back sees whether or not they are on disk yet, so the two overlap; the manifest waits for both.
       const syncing = sfs.fdatasync(dst).then(
@@ -338,9 +359,7 @@ async function copyAndVerify(
         (err: unknown) => ({ err }),
       );
       setStage('verify');
-      // Off the event loop on the real disk; in-process (in time slices) through an injected StoreFs.
-      const inspect = sfs === nodeStoreFs && length >= WORKER_MIN_BYTES ? inspectCopyInWorkers(sfs, to, length, src) : inspectCopy(sfs, to, length, keysHint, src);
-      const reading = inspect.then(
+      const reading = inspectCopy(sfs, to, length, keysHint, src).then(
         (found) => ({ found }),
         (err: unknown) => ({ err }),
       );
@@ -357,6 +376,38 @@ async function copyAndVerify(
   } finally {
     await sfs.close(src).catch(() => undefined);
   }
+}
+
+/** copyAndVerify on the real disk, in two worker threads (see there). */
+async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, length: number, setStage: (stage: string) => void): Promise<CopyReport> {
+  const report: CopyReport = { sha256: '', generation: undefined, records: 0, liveKeys: undefined, maxSeq: 0, problems: [] };
+  const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
+  const got = await readFully(sfs, src, headerBuf, 0, FILE_HEADER_BYTES, 0);
+  const header = decodeFileHeader(headerBuf.subarray(0, got));
+  if (typeof header === 'string') report.problems.push(`header: ${header}`);
+  else report.generation = header.generation;
+  if (report.problems.length > 0) return report;
+  // Both settle before the descriptors are closed (a closed number may be reused by another open).
+  const [copy, records] = await Promise.allSettled([
+    copyInWorker({ src, dst, length }),
+    checkRangeInWorker({ fd: src, start: FILE_HEADER_BYTES, end: length }),
+  ]);
+  if (copy.status === 'rejected') {
+    setStage((copy.reason as { stage?: string }).stage ?? 'copy');
+    throw copy.reason;
+  }
+  setStage('verify');
+  if (records.status === 'rejected') throw records.reason;
+  const size = await sfs.size(dst);
+  if (size !== length) report.problems.push(`file is ${size} bytes, expected ${length}`);
+  const { differs, sha256 } = copy.value;
+  if (differs !== undefined) report.problems.push(`copy read back differs from the bytes copied, in [${differs[0]}, ${differs[1]})`);
+  const { damage } = records.value;
+  if (damage !== undefined) report.problems.push(`damaged record at offset ${damage.offset}: ${damage.reason}`);
+  report.sha256 = sha256;
+  report.records = records.value.records;
+  report.maxSeq = records.value.maxSeq;
+  return report;
 }
 
 /** Copies bytes [0, length) of `src` to `dst`; the read of the next chunk overlaps the write of this one. */
@@ -388,7 +439,8 @@ interface CopyReport {
   sha256: string;
   generation: number | undefined;
   records: number;
-  liveKeys: number;
+  /** Counted by the in-process scan; undefined when the workers checked the copy. */
+  liveKeys: number | undefined;
   maxSeq: number;
   problems: string[];
 }
@@ -420,45 +472,6 @@ async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint:
     await sfs.close(fd).catch(() => undefined);
   }
   report.sha256 = hash.digest('hex');
-  return report;
-}
-
-/**
- * inspectCopy with a source, in two worker threads that read the copy at the
- * same time: one hashes it, compares it with the source and checks every
- * record's checksum, the other walks the records again to count them and
- * their keys.
- */
-async function inspectCopyInWorkers(sfs: StoreFs, file: string, length: number, source: number): Promise<CopyReport> {
-  const report: CopyReport = { sha256: '', generation: undefined, records: 0, liveKeys: 0, maxSeq: 0, problems: [] };
-  const fd = await sfs.open(file, 'r');
-  try {
-    const size = await sfs.size(fd);
-    if (size !== length) report.problems.push(`file is ${size} bytes, expected ${length}`);
-    const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
-    const got = await readFully(sfs, fd, headerBuf, 0, Math.min(FILE_HEADER_BYTES, length), 0);
-    const header = decodeFileHeader(headerBuf.subarray(0, got));
-    if (typeof header === 'string') report.problems.push(`header: ${header}`);
-    else report.generation = header.generation;
-    if (report.problems.length > 0) return report;
-    // Both settle before the descriptor is closed (a closed number may be reused by another open).
-    const [bytes, records] = await Promise.allSettled([
-      checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: length, hash: true, compareFd: source, lowPriority: true }),
-      checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: length, checksums: false, countKeys: true, lowPriority: true }),
-    ]);
-    if (bytes.status === 'rejected') throw bytes.reason;
-    if (records.status === 'rejected') throw records.reason;
-    const { differs, sha256 } = bytes.value;
-    if (differs !== undefined) report.problems.push(`copy read back differs from the bytes copied, in [${differs[0]}, ${differs[1]})`);
-    const { damage } = records.value;
-    if (damage !== undefined) report.problems.push(`damaged record at offset ${damage.offset}: ${damage.reason}`);
-    report.sha256 = sha256 ?? '';
-    report.records = records.value.records;
-    report.liveKeys = records.value.liveKeys;
-    report.maxSeq = records.value.maxSeq;
-  } finally {
-    await sfs.close(fd).catch(() => undefined);
-  }
   return report;
 }
 
@@ -537,6 +550,55 @@ async function hashInPieces(hash: Hash, buf: Buffer, start: number, end: number,
   for (let i = start; i < end; i += HASH_PIECE_BYTES) {
     hash.update(buf.subarray(i, Math.min(end, i + HASH_PIECE_BYTES)));
     if (slicer.dueNow()) await slicer.yield();
+  }
+}
+
+/**
+ * The number of keys live at offset L of a table file (put last in [0, L)),
+ * from its index, without reading the file. Set up before the sync that
+ * makes L durable, so that every record at L or above is appended while it
+ * watches; counted as soon as L is known. A key's state at L is that before
+ * its first record at or above L (the previous offset that append saw); for
+ * every other key it is its state in the index then. A write rolled back in
+ * between restores the index, and the appends after it reuse its offsets
+ * (each is at or below the one before it, which is how the rollback shows):
+ * what was noted for the dropped records is forgotten.
+ */
+class LiveKeysAt {
+  // Appends seen, in order: [key, prevOffset, offset].
+  private appends: [string, number, number][] = [];
+  private readonly observer: AppendObserver = (key, prevOffset, offset) => {
+    this.appends.push([key, prevOffset, offset]);
+  };
+
+  constructor(private readonly file: TableFile) {
+    file.observeAppends(this.observer);
+  }
+
+  /** The keys live at `length`, the durable length after the sync; stops watching. */
+  countAt(length: number): number {
+    this.stop();
+    // Per key with a record at or above length: [its offset before the first one (-1: absent), that record's offset].
+    const before = new Map<string, [number, number]>();
+    let last = -1;
+    for (const [key, prevOffset, offset] of this.appends) {
+      if (offset <= last) {
+        for (const [k, [, at]] of before) if (at >= offset) before.delete(k);
+      }
+      last = offset;
+      if (offset >= length && !before.has(key)) before.set(key, [prevOffset, offset]);
+    }
+    this.appends = [];
+    let live = this.file.stats().records;
+    for (const [key, [prevOffset]] of before) {
+      if (this.file.has(key)) live--;
+      if (prevOffset >= 0) live++;
+    }
+    return live;
+  }
+
+  stop(): void {
+    this.file.observeAppends(undefined);
   }
 }
 

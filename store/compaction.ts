@@ -117,8 +117,11 @@ export interface CompactionResult {
   pausedMs: number;
 }
 
-/** Called on every append while set, before the index changes: the key and its previous record offset (-1 = absent). */
-export type AppendObserver = (key: string, prevOffset: number) => void;
+/**
+ * Called on every append while set, before the index changes: the key, its
+ * previous record offset (-1 = absent) and the new record's offset.
+ */
+export type AppendObserver = (key: string, prevOffset: number, offset: number) => void;
 
 /** The new state a compaction installs in its table file. */
 export interface CompactionSwitch {

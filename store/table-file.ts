@@ -356,6 +356,15 @@ export class TableFile {
     }
   }
 
+  /**
+   * Sets (or clears) the observer called on every append, for backupTable
+   * while it holds the maintenance slot (compaction, which needs the slot
+   * too, uses the same hook).
+   */
+  observeAppends(observer: AppendObserver | undefined): void {
+    this.observer = observer;
+  }
+
   /** Writes and fdatasyncs everything appended so far, whatever the policy. */
   sync(): Promise<void> {
     if (this.closing !== undefined) return Promise.reject(new TableClosedError(this.table));
@@ -477,7 +486,7 @@ export class TableFile {
     const slot = this.index.slotOf(key);
     const prevOffset = slot < 0 ? -1 : this.index.offsetOf(slot);
     batch.noteUndo(key, prevOffset, slot < 0 ? 0 : this.index.lengthOf(slot));
-    this.observer?.(key, prevOffset);
+    this.observer?.(key, prevOffset, offset);
     if (kind === KIND_PUT) {
       if (this.index.set(key, offset, length)) this.order?.insert(key);
     } else if (this.index.remove(key)) {
