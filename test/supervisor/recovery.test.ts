@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
@@ -363,7 +364,7 @@ describe('recovery', () => {
 
   test('recovery - random damage through the whole cycle never serves a wrong value and loses only damaged records', async () => {
     const config = configFor(tmp.dir, ['alpha']);
-    await start(config);
+    await start(config); // a simulated clock that stays at 0: every round runs at the same time
     await serving('alpha');
     let seed = 7;
     const rand = (n: number) => {
@@ -371,27 +372,47 @@ describe('recovery', () => {
       return seed % n;
     };
     const history = new Map<string, unknown[]>(); // every value a key ever had
+    const expected = new Map<string, unknown>(); // what a key must read back: its newest value, unless its record was damaged
     const write = async (key: string, value: unknown) => {
       await put('alpha', key, value);
       history.set(key, [...(history.get(key) ?? []), value]);
+      expected.set(key, value);
     };
+    const file = tableFilePath(config.dataDir, 'alpha');
+    const quarantined = new Set<string>();
+    let lostInAll = 0;
     for (let round = 0; round < 8; round++) {
       for (let i = 0; i < 30; i++) await write(`k${rand(40)}`, { round, i });
       if (round % 3 === 0) await requestJson(bus, 'admin.backup.alpha', {});
-      const file = tableFilePath(config.dataDir, 'alpha');
+      const newest = new Map<string, ScannedRecord>();
+      for (const r of await records(file)) newest.set(r.key, r);
       const size = statSync(file).size;
       const at = 16 + rand(size - 16);
       damage(file, at, Buffer.from([rand(256) ^ 0xa5, rand(256)]));
+      const damagedSha = createHash('sha256').update(readFileSync(file)).digest('hex');
+      // Keys whose newest record the two bytes touched: only these may lose their newest value.
+      const hit = new Set([...newest].filter(([, r]) => r.offset < at + 2 && at < r.offset + r.length).map(([key]) => key));
       const before = named('recovery_complete').length + named('recovery_failed').length;
       // Ask for the recovery the way a scrub would, then read everything back.
-      await requestJson(bus, 'tables.alpha.corruption', { reason: `round ${round}`, source: 'scrub' }, { timeoutMs: 20_000 });
+      const outcome = (await requestJson(bus, 'tables.alpha.corruption', { reason: `round ${round}`, source: 'scrub' }, { timeoutMs: 20_000 })) as any;
       await until(() => named('recovery_complete').length + named('recovery_failed').length > before, `recovery ${round}`);
       await serving('alpha');
+      expect(outcome).toMatchObject({ status: 'recovered', verified: true });
+      expect(outcome.recordsLost).toBeLessThanOrEqual(2); // two bytes touch at most two records
+      lostInAll += outcome.recordsLost;
+      // This round's own table file, and no other run's, went to quarantine.
+      expect(quarantined.has(outcome.quarantined)).toBe(false);
+      quarantined.add(outcome.quarantined);
+      expect(createHash('sha256').update(readFileSync(outcome.quarantined)).digest('hex')).toBe(damagedSha);
       for (const [key, values] of history) {
         const got = await get('alpha', key);
         if (got !== undefined) expect(values).toContainEqual(got); // never a value the key did not have
+        if (hit.has(key)) expected.set(key, got);
+        else expect({ key, got }).toEqual({ key, got: expected.get(key) }); // an undamaged key keeps its newest value
       }
     }
     expect(named('recovery_failed')).toHaveLength(0);
+    expect(readdirSync(quarantineDir(config.dataDir)).sort()).toEqual([...quarantined].map((f) => path.basename(f)).sort());
+    expect(lostInAll).toBeGreaterThan(0); // the damage did hit records that mattered
   });
 });
