@@ -5,7 +5,7 @@ import pino from 'pino';
 import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
 import { decodeJson, InProcessBus, requestJson } from '../../bus';
 import { tableFilePath } from '../../actors/table-owner';
-import { scanFile, type ScannedRecord } from '../../store';
+import { NodeStoreFs, scanFile, type OpenMode, type ScannedRecord, type StoreFs } from '../../store';
 import { loadConfig, type Config } from '../../supervisor/config';
 import { journalDir, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
@@ -81,8 +81,8 @@ describe('recovery', () => {
   }
 
   /** Starts the supervisor and waits until every table has settled (serving, or recovered to serving). */
-  async function start(config: Config, clock = new SimulatedClock()): Promise<SupervisorRef> {
-    actor = createActor(supervisorMachine, { input: { config, bus, logger: silent, clock }, clock });
+  async function start(config: Config, clock = new SimulatedClock(), fs?: StoreFs): Promise<SupervisorRef> {
+    actor = createActor(supervisorMachine, { input: { config, bus, logger: silent, clock, fs }, clock });
     actor.start();
     await requestJson(bus, 'admin.health', {}); // answered once the history is open and schedules armed
     return actor;
@@ -173,6 +173,41 @@ describe('recovery', () => {
     expect(named('corruption_detected')[0].body).toMatchObject({ table: 'alpha', source: 'open', offset: 0 });
     expect(named('recovery_complete')[0].body).toMatchObject({ table: 'alpha', recordsLost: 0, lostKeys: [] });
     for (let i = 0; i < 40; i++) expect(await get('alpha', `k${i}`)).toEqual({ tag: i < 30 ? 'old' : 'new', i });
+  });
+
+  test('recovery - a table file that keeps failing to open with an I/O error goes through the recovery cycle after the restart limit, not a restart loop', async () => {
+    const config = { ...configFor(tmp.dir, ['alpha']), supervisor: { maxRestarts: 2, restartWindowMs: 60_000, requestTimeoutMs: 5_000 } };
+    await start(config);
+    await serving('alpha');
+    await fill('alpha', 0, 10, 'x');
+    await stop();
+    const file = tableFilePath(config.dataDir, 'alpha');
+    // Every open of this very file (its inode) fails, as a bad sector under its metadata would.
+    const bad = statSync(file).ino;
+    let failedOpens = 0;
+    class BadFileFs extends NodeStoreFs {
+      override open(f: string, mode: OpenMode): Promise<number> {
+        if (f === file && existsSync(f) && statSync(f).ino === bad) {
+          failedOpens++;
+          return Promise.reject(Object.assign(new Error(`EIO: i/o error, open '${f}'`), { code: 'EIO' }));
+        }
+        return super.open(f, mode);
+      }
+    }
+    events = [];
+    const clock = new SimulatedClock();
+    await start(config, clock, new BadFileFs());
+    await waitFor(actor!, (s) => s.context.owners.alpha.restarts.length === 1 && s.context.owners.alpha.state === 'down');
+    clock.increment(100);
+    await waitFor(actor!, (s) => s.context.owners.alpha.restarts.length === 2 && s.context.owners.alpha.state === 'down');
+    clock.increment(200); // the third failure reaches the limit
+    await until(() => named('recovery_complete').length === 1, 'the recovery after the restart limit');
+    await serving('alpha');
+    expect(failedOpens).toBe(3);
+    expect(named('corruption_detected')[0].body).toMatchObject({ table: 'alpha', source: 'open', reason: expect.stringMatching(/failed to open 3 times.*EIO/) });
+    expect(named('recovery_complete')[0].body).toMatchObject({ table: 'alpha', recordsFromDamaged: 10, recordsLost: 0 });
+    for (let i = 0; i < 10; i++) expect(await get('alpha', `k${i}`)).toEqual({ tag: 'x', i });
+    expect(actor!.getSnapshot().context.owners.alpha.openRecoveryTried).toBeUndefined();
   });
 
   test('recovery - a deleted table file is rebuilt from its latest backup at the next start', async () => {
