@@ -230,6 +230,27 @@ describe('recovery', () => {
     expect(await get('alpha', 'k20')).toBeUndefined(); // only ever in the deleted file
   });
 
+  test('recovery - a table file that vanished with no backup is corruption (degraded, critical), while a table never created starts empty quietly', async () => {
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config);
+    await serving('alpha');
+    expect(named('corruption_detected')).toHaveLength(0); // never created: a new, empty table
+    await fill('alpha', 0, 5, 'x');
+    await stop();
+    rmSync(tableFilePath(config.dataDir, 'alpha')); // and no backup was ever taken
+
+    events = [];
+    await start(config);
+    await until(() => named('recovery_failed').length === 1, 'the failed recovery');
+    await serving('alpha');
+    expect(named('corruption_detected')[0].body).toMatchObject({ table: 'alpha', source: 'open', reason: expect.stringMatching(/missing/) });
+    expect(named('recovery_failed')[0].body).toMatchObject({ table: 'alpha', degraded: true, quarantined: null });
+    const health = (await requestJson(bus, 'admin.health', {})) as { status: string; tables: any[] };
+    expect(health.status).toBe('degraded');
+    expect(health.tables[0].degraded).toMatchObject({ reason: expect.stringMatching(/missing/) });
+    expect(await get('alpha', 'k1')).toBeUndefined();
+  });
+
   test('recovery - a file deleted while the table serves is found by the scheduled scrub, and nothing is lost', async () => {
     const clock = new SimulatedClock();
     clock.set(Date.UTC(2026, 0, 1));
