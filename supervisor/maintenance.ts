@@ -270,26 +270,41 @@ export class Maintenance {
     this.deps.logger.error({ table, op: 'recover', source: report.source, reason: report.reason, offset: report.offset }, 'corruption detected; recovering');
     this.publish('corruption_detected', { table, source: report.source, reason: report.reason, offset: report.offset });
     const trigger = report.source === 'operator' ? 'manual' : 'auto';
-    return this.track(table, trigger, report.reply, () =>
-      startRecovery(this.recoveryDeps(), { table, mode: 'recover', trigger, reason: report.reason }, detectedAt),
+    return this.track(table, trigger, detectedAt, report.reply, () =>
+      startRecovery(this.recoveryDeps(), { table, mode: 'recover', trigger, reason: report.reason, source: report.source }, detectedAt),
     );
   }
 
-  /** Rolls `table` back to its latest verified backup, exactly (`admin.restore.<t>`). */
+  /**
+   * Rolls `table` back to its latest verified backup, exactly
+   * (`admin.restore.<t>`). A recovery (or restore) of the table already
+   * queued or running is let finish first; the rollback then runs on its
+   * own, so the answer is always this restore's outcome.
+   */
   restore(table: string): Promise<RecoveryOutcome> {
     const pending = this.recoveries.get(table);
-    if (pending) return pending.run;
+    if (pending) {
+      const again = (): Promise<RecoveryOutcome> => this.restore(table);
+      return pending.run.then(again, again);
+    }
     const startedAt = this.deps.clock.now();
-    return this.track(table, 'manual', undefined, () =>
+    return this.track(table, 'manual', startedAt, undefined, () =>
       startRecovery(this.recoveryDeps(), { table, mode: 'restore', trigger: 'manual', reason: 'operator restore' }, startedAt),
     );
   }
 
-  /** Finishes a run a crash interrupted (its journal was found at start). */
+  /**
+   * Finishes a run a crash interrupted (its journal was found at start). A
+   * recovery publishes `corruption_detected` again (marked `resumed`), so
+   * every `recovery_*` event of a recovery follows one.
+   */
   resume(journal: RecoveryJournal): Promise<RecoveryOutcome> {
     const startedAt = this.deps.clock.now();
     this.deps.logger.warn({ table: journal.table, op: journal.mode, startedAt: journal.startedAt }, 'finishing an interrupted recovery');
-    return this.track(journal.table, journal.trigger, undefined, () => finishRecovery(this.recoveryDeps(), journal, startedAt));
+    if (journal.mode === 'recover') {
+      this.publish('corruption_detected', { table: journal.table, source: journal.source ?? 'journal', reason: journal.reason, resumed: true });
+    }
+    return this.track(journal.table, journal.trigger, startedAt, undefined, () => finishRecovery(this.recoveryDeps(), journal, startedAt));
   }
 
   /** The table left degraded by a recovery, if any (until an operator clears it). */
@@ -347,7 +362,13 @@ export class Maintenance {
   }
 
   /** Runs a recovery or restore exclusively for its table, then publishes, records and answers. */
-  private track(table: string, trigger: 'auto' | 'manual', reply: ((body: unknown) => void) | undefined, fn: () => Promise<RecoveryOutcome>): Promise<RecoveryOutcome> {
+  private track(
+    table: string,
+    trigger: 'auto' | 'manual',
+    startedAt: number,
+    reply: ((body: unknown) => void) | undefined,
+    fn: () => Promise<RecoveryOutcome>,
+  ): Promise<RecoveryOutcome> {
     const entry = { replies: reply ? [reply] : [], run: undefined as unknown as Promise<RecoveryOutcome> };
     entry.run = this.exclusive(table, fn).then(
       async (outcome) => {
@@ -363,8 +384,9 @@ export class Maintenance {
         // stays in quarantine; an operator can restore from a backup.
         this.deps.logger.error({ table, op: 'recover', err }, 'recovery failed');
         if (error.code !== 'NO_BACKUP') {
-          await this.record({ kind: 'recovery', table, result: 'failed', trigger, durationMs: 0, error: error.message });
-          this.publish('recovery_failed', { table, trigger, error, degraded: false });
+          const durationMs = this.deps.clock.now() - startedAt;
+          await this.record({ kind: 'recovery', table, result: 'failed', trigger, durationMs, error: error.message });
+          this.publish('recovery_failed', { table, trigger, error, degraded: false, durationMs });
         }
         for (const r of entry.replies) r({ error: { code: ERROR_CODES[error.code as keyof typeof ERROR_CODES]?.wire ?? 'internal', message: error.message } });
         throw err;

@@ -23,6 +23,8 @@ export interface RecoveryJournal {
   mode: 'recover' | 'restore';
   trigger: 'auto' | 'manual';
   reason: string;
+  /** Who noticed the damage (read, open, scrub, ...), for the event a resumed run publishes. */
+  source?: string;
   /**
    * The exact path the table file is (or will be) kept at, never deleted. The
    * name is unique to this run (see quarantinePath): a file there is this

@@ -81,7 +81,7 @@ const LOST_KEYS_LISTED = 100;
 /** Starts a new run: journals it first. Restore checks for a verified backup before touching anything. */
 export async function startRecovery(
   deps: RecoveryDeps,
-  run: { table: string; mode: 'recover' | 'restore'; trigger: 'auto' | 'manual'; reason: string },
+  run: { table: string; mode: 'recover' | 'restore'; trigger: 'auto' | 'manual'; reason: string; source?: string },
   startedAt: number,
 ): Promise<RecoveryOutcome> {
   if (run.mode === 'restore') {

@@ -400,7 +400,7 @@ describe('recovery', () => {
       // The disk as the interrupted run left it.
       const file = tableFilePath(config.dataDir, 'alpha');
       const quarantine = path.join(quarantineDir(config.dataDir), 'alpha-crashed.tkt');
-      await writeJournal(config.dataDir, { table: 'alpha', mode: 'recover', trigger: 'auto', reason: 'test', quarantine, startedAt: new Date().toISOString() });
+      await writeJournal(config.dataDir, { table: 'alpha', mode: 'recover', trigger: 'auto', reason: 'test', source: 'scrub', quarantine, startedAt: new Date().toISOString() });
       if (step !== 'journal') {
         mkdirSync(quarantineDir(config.dataDir), { recursive: true });
         renameSync(file, quarantine);
@@ -412,6 +412,9 @@ describe('recovery', () => {
       await until(() => named('recovery_complete').length === 1, 'the finished recovery');
       await serving('alpha');
       expect(named('recovery_complete')[0].body).toMatchObject({ table: 'alpha', recordsLost: 0 });
+      // The resumed run's events stay paired: its corruption_detected comes first.
+      expect(named('corruption_detected').map((e) => e.body)).toEqual([expect.objectContaining({ table: 'alpha', source: 'scrub', reason: 'test', resumed: true })]);
+      expect(events.findIndex((e) => e.subject === 'backups.corruption_detected')).toBeLessThan(events.findIndex((e) => e.subject === 'backups.recovery_complete'));
       for (let i = 0; i < 20; i++) expect(await get('alpha', `k${i}`)).toEqual({ tag: i < 10 ? 'old' : 'new', i });
       expect(existsSync(quarantine)).toBe(true);
       expect(readdirSync(journalDir(config.dataDir))).toEqual([]);
