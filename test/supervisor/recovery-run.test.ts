@@ -2,7 +2,7 @@ import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, writeFileSy
 import * as path from 'node:path';
 import pino from 'pino';
 import { tableFilePath, type TableOwnerState } from '../../actors/table-owner';
-import { TableFile } from '../../store';
+import { backupTable, TableFile } from '../../store';
 import { finishRecovery, startRecovery, type RecoveryDeps } from '../../supervisor/recovery';
 import { pendingJournals, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
 import { useTempDir } from '../helpers/store-temp';
@@ -57,6 +57,25 @@ describe('recovery run', () => {
     // The next start finds nothing to redo: the served write stays.
     expect(pendingJournals(ctx.dataDir, ['alpha'])).toEqual([]);
     expect((await contentsOf(ctx.file, 'alpha')).entries).toEqual(new Map([['k1', 'v1'], ['k2', 'v2'], ['after', 'served']]));
+  });
+
+  test('recovery run - a restore too is verified and finished before the owner serves', async () => {
+    let journalsAtStart: unknown[] | undefined;
+    const ctx = setup(async (table) => {
+      journalsAtStart = pendingJournals(ctx.dataDir, [table]);
+      await write(ctx.file, [['after', 'served']]);
+      return 'serving';
+    });
+    const t = await TableFile.open({ table: 'alpha', path: ctx.file, sync: 'always' });
+    await t.put('k1', b('v1'));
+    await backupTable(t, ctx.deps.backupDir);
+    await t.put('k2', b('rolled back'));
+    await t.close();
+    const outcome = await startRecovery(ctx.deps, { table: 'alpha', mode: 'restore', trigger: 'manual', reason: 'test' }, 0);
+    expect(outcome).toMatchObject({ status: 'restored', liveKeys: 1, verified: true });
+    expect(journalsAtStart).toEqual([]);
+    expect(pendingJournals(ctx.dataDir, ['alpha'])).toEqual([]);
+    expect((await contentsOf(ctx.file, 'alpha')).entries).toEqual(new Map([['k1', 'v1'], ['after', 'served']]));
   });
 
   test('recovery run - runs at the same clock time each get their own quarantine file, and each keeps its own table file', async () => {
