@@ -95,7 +95,9 @@ function errorBody(err: unknown): { code: string; message: string } {
 export class Maintenance {
   private readonly chains = new Map<string, Promise<unknown>>();
   // Recoveries queued or running, by table; later reports join the run.
-  private readonly recoveries = new Map<string, { replies: ((body: unknown) => void)[]; run: Promise<RecoveryOutcome> }>();
+  // `started`: the run has handed the verified file to a new owner, so a
+  // report now is about that owner's file and needs a run of its own.
+  private readonly recoveries = new Map<string, { replies: ((body: unknown) => void)[]; run: Promise<RecoveryOutcome>; started: boolean }>();
 
   constructor(private readonly deps: MaintenanceDeps) {}
 
@@ -257,11 +259,16 @@ export class Maintenance {
    * Recovers a damaged table (see recovery.ts): publishes
    * `corruption_detected`, then runs the cycle once the table's other
    * maintenance has settled. A report for a table already being recovered
-   * joins that run. Resolves with the outcome (also published and recorded);
+   * joins that run, unless the run has already started the new owner: that
+   * report is about the new file, and gets its own run after this one. Resolves with the outcome (also published and recorded);
    * rejects RecoveryFailedError.
    */
   recover(table: string, report: CorruptionReport): Promise<RecoveryOutcome> {
     const pending = this.recoveries.get(table);
+    if (pending?.started) {
+      const again = (): Promise<RecoveryOutcome> => this.recover(table, report);
+      return pending.run.then(again, again);
+    }
     if (pending) {
       if (report.reply) pending.replies.push(report.reply);
       return pending.run;
@@ -271,7 +278,7 @@ export class Maintenance {
     this.publish('corruption_detected', { table, source: report.source, reason: report.reason, offset: report.offset });
     const trigger = report.source === 'operator' ? 'manual' : 'auto';
     return this.track(table, trigger, detectedAt, report.reply, () =>
-      startRecovery(this.recoveryDeps(), { table, mode: 'recover', trigger, reason: report.reason, source: report.source }, detectedAt),
+      startRecovery(this.recoveryDeps(table), { table, mode: 'recover', trigger, reason: report.reason, source: report.source }, detectedAt),
     );
   }
 
@@ -289,7 +296,7 @@ export class Maintenance {
     }
     const startedAt = this.deps.clock.now();
     return this.track(table, 'manual', startedAt, undefined, () =>
-      startRecovery(this.recoveryDeps(), { table, mode: 'restore', trigger: 'manual', reason: 'operator restore' }, startedAt),
+      startRecovery(this.recoveryDeps(table), { table, mode: 'restore', trigger: 'manual', reason: 'operator restore' }, startedAt),
     );
   }
 
@@ -304,7 +311,7 @@ export class Maintenance {
     if (journal.mode === 'recover') {
       this.publish('corruption_detected', { table: journal.table, source: journal.source ?? 'journal', reason: journal.reason, resumed: true });
     }
-    return this.track(journal.table, journal.trigger, startedAt, undefined, () => finishRecovery(this.recoveryDeps(), journal, startedAt));
+    return this.track(journal.table, journal.trigger, startedAt, undefined, () => finishRecovery(this.recoveryDeps(journal.table), journal, startedAt));
   }
 
   /** The table left degraded by a recovery, if any (until an operator clears it). */
@@ -351,12 +358,20 @@ export class Maintenance {
     return { results };
   }
 
-  private recoveryDeps() {
+  private recoveryDeps(table: string) {
+    const { owners } = this.deps;
     return {
       dataDir: this.deps.config.dataDir,
       backupDir: this.deps.config.backupDir,
       logger: this.deps.logger,
-      owners: this.deps.owners,
+      owners: {
+        stop: (t: string) => owners.stop(t),
+        start: (t: string) => {
+          const entry = this.recoveries.get(table);
+          if (entry) entry.started = true;
+          return owners.start(t);
+        },
+      },
       now: () => this.deps.clock.now(),
     };
   }
@@ -369,7 +384,7 @@ export class Maintenance {
     reply: ((body: unknown) => void) | undefined,
     fn: () => Promise<RecoveryOutcome>,
   ): Promise<RecoveryOutcome> {
-    const entry = { replies: reply ? [reply] : [], run: undefined as unknown as Promise<RecoveryOutcome> };
+    const entry = { replies: reply ? [reply] : [], run: undefined as unknown as Promise<RecoveryOutcome>, started: false };
     entry.run = this.exclusive(table, fn).then(
       async (outcome) => {
         this.recoveries.delete(table);

@@ -80,6 +80,26 @@ describe('maintenance recovery', () => {
     expect((await contentsOf(ctx.file, 'alpha')).entries).toEqual(new Map([['k', 'backed-up']]));
   });
 
+  test('maintenance recovery - damage the new owner reports while the run starts it gets a run of its own', async () => {
+    let starts = 0;
+    let second: Promise<unknown> | undefined;
+    const ctx = await setup({
+      stop: async () => undefined,
+      start: async () => {
+        if (starts++ > 0) return 'serving';
+        // The new owner finds damage as it opens and reports it before the run hears how the open went.
+        second = ctx.maintenance.recover('alpha', { reason: 'damaged at open', source: 'open' });
+        return 'corrupt';
+      },
+    });
+    const t = await TableFile.open({ table: 'alpha', path: ctx.file, sync: 'always' });
+    await t.put('k', b('v'));
+    await t.close();
+    await expect(ctx.maintenance.recover('alpha', { reason: 'test', source: 'scrub' })).rejects.toMatchObject({ code: 'RECOVERY_FAILED' });
+    await expect(second).resolves.toMatchObject({ mode: 'recover', status: 'recovered', reason: 'damaged at open', liveKeys: 1 });
+    expect(starts).toBe(2);
+  });
+
   test('maintenance recovery - a failed recovery is recorded and published with its real duration', async () => {
     const ctx = await setup({
       stop: async () => {
