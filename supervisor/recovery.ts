@@ -27,7 +27,7 @@
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { tableFilePath, type TableOwnerState } from '../actors/table-owner';
-import { chooseBackup, copyBackupTo, NoBackupError, RecoveryFailedError, rebuildTable, scanFile, type RebuildReport } from '../store';
+import { chooseBackup, copyBackupTo, NoBackupError, RecoveryFailedError, rebuildTable, countLiveKeys, type RebuildReport } from '../store';
 import { moveToQuarantine } from './quarantine';
 import { quarantinePath, removeJournal, writeJournal, type RecoveryJournal } from './recovery-journal';
 
@@ -160,20 +160,10 @@ export async function finishRecovery(deps: RecoveryDeps, journal: RecoveryJourna
  * replaying the records in order (as an owner's open does).
  */
 async function verifyBuilt(table: string, file: string): Promise<{ records: number; liveKeys: number }> {
-  const live = new Set<string>();
-  let records = 0;
-  for await (const item of scanFile(file)) {
-    if (item.type === 'header') {
-      if (item.damage !== undefined) throw new RecoveryFailedError(table, `integrity check failed: the built file's header is not valid (${item.damage})`);
-    } else if (item.type === 'record') {
-      records++;
-      if (item.kind === 'put') live.add(item.key);
-      else live.delete(item.key);
-    } else {
-      throw new RecoveryFailedError(table, `integrity check failed: the built file is damaged at ${item.start} (${item.reason})`);
-    }
-  }
-  return { records, liveKeys: live.size };
+  const count = await countLiveKeys(file);
+  if (count.headerDamage !== undefined) throw new RecoveryFailedError(table, `integrity check failed: the built file's header is not valid (${count.headerDamage})`);
+  if (count.damage !== undefined) throw new RecoveryFailedError(table, `integrity check failed: the built file is damaged at ${count.damage.offset} (${count.damage.reason})`);
+  return count;
 }
 
 /** What the build step produced, in one shape for both modes. */
