@@ -16,6 +16,7 @@ import {
 } from '../store';
 import type { TableConfig } from '../supervisor/config';
 import { runMaintenance, type MaintenanceJob } from './maintenance-job';
+import { markTableCreated, tableWasCreated } from './table-registry';
 import { TableRequests, type CorruptionSource, type RequestHandlerReport, type ServingMode } from './table-requests';
 
 /** What a table owner needs; everything comes in here, nothing from module state. */
@@ -96,12 +97,16 @@ const requestRouter = fromCallback<RouterEvent, TableOwnerInput>(({ input, sendB
 const openTable = fromPromise<TableFile, TableOwnerInput>(async ({ input }) => {
   const table = input.table.name;
   const file = tableFilePath(input.dataDir, table);
-  // A table that has backups once had a file: its absence is damage to
-  // recover from, not an invitation to start empty.
-  if (!existsSync(file) && (await listBackups(input.backupDir, table, { fs: input.fs })).length > 0) {
-    throw new TableCorruptError(table, 0, 'the table file is missing but backups of it exist');
+  // A table that once had a file (recorded in the registry, or it has
+  // backups) and has none now lost it: damage to recover from, not an
+  // invitation to start empty.
+  if (!existsSync(file)) {
+    if (tableWasCreated(input.dataDir, table)) throw new TableCorruptError(table, 0, 'the table file is missing (it existed before)');
+    if ((await listBackups(input.backupDir, table, { fs: input.fs })).length > 0) {
+      throw new TableCorruptError(table, 0, 'the table file is missing but backups of it exist');
+    }
   }
-  return TableFile.open({
+  const opened = await TableFile.open({
     table,
     path: file,
     sync: input.table.sync,
@@ -109,6 +114,13 @@ const openTable = fromPromise<TableFile, TableOwnerInput>(async ({ input }) => {
     fs: input.fs,
     logger: input.logger,
   });
+  try {
+    await markTableCreated(input.dataDir, table);
+  } catch (err) {
+    // The table serves; only the "missing file" check of a later start is weaker.
+    input.logger.error({ table, op: 'open', err }, 'could not record the table in the registry of created tables');
+  }
+  return opened;
 });
 
 const maintain = fromPromise<TableCorruptError | null, { file: TableFile; job: MaintenanceJob; logger: Logger }>(async ({ input }) => {

@@ -188,8 +188,8 @@ async function maintenance(): Promise<void> {
 /**
  * A 100k-record table (half of it in the latest backup) with one record
  * damaged in the middle of its file: from the read that detects the damage to
- * `recovery_complete`, which is published once the owner serves the rebuilt
- * file and its record count checked out.
+ * `recovery_complete`, which is published once the rebuilt file has been
+ * verified (every checksum, the live-key count) and the owner serves it.
  */
 async function recovery(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tk-bench-recover-'));

@@ -10,8 +10,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-/** How a file is opened: read-only, read-write, or created/truncated read-write. */
-export type OpenMode = 'r' | 'r+' | 'w+';
+/**
+ * How a file is opened: read-only, read-write, created/truncated read-write,
+ * or created read-write only when it does not exist yet (EEXIST otherwise).
+ */
+export type OpenMode = 'r' | 'r+' | 'w+' | 'wx+';
 
 /** Names of the StoreFs operations (used to target injected faults). */
 export type StoreFsOp =
@@ -24,6 +27,7 @@ export type StoreFsOp =
   | 'close'
   | 'size'
   | 'rename'
+  | 'link'
   | 'unlink'
   | 'syncDir'
   | 'readdir'
@@ -49,6 +53,8 @@ export interface StoreFs {
   size(fd: number): Promise<number>;
   /** Atomically replaces `to` with `from`. */
   rename(from: string, to: string): Promise<void>;
+  /** Gives `existing` the second name `newPath`; EEXIST when `newPath` exists (it never replaces a file). */
+  link(existing: string, newPath: string): Promise<void>;
   /** Removes a file. */
   unlink(file: string): Promise<void>;
   /** Makes directory entries (create, rename, unlink) in `dir` durable. */
@@ -99,6 +105,10 @@ export class NodeStoreFs implements StoreFs {
 
   rename(from: string, to: string): Promise<void> {
     return fs.promises.rename(from, to);
+  }
+
+  link(existing: string, newPath: string): Promise<void> {
+    return fs.promises.link(existing, newPath);
   }
 
   unlink(file: string): Promise<void> {

@@ -76,12 +76,19 @@ export class TableWriter {
     private readonly fd: number,
     private readonly tmpPath: string,
     private readonly outPath: string,
+    private readonly noReplace: boolean,
   ) {}
 
-  /** Creates (or truncates) `tmpPath` and writes a header of `generation`. */
-  static async create(sfs: StoreFs, tmpPath: string, outPath: string, generation: number): Promise<TableWriter> {
-    const fd = await sfs.open(tmpPath, 'w+');
-    const writer = new TableWriter(sfs, fd, tmpPath, outPath);
+  /**
+   * Creates (or truncates) `tmpPath` and writes a header of `generation`.
+   * With `noReplace` nothing existing is ever touched: `tmpPath` must not
+   * exist (EEXIST, and nothing to abandon) and `commit` fails with EEXIST
+   * rather than replace a file at `outPath`.
+   */
+  static async create(sfs: StoreFs, tmpPath: string, outPath: string, generation: number, opts: { noReplace?: boolean } = {}): Promise<TableWriter> {
+    const noReplace = opts.noReplace === true;
+    const fd = await sfs.open(tmpPath, noReplace ? 'wx+' : 'w+');
+    const writer = new TableWriter(sfs, fd, tmpPath, outPath, noReplace);
     const header = encodeFileHeader(generation);
     writer.append(header, 0, header.length);
     return writer;
@@ -118,13 +125,23 @@ export class TableWriter {
     if (this.buf.length > WRITE_BUFFER_BYTES) this.buf = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
   }
 
-  /** Flushes, fdatasyncs, closes, renames over the output path and fsyncs its directory. */
+  /**
+   * Flushes, fdatasyncs, closes, renames over the output path and fsyncs its
+   * directory. With `noReplace` the output gets its name by a link (which
+   * fails when the output exists, with no window between check and rename),
+   * then the temporary name is removed.
+   */
   async commit(): Promise<void> {
     await this.flush();
     await this.sfs.fdatasync(this.fd);
     this.closed = true;
     await this.sfs.close(this.fd);
-    await this.sfs.rename(this.tmpPath, this.outPath);
+    if (this.noReplace) {
+      await this.sfs.link(this.tmpPath, this.outPath);
+      await this.sfs.unlink(this.tmpPath);
+    } else {
+      await this.sfs.rename(this.tmpPath, this.outPath);
+    }
     await this.sfs.syncDir(parentDir(this.outPath));
   }
 

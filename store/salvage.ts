@@ -5,7 +5,7 @@
  * number, tombstones kept, records with one flipped bit repaired; a key whose
  * newest record is damaged but still names its key is left out (never an
  * older value in its place) and reported. The input is only read; the
- * output must not exist yet.
+ * output and its temporary file must not exist yet, and must not be the input.
  */
 import * as path from 'node:path';
 import { BadRequestError } from './errors';
@@ -13,6 +13,7 @@ import { FileHeader } from './format';
 import { isErrno, nodeStoreFs, StoreFs } from './file-system';
 import { DamageSpan, RebuildMerge } from './rebuild-merge';
 import { TableWriter } from './rebuild-output';
+import { fileIdOf, type FileId } from './table-file';
 
 /** Suffix of the file salvageFile writes before renaming it to the output. */
 export const SALVAGE_SUFFIX = '.partial';
@@ -53,24 +54,38 @@ export interface SalvageReport {
 }
 
 /**
- * Writes the salvageable content of `input` to a new table file `output`.
- * Rejects BadRequestError when `output` exists or is `input`, and the file
- * system's error when `input` cannot be read (ENOENT when it is missing).
+ * Writes the salvageable content of `input` to a new table file `output`,
+ * through `output + SALVAGE_SUFFIX`. Rejects BadRequestError when `output`
+ * or that temporary file exists or is `input` (same path, or the same file
+ * through another name), and the file system's error when `input` cannot be
+ * read (ENOENT when it is missing). The input is never modified, and no
+ * existing file is ever replaced: the temporary file is created exclusively
+ * and the output gets its name by a link, which fails if it appeared meanwhile.
  */
 export async function salvageFile(input: string, output: string, opts: SalvageOptions = {}): Promise<SalvageReport> {
   const started = performance.now();
   const sfs = opts.fs ?? nodeStoreFs;
-  if (path.resolve(input) === path.resolve(output)) throw new BadRequestError('the output must not be the input');
-  if (await exists(sfs, output)) throw new BadRequestError(`refusing to overwrite ${output}`);
+  const tmp = output + SALVAGE_SUFFIX;
+  const source = path.resolve(input);
+  if (source === path.resolve(output)) throw new BadRequestError('the output must not be the input');
+  if (source === path.resolve(tmp)) throw new BadRequestError(`the output's temporary file ${tmp} must not be the input`);
+  const inputId = await fileIdAt(sfs, input);
+  if (inputId === undefined) throw Object.assign(new Error(`no such file: ${input}`), { code: 'ENOENT' });
+  for (const [file, what] of [[output, 'output'], [tmp, "output's temporary file"]] as const) {
+    const id = await fileIdAt(sfs, file);
+    if (id === undefined) continue;
+    if (id.dev === inputId.dev && id.ino === inputId.ino) throw new BadRequestError(`the ${what} ${file} is the input under another name`);
+    throw new BadRequestError(`refusing to overwrite ${file}`);
+  }
   const merge = new RebuildMerge(sfs);
   let writer: TableWriter | undefined;
   try {
     if (!(await merge.loadDamaged(input))) throw Object.assign(new Error(`no such file: ${input}`), { code: 'ENOENT' });
     const header = merge.damagedHeader;
     const generation = header === undefined ? 1 : Math.min(header.generation + 1, 0xffffffff);
-    writer = await TableWriter.create(sfs, output + SALVAGE_SUFFIX, output, generation);
+    writer = await noReplace(output, () => TableWriter.create(sfs, tmp, output, generation, { noReplace: true }));
     const result = await merge.finish(writer);
-    await writer.commit();
+    await noReplace(output, () => (writer as TableWriter).commit());
     return {
       input,
       output,
@@ -97,12 +112,28 @@ export async function salvageFile(input: string, output: string, opts: SalvageOp
   }
 }
 
-async function exists(sfs: StoreFs, file: string): Promise<boolean> {
+/** The identity of the file at `file` (symlinks followed), or undefined when there is none. */
+async function fileIdAt(sfs: StoreFs, file: string): Promise<FileId | undefined> {
+  let fd: number;
   try {
-    await sfs.close(await sfs.open(file, 'r'));
-    return true;
+    fd = await sfs.open(file, 'r');
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) return false;
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  try {
+    return await fileIdOf(fd);
+  } finally {
+    await sfs.close(fd).catch(() => undefined);
+  }
+}
+
+/** Runs a step that creates a name; a file that appeared there meanwhile is a refusal, not an I/O failure. */
+async function noReplace<T>(output: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (isErrno(err, 'EEXIST')) throw new BadRequestError(`refusing to overwrite ${output} (or its temporary file): it appeared while salvaging`, { cause: err });
     throw err;
   }
 }

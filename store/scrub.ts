@@ -7,7 +7,9 @@
  * in the open descriptor, see TableFile.preserveIfMissing).
  *
  * Bytes below the durable length were fsynced whole and never change, so
- * any damaged range there is corruption, including one at the very end.
+ * any damaged range there is corruption, including one at the very end, and
+ * so is a file shorter than its durable length (a range from its length to
+ * the durable length, reason "the file shrank ...").
  * The scrub holds the table's maintenance slot ('scrub'): no compaction can
  * switch files under it, and it does not run beside a backup.
  */
@@ -70,6 +72,7 @@ async function scrub(file: TableFile, opts: ScrubOptions): Promise<ScrubReport> 
     report.durationMs = performance.now() - started;
     return report;
   }
+  let end = -1;
   try {
     const [ours, theirs] = await Promise.all([fileIdOf(fd), file.openFileId()]);
     if (ours.dev !== theirs.dev || ours.ino !== theirs.ino) {
@@ -77,22 +80,37 @@ async function scrub(file: TableFile, opts: ScrubOptions): Promise<ScrubReport> 
       return report;
     }
     // Taken after the identity check; the maintenance slot keeps the file from being switched.
-    const end = file.durableLength;
+    end = file.durableLength;
     report.bytes = end;
+    const size = await sfs.size(fd);
     const head = Buffer.alloc(FILE_HEADER_BYTES);
     const got = await readFully(sfs, fd, head, 0, FILE_HEADER_BYTES, 0);
     const header = decodeFileHeader(head.subarray(0, got));
     if (typeof header === 'string') report.headerDamage = header;
     else if (header.generation !== file.generation) report.headerDamage = `header generation ${header.generation}, the open table has ${file.generation}`;
-    if (end > FILE_HEADER_BYTES) await scanRecords(fd, file, end, report, opts);
+    const scanEnd = Math.min(end, size);
+    if (scanEnd > FILE_HEADER_BYTES) await scanRecords(fd, file, scanEnd, report, opts);
+    if (size < end) report.damaged.push(shrunk(size, end));
   } catch (err) {
     if ((opts.signal?.aborted && err === opts.signal.reason) || err instanceof TablekeeperError) throw err;
+    // Bytes below the durable length never go away: a file that shrank under
+    // the scan lost fsynced records, which is damage, not a read failure.
+    const size = end < 0 ? undefined : await sfs.size(fd).catch(() => undefined);
+    if (size !== undefined && size < end) {
+      report.damaged.push(shrunk(size, end));
+      return report;
+    }
     throw new StoreIoError(file.table, 'scrub', { cause: err });
   } finally {
     await sfs.close(fd).catch(() => undefined);
     report.durationMs = performance.now() - started;
   }
   return report;
+}
+
+/** The range a file lost by shrinking below its durable length. */
+function shrunk(size: number, end: number): DamagedRange {
+  return { type: 'damage', start: size, end, reason: `the file shrank below its durable length (${size} of ${end} bytes)`, tail: true };
 }
 
 async function scanRecords(fd: number, file: TableFile, end: number, report: ScrubReport, opts: ScrubOptions): Promise<void> {

@@ -3,7 +3,7 @@ import { fromCallback } from 'xstate';
 import type { MaintenanceJob, MaintenanceOutcome, MaintenanceRequest } from '../actors/maintenance-job';
 import type { TableOwnerState } from '../actors/table-owner';
 import type { Bus, Message } from '../bus/bus';
-import { decodeJson, encodeJson, requestJson, respondError, respondOk } from '../bus/codec';
+import { decodeJson, encodeJson, respondError, respondOk } from '../bus/codec';
 import { validateRequest } from '../bus/schemas';
 import { ERROR_CODES } from '../bus/error-codes';
 import { Subjects, type BackupEvent } from '../bus/subjects';
@@ -79,10 +79,6 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
         await opening;
         const settled = await waitFor(table, (s) => SETTLED_STATES.has(s));
         return settled === 'down' ? 'failed' : settled;
-      },
-      async liveKeys(table) {
-        const reply = (await requestJson(bus, subjects.table(table, 'stats'), {}, { timeoutMs: 10_000 })) as { records: number };
-        return reply.records;
       },
     };
     const subjects = new Subjects(config.subjectPrefix);

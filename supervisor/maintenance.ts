@@ -107,7 +107,9 @@ export class Maintenance {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly backupLists = new Map<string, BackupManifest[]>();
   // Recoveries queued or running, by table; later reports join the run.
-  private readonly recoveries = new Map<string, { replies: ((body: unknown) => void)[]; run: Promise<RecoveryOutcome> }>();
+  // `started`: the run has handed the verified file to a new owner, so a
+  // report now is about that owner's file and needs a run of its own.
+  private readonly recoveries = new Map<string, { replies: ((body: unknown) => void)[]; run: Promise<RecoveryOutcome>; started: boolean }>();
 
   constructor(private readonly deps: MaintenanceDeps) {}
 
@@ -344,11 +346,16 @@ export class Maintenance {
    * Recovers a damaged table (see recovery.ts): publishes
    * `corruption_detected`, then runs the cycle once the table's other
    * maintenance has settled. A report for a table already being recovered
-   * joins that run. Resolves with the outcome (also published and recorded);
+   * joins that run, unless the run has already started the new owner: that
+   * report is about the new file, and gets its own run after this one. Resolves with the outcome (also published and recorded);
    * rejects RecoveryFailedError.
    */
   recover(table: string, report: CorruptionReport): Promise<RecoveryOutcome> {
     const pending = this.recoveries.get(table);
+    if (pending?.started) {
+      const again = (): Promise<RecoveryOutcome> => this.recover(table, report);
+      return pending.run.then(again, again);
+    }
     if (pending) {
       if (report.reply) pending.replies.push(report.reply);
       return pending.run;
@@ -357,26 +364,41 @@ export class Maintenance {
     this.deps.logger.error({ table, op: 'recover', source: report.source, reason: report.reason, offset: report.offset }, 'corruption detected; recovering');
     this.publish('corruption_detected', { table, source: report.source, reason: report.reason, offset: report.offset });
     const trigger = report.source === 'operator' ? 'manual' : 'auto';
-    return this.track(table, trigger, report.reply, () =>
-      startRecovery(this.recoveryDeps(), { table, mode: 'recover', trigger, reason: report.reason }, detectedAt),
+    return this.track(table, trigger, detectedAt, report.reply, () =>
+      startRecovery(this.recoveryDeps(table), { table, mode: 'recover', trigger, reason: report.reason, source: report.source }, detectedAt),
     );
   }
 
-  /** Rolls `table` back to its latest verified backup, exactly (`admin.restore.<t>`). */
+  /**
+   * Rolls `table` back to its latest verified backup, exactly
+   * (`admin.restore.<t>`). A recovery (or restore) of the table already
+   * queued or running is let finish first; the rollback then runs on its
+   * own, so the answer is always this restore's outcome.
+   */
   restore(table: string): Promise<RecoveryOutcome> {
     const pending = this.recoveries.get(table);
-    if (pending) return pending.run;
+    if (pending) {
+      const again = (): Promise<RecoveryOutcome> => this.restore(table);
+      return pending.run.then(again, again);
+    }
     const startedAt = this.deps.clock.now();
-    return this.track(table, 'manual', undefined, () =>
-      startRecovery(this.recoveryDeps(), { table, mode: 'restore', trigger: 'manual', reason: 'operator restore' }, startedAt),
+    return this.track(table, 'manual', startedAt, undefined, () =>
+      startRecovery(this.recoveryDeps(table), { table, mode: 'restore', trigger: 'manual', reason: 'operator restore' }, startedAt),
     );
   }
 
-  /** Finishes a run a crash interrupted (its journal was found at start). */
+  /**
+   * Finishes a run a crash interrupted (its journal was found at start). A
+   * recovery publishes `corruption_detected` again (marked `resumed`), so
+   * every `recovery_*` event of a recovery follows one.
+   */
   resume(journal: RecoveryJournal): Promise<RecoveryOutcome> {
     const startedAt = this.deps.clock.now();
     this.deps.logger.warn({ table: journal.table, op: journal.mode, startedAt: journal.startedAt }, 'finishing an interrupted recovery');
-    return this.track(journal.table, journal.trigger, undefined, () => finishRecovery(this.recoveryDeps(), journal, startedAt));
+    if (journal.mode === 'recover') {
+      this.publish('corruption_detected', { table: journal.table, source: journal.source ?? 'journal', reason: journal.reason, resumed: true });
+    }
+    return this.track(journal.table, journal.trigger, startedAt, undefined, () => finishRecovery(this.recoveryDeps(journal.table), journal, startedAt));
   }
 
   /** The table left degraded by a recovery, if any (until an operator clears it). */
@@ -431,19 +453,33 @@ export class Maintenance {
     return opts.defer === true ? { results, deferred } : { results };
   }
 
-  private recoveryDeps() {
+  private recoveryDeps(table: string) {
+    const { owners } = this.deps;
     return {
       dataDir: this.deps.config.dataDir,
       backupDir: this.deps.config.backupDir,
       logger: this.deps.logger,
-      owners: this.deps.owners,
+      owners: {
+        stop: (t: string) => owners.stop(t),
+        start: (t: string) => {
+          const entry = this.recoveries.get(table);
+          if (entry) entry.started = true;
+          return owners.start(t);
+        },
+      },
       now: () => this.deps.clock.now(),
     };
   }
 
   /** Runs a recovery or restore exclusively for its table, then publishes, records and answers. */
-  private track(table: string, trigger: 'auto' | 'manual', reply: ((body: unknown) => void) | undefined, fn: () => Promise<RecoveryOutcome>): Promise<RecoveryOutcome> {
-    const entry = { replies: reply ? [reply] : [], run: undefined as unknown as Promise<RecoveryOutcome> };
+  private track(
+    table: string,
+    trigger: 'auto' | 'manual',
+    startedAt: number,
+    reply: ((body: unknown) => void) | undefined,
+    fn: () => Promise<RecoveryOutcome>,
+  ): Promise<RecoveryOutcome> {
+    const entry = { replies: reply ? [reply] : [], run: undefined as unknown as Promise<RecoveryOutcome>, started: false };
     entry.run = this.exclusive(table, fn).then(
       async (outcome) => {
         this.recoveries.delete(table);
@@ -458,8 +494,9 @@ export class Maintenance {
         // stays in quarantine; an operator can restore from a backup.
         this.deps.logger.error({ table, op: 'recover', err }, 'recovery failed');
         if (error.code !== 'NO_BACKUP') {
-          await this.record({ kind: 'recovery', table, result: 'failed', trigger, durationMs: 0, error: error.message });
-          this.publish('recovery_failed', { table, trigger, error, degraded: false });
+          const durationMs = this.deps.clock.now() - startedAt;
+          await this.record({ kind: 'recovery', table, result: 'failed', trigger, durationMs, error: error.message });
+          this.publish('recovery_failed', { table, trigger, error, degraded: false, durationMs });
         }
         for (const r of entry.replies) r({ error: { code: ERROR_CODES[error.code as keyof typeof ERROR_CODES]?.wire ?? 'internal', message: error.message } });
         throw err;

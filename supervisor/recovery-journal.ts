@@ -1,13 +1,16 @@
 /**
  * The recovery journal: one small JSON file per table whose recovery (or
  * restore) has started and not finished, in `<dataDir>/.tablekeeper/recovery/`.
- * It is written (and fsynced) before anything is moved, and removed only
- * after the table serves again, so a crash at any step leaves it behind and
- * the next start finishes the run instead of opening a half-moved table.
- * Every step after it is idempotent: the damaged file is only ever renamed
- * into quarantine (never modified) and the rebuilt file replaces the table
- * path by an atomic rename.
+ * It is written (and fsynced) before anything is moved, and removed once the
+ * rebuilt file has been verified and before the owner serves it, so a crash
+ * at any step before that leaves it behind and the next start finishes the
+ * run instead of opening a half-moved table, while a redo never runs over a
+ * file that has served writes. Every step after it is idempotent: the damaged
+ * file is only ever moved into quarantine under the unique name recorded here
+ * (never modified, never over another file) and the rebuilt file replaces
+ * the table path by an atomic rename.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -20,7 +23,13 @@ export interface RecoveryJournal {
   mode: 'recover' | 'restore';
   trigger: 'auto' | 'manual';
   reason: string;
-  /** Where the table file is (or will be) kept, never deleted. */
+  /** Who noticed the damage (read, open, scrub, ...), for the event a resumed run publishes. */
+  source?: string;
+  /**
+   * The exact path the table file is (or will be) kept at, never deleted. The
+   * name is unique to this run (see quarantinePath): a file there is this
+   * run's table file, so a redo knows its move happened.
+   */
   quarantine: string;
   startedAt: string;
 }
@@ -97,10 +106,14 @@ export function pendingJournals(dataDir: string, tables: readonly string[]): Rec
   return out;
 }
 
-/** A fresh quarantine path for `table`, named by time. */
+/**
+ * A fresh quarantine path for `table`: named by time for people, with a
+ * random part so that two runs never get the same name, even with a clock
+ * that stands still (the move itself also refuses to replace a file).
+ */
 export function quarantinePath(dataDir: string, table: string, at: Date): string {
   const stamp = at.toISOString().replace(/[-:.]/g, '');
-  return path.join(quarantineDir(dataDir), `${table}-${stamp}.tkt`);
+  return path.join(quarantineDir(dataDir), `${table}-${stamp}-${randomBytes(6).toString('hex')}.tkt`);
 }
 
 /** Makes sure the quarantine folder exists (synchronously: tiny, and done once per run). */

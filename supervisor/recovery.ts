@@ -6,25 +6,30 @@
  *    the next start (recovery-journal.ts);
  * 2. terminate the table's owner (it closes its file; a file deleted while
  *    open is first rewritten from the open descriptor);
- * 3. move the table file into quarantine, never deleting it;
+ * 3. move the table file into quarantine under the run's unique name, never
+ *    deleting or overwriting a file (quarantine.ts);
  * 4. build the replacement: `recover` merges the latest verified backup with
  *    every intact record of the damaged file (store/recovery.ts); `restore`
  *    copies the latest verified backup exactly;
- * 5. restart the owner, which opens the new file: a full traversal that
- *    checks every record's checksum and rebuilds the index;
- * 6. verify the record count the owner serves against what was built, then
- *    remove the journal.
+ * 5. verify the built file before anything serves it: a full traversal that
+ *    checks the header and every record's checksum, and a live-key count
+ *    that must match what was built;
+ * 6. remove the journal, then start the owner on the verified file.
+ *
+ * Removing the journal before the owner serves is what makes a redo safe: a
+ * redo (after a crash or a failure) only ever rebuilds over a file that has
+ * served no request, and a table that served writes is never rebuilt from an
+ * older quarantined file.
  *
  * The caller (Maintenance) makes sure no backup or compaction of the table
  * runs at the same time.
  */
 import { existsSync } from 'node:fs';
-import { rename } from 'node:fs/promises';
-import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { tableFilePath, type TableOwnerState } from '../actors/table-owner';
-import { chooseBackup, copyBackupTo, NoBackupError, RecoveryFailedError, rebuildTable, type RebuildReport } from '../store';
-import { ensureQuarantineDir, quarantinePath, removeJournal, syncDir, writeJournal, type RecoveryJournal } from './recovery-journal';
+import { chooseBackup, copyBackupTo, NoBackupError, RecoveryFailedError, rebuildTable, countLiveKeys, type RebuildReport } from '../store';
+import { moveToQuarantine } from './quarantine';
+import { quarantinePath, removeJournal, writeJournal, type RecoveryJournal } from './recovery-journal';
 
 /** How the recovery reaches the table's owner (through the supervisor). */
 export interface OwnerControl {
@@ -32,8 +37,6 @@ export interface OwnerControl {
   stop(table: string): Promise<void>;
   /** Starts the owner; resolves with the state it settles in after opening. */
   start(table: string): Promise<TableOwnerState>;
-  /** The number of live keys the owner serves (from `tables.<t>.stats`). */
-  liveKeys(table: string): Promise<number>;
 }
 
 /** What a run needs. */
@@ -66,7 +69,7 @@ export interface RecoveryOutcome {
   damagedRanges: number;
   damagedBytes: number;
   unidentifiedRanges: number;
-  /** Live keys the table serves after the run (checked against the owner). */
+  /** Live keys of the built file, counted by a full traversal before it served. */
   liveKeys: number;
   /** Where the previous table file was kept, or null when there was none. */
   quarantined: string | null;
@@ -78,7 +81,7 @@ const LOST_KEYS_LISTED = 100;
 /** Starts a new run: journals it first. Restore checks for a verified backup before touching anything. */
 export async function startRecovery(
   deps: RecoveryDeps,
-  run: { table: string; mode: 'recover' | 'restore'; trigger: 'auto' | 'manual'; reason: string },
+  run: { table: string; mode: 'recover' | 'restore'; trigger: 'auto' | 'manual'; reason: string; source?: string },
   startedAt: number,
 ): Promise<RecoveryOutcome> {
   if (run.mode === 'restore') {
@@ -95,8 +98,9 @@ export async function startRecovery(
 }
 
 /**
- * Runs (or, after a crash, finishes) the journaled run. On failure the
- * journal and the quarantined file stay: the next start tries again.
+ * Runs (or, after a crash, finishes) the journaled run. On failure before
+ * the built file is verified, the journal and the quarantined file stay:
+ * the next start tries again.
  */
 export async function finishRecovery(deps: RecoveryDeps, journal: RecoveryJournal, startedAt: number): Promise<RecoveryOutcome> {
   const { table } = journal;
@@ -104,16 +108,18 @@ export async function finishRecovery(deps: RecoveryDeps, journal: RecoveryJourna
   const tablePath = tableFilePath(deps.dataDir, table);
   try {
     await deps.owners.stop(table);
-    const quarantined = await quarantine(deps.dataDir, tablePath, journal.quarantine);
-    if (quarantined) log.warn({ quarantine: journal.quarantine }, 'table file moved to quarantine');
+    const step = await moveToQuarantine(deps.dataDir, tablePath, journal.quarantine, log);
+    if (step === 'moved') log.warn({ quarantine: journal.quarantine }, 'table file moved to quarantine');
     const built = await build(deps, journal, tablePath, log);
+    const check = await verifyBuilt(table, tablePath);
+    if (check.liveKeys !== built.liveKeys) {
+      throw new RecoveryFailedError(table, `integrity check failed: built ${built.liveKeys} live keys, the file holds ${check.liveKeys}`);
+    }
+    // The run is over once the verified file is in place: from here on the
+    // table may take writes, so no redo may ever rebuild over it.
+    await removeJournal(deps.dataDir, table);
     const state = await deps.owners.start(table);
     if (state !== 'serving') throw new RecoveryFailedError(table, `the rebuilt table did not open (owner is ${state})`);
-    const serving = await deps.owners.liveKeys(table);
-    if (serving !== built.liveKeys) {
-      throw new RecoveryFailedError(table, `integrity check failed: built ${built.liveKeys} live keys, the table serves ${serving}`);
-    }
-    await removeJournal(deps.dataDir, table);
     const outcome: RecoveryOutcome = {
       table,
       mode: journal.mode,
@@ -131,14 +137,15 @@ export async function finishRecovery(deps: RecoveryDeps, journal: RecoveryJourna
       damagedRanges: built.damagedRanges.length,
       damagedBytes: built.damagedBytes,
       unidentifiedRanges: built.unidentifiedRanges,
-      liveKeys: built.liveKeys,
+      liveKeys: check.liveKeys,
       quarantined: existsSync(journal.quarantine) ? journal.quarantine : null,
       verified: true,
     };
     return outcome;
   } catch (err) {
-    // The journal stays, so the next start tries the run again (one attempt
-    // per start: never a loop); a restore without a backup has nothing to redo.
+    // The journal stays (unless the file was already verified and handed to
+    // the owner), so the next start tries the run again (one attempt per
+    // start: never a loop); a restore without a backup has nothing to redo.
     if (err instanceof NoBackupError) {
       await removeJournal(deps.dataDir, table).catch((e: unknown) => log.error({ err: e }, 'could not remove the recovery journal'));
     }
@@ -147,14 +154,16 @@ export async function finishRecovery(deps: RecoveryDeps, journal: RecoveryJourna
   }
 }
 
-/** Moves the table file into quarantine unless that already happened (or there is no file). True when it moved now. */
-async function quarantine(dataDir: string, tablePath: string, target: string): Promise<boolean> {
-  if (existsSync(target) || !existsSync(tablePath)) return false;
-  const dir = ensureQuarantineDir(dataDir);
-  await rename(tablePath, target);
-  await syncDir(dir);
-  await syncDir(path.dirname(tablePath));
-  return true;
+/**
+ * Reads the built file back in full, before any owner opens it: the header
+ * and every record's checksum must hold, and the live keys are counted by
+ * replaying the records in order (as an owner's open does).
+ */
+async function verifyBuilt(table: string, file: string): Promise<{ records: number; liveKeys: number }> {
+  const count = await countLiveKeys(file);
+  if (count.headerDamage !== undefined) throw new RecoveryFailedError(table, `integrity check failed: the built file's header is not valid (${count.headerDamage})`);
+  if (count.damage !== undefined) throw new RecoveryFailedError(table, `integrity check failed: the built file is damaged at ${count.damage.offset} (${count.damage.reason})`);
+  return count;
 }
 
 /** What the build step produced, in one shape for both modes. */

@@ -2,13 +2,14 @@ import type { Logger } from 'pino';
 import { assign, enqueueActions, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { Bus } from '../bus/bus';
 import type { MicroService } from '../bus/micro';
-import { tableOwnerMachine, type TableOwnerOutput, type TableOwnerReport, type TableOwnerState } from '../actors/table-owner';
+import { existsSync } from 'node:fs';
+import { tableFilePath, tableOwnerMachine, type TableOwnerOutput, type TableOwnerReport, type TableOwnerState } from '../actors/table-owner';
 import type { StoreFs } from '../store';
 import type { Config } from './config';
-import { maintenanceActor, type MaintenanceActorReport } from './maintenance-actor';
+import { maintenanceActor, type MaintenanceActorEvent, type MaintenanceActorReport } from './maintenance-actor';
 import { systemClock, type Clock } from './schedule';
 import { tablesGateway, type GatewayEvent } from './tables-gateway';
-import { TableUnavailableError } from '../store';
+import { TableCorruptError, TableUnavailableError } from '../store';
 import { pendingJournals, type RecoveryJournal } from './recovery-journal';
 
 /** What the supervisor needs; everything is injected. */
@@ -38,6 +39,12 @@ export interface OwnerRecord {
   restartCount: number;
   /** True while a recovery holds the owner down: it is not restarted until the recovery starts it. */
   recovering: boolean;
+  /**
+   * Set when the restart limit for open failures sent the table file to the
+   * recovery cycle; cleared once the owner serves. A second time the limit is
+   * reached before that, the supervisor only waits a window (no loop of recoveries).
+   */
+  openRecoveryTried?: boolean;
 }
 
 /** Events the supervisor accepts. */
@@ -67,7 +74,9 @@ function tableOf(eventType: string): string {
  * that ends in failure, with exponential backoff and a restart limit per
  * window (as OTP's max restarts in a period). Past the limit it stops
  * restarting that table for one window, logs at error level, then tries again;
- * the other tables are never affected. `STOP` stops every owner (each flushes,
+ * the other tables are never affected. An owner whose existing table file
+ * fails to open past the limit is not restarted: its file goes through the
+ * recovery cycle (once, until it serves again). `STOP` stops every owner (each flushes,
  * fsyncs and closes its file) and then the supervisor reaches `stopped`.
  */
 export const supervisorMachine = setup({
@@ -81,7 +90,8 @@ export const supervisorMachine = setup({
     recordState: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'OWNER_STATE') return;
       const record = context.owners[event.table];
-      enqueue.assign({ owners: { ...context.owners, [event.table]: { ...record, state: event.state } } });
+      const openRecoveryTried = event.state === 'serving' ? undefined : record.openRecoveryTried;
+      enqueue.assign({ owners: { ...context.owners, [event.table]: { ...record, state: event.state, openRecoveryTried } } });
       enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table: event.table, state: event.state, restarts: record.restartCount });
     }),
     dispatchJob: enqueueActions(({ context, event, enqueue }) => {
@@ -137,6 +147,18 @@ export const supervisorMachine = setup({
       const now = (context.input.now ?? Date.now)();
       const recent = record.restarts.filter((t) => now - t < restartWindowMs);
       const log = context.input.logger;
+      // The owner reports `opening` and nothing after it when its open fails.
+      const openFailed = record.state === 'opening';
+      if (recent.length >= maxRestarts && openFailed && !record.openRecoveryTried && existsSync(tableFilePath(context.input.config.dataDir, table))) {
+        // A table file that keeps failing to open (EIO, ...) is damage: the
+        // recovery cycle quarantines it and rebuilds from the latest backup
+        // plus whatever can still be read, and starts the owner itself.
+        log.error({ table, restarts: recent.length, windowMs: restartWindowMs, reason }, 'the table file keeps failing to open; recovering it');
+        enqueue.assign({ owners: ({ context: c }) => ({ ...c.owners, [table]: { ...c.owners[table], restarts: [], openRecoveryTried: true } }) });
+        const error = new TableCorruptError(table, 0, `the table file failed to open ${recent.length + 1} times: ${reason ?? 'unknown error'}`);
+        enqueue.sendTo('maintenance', { type: 'OWNER_CORRUPT', table, error, source: 'open' } satisfies MaintenanceActorEvent);
+        return;
+      }
       if (recent.length >= maxRestarts) {
         log.error({ table, restarts: recent.length, windowMs: restartWindowMs, reason }, 'restart limit reached; retrying after one window');
         enqueue.assign({ owners: ({ context: c }) => ({ ...c.owners, [table]: { ...c.owners[table], restarts: [], gaveUpAt: now } }) });

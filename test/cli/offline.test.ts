@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, linkSync, openSync, readFileSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { offlineCommand } from '../../cli/offline';
-import { scanFile, TableFile } from '../../store';
+import { salvageFile, scanFile, TableFile } from '../../store';
+import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 
 /** Runs a command with captured output. */
@@ -100,6 +101,48 @@ describe('offline tools', () => {
     const clean = await run('salvage', [source, `--out=${cleanOut}`]);
     expect(clean.code).toBe(0);
     expect(clean.out).toContain('19 live keys');
+  });
+
+  test('offline tools - salvage never modifies its input: not as the temporary file, nor under another name', async () => {
+    const partial = path.join(tmp.dir, 'foo.tkt.partial');
+    await makeTable(partial);
+    const before = sha(partial);
+    // The output's temporary file would be the input itself.
+    const viaTmp = await run('salvage', [partial, '--out', path.join(tmp.dir, 'foo.tkt')]);
+    expect(viaTmp.code).toBe(2);
+    expect(viaTmp.err).toContain('temporary file');
+    expect(sha(partial)).toBe(before);
+    expect(existsSync(path.join(tmp.dir, 'foo.tkt'))).toBe(false);
+    // The output is the input through a hard link or a symlink.
+    linkSync(partial, path.join(tmp.dir, 'hard.tkt'));
+    symlinkSync(partial, path.join(tmp.dir, 'soft.tkt'));
+    for (const name of ['hard.tkt', 'soft.tkt']) {
+      const r = await run('salvage', [partial, '--out', path.join(tmp.dir, name)]);
+      expect(r.code).toBe(2);
+      expect(r.err).toContain('the input under another name');
+    }
+    // A leftover temporary file of another run is neither truncated nor removed.
+    writeFileSync(path.join(tmp.dir, 'new.tkt.partial'), 'someone else');
+    const leftover = await run('salvage', [partial, '--out', path.join(tmp.dir, 'new.tkt')]);
+    expect(leftover.code).toBe(2);
+    expect(readFileSync(path.join(tmp.dir, 'new.tkt.partial'), 'utf8')).toBe('someone else');
+    expect(sha(partial)).toBe(before);
+  });
+
+  test('offline tools - salvage never replaces an output that appears while it works', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    const out = path.join(tmp.dir, 'saved.tkt');
+    await makeTable(file);
+    const fs = new FaultyFs();
+    // The output appears between the start and the final rename or link.
+    const gate = fs.hold('fdatasync');
+    const salvaging = salvageFile(file, out, { fs });
+    await gate.reached;
+    writeFileSync(out, 'written meanwhile');
+    gate.release();
+    await expect(salvaging).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    expect(readFileSync(out, 'utf8')).toBe('written meanwhile');
+    expect(existsSync(out + '.partial')).toBe(false);
   });
 
   test('offline tools - dump prints every record and damaged range as JSON lines', async () => {

@@ -32,7 +32,7 @@ export class FaultyFs implements StoreFs {
   /** Calls made so far, per operation (failed calls included). */
   readonly calls: Record<StoreFsOp, number> = {
     open: 0, read: 0, readSync: 0, write: 0, fdatasync: 0, truncate: 0, close: 0,
-    size: 0, rename: 0, unlink: 0, syncDir: 0, readdir: 0, mkdir: 0,
+    size: 0, rename: 0, link: 0, unlink: 0, syncDir: 0, readdir: 0, mkdir: 0,
   };
   /** Faults that have fired, in order. */
   readonly fired: Fault[] = [];
@@ -115,6 +115,9 @@ export class FaultyFs implements StoreFs {
   }
   rename(from: string, to: string): Promise<void> {
     return this.async('rename', () => this.inner.rename(from, to));
+  }
+  link(existing: string, newPath: string): Promise<void> {
+    return this.async('link', () => this.inner.link(existing, newPath));
   }
   unlink(file: string): Promise<void> {
     return this.async('unlink', () => this.inner.unlink(file));

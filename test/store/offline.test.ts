@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FileScanItem, recordBytes, scanFile, TableFile, verifyFile } from '../../store';
+import { countLiveKeys, FileScanItem, recordBytes, scanFile, TableFile, verifyFile } from '../../store';
 import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir();
@@ -87,6 +87,24 @@ describe('table file offline tools', () => {
     expect(header.header).toBeUndefined();
     expect(header.damaged).toEqual([{ type: 'damage', start: 0, end: 16, reason: expect.stringMatching(/bad magic/), tail: false }]);
     expect(header.records).toBe(4);
+  });
+
+  test('table file - countLiveKeys replays a clean file and stops at the first damage, a torn tail included', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    const offsets = await sample(file);
+    expect(await countLiveKeys(file)).toEqual({ headerDamage: undefined, damage: undefined, records: 4, liveKeys: 1 });
+    const bytes = fs.readFileSync(file);
+    const mid = Buffer.from(bytes);
+    mid[offsets[2] + 22] ^= 0xff;
+    fs.writeFileSync(file, mid);
+    expect(await countLiveKeys(file)).toMatchObject({ damage: { offset: offsets[2], reason: 'checksum mismatch' }, records: 2 });
+    fs.writeFileSync(file, bytes.subarray(0, bytes.length - 3));
+    expect((await countLiveKeys(file)).damage).toMatchObject({ offset: offsets[3] });
+    const badHeader = Buffer.from(bytes);
+    badHeader[1] = 0;
+    fs.writeFileSync(file, badHeader);
+    expect((await countLiveKeys(file)).headerDamage).toMatch(/bad magic/);
+    expect(fs.readFileSync(file).equals(badHeader)).toBe(true);
   });
 
   test('table file - the scanner resynchronises across several damaged ranges in large files', async () => {

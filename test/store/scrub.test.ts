@@ -1,5 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import pino from 'pino';
+import { runMaintenance } from '../../actors/maintenance-job';
 import { backupTable, FILE_HEADER_BYTES, MaintenanceConflictError, scrubTable, TableClosedError, TableCorruptError, TableFile } from '../../store';
 import { useTempDir } from '../helpers/store-temp';
 import { contentsOf, recordsOf } from './recovery-helpers';
@@ -67,6 +69,19 @@ describe('scrub', () => {
     expect(await scrubTable(t)).toMatchObject({ fileMissing: true, records: 0, bytes: 0 });
     fs.writeFileSync(file(), 'something else');
     expect(await scrubTable(t)).toMatchObject({ fileMissing: true, records: 0 });
+    await t.close();
+  });
+
+  test('scrub - a file that shrank below its durable length is damage, not a read failure', async () => {
+    const t = await filled(20);
+    const recs = await recordsOf(file());
+    const cut = recs[15].offset + 3; // in the middle of a record
+    fs.truncateSync(file(), cut);
+    const report = await scrubTable(t);
+    expect(report.records).toBe(15);
+    expect(report.damaged.at(-1)).toEqual({ type: 'damage', start: cut, end: t.durableLength, reason: expect.stringMatching(/shrank below its durable length/), tail: true });
+    const outcome = await runMaintenance(t, { kind: 'scrub' }, pino({ level: 'silent' }));
+    expect(outcome).toMatchObject({ kind: 'scrub', damage: expect.any(TableCorruptError) });
     await t.close();
   });
 

@@ -1,10 +1,11 @@
+import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
 import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
 import { decodeJson, InProcessBus, requestJson } from '../../bus';
 import { tableFilePath } from '../../actors/table-owner';
-import { scanFile, type ScannedRecord } from '../../store';
+import { NodeStoreFs, scanFile, type OpenMode, type ScannedRecord, type StoreFs } from '../../store';
 import { loadConfig, type Config } from '../../supervisor/config';
 import { journalDir, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
@@ -80,8 +81,8 @@ describe('recovery', () => {
   }
 
   /** Starts the supervisor and waits until every table has settled (serving, or recovered to serving). */
-  async function start(config: Config, clock = new SimulatedClock()): Promise<SupervisorRef> {
-    actor = createActor(supervisorMachine, { input: { config, bus, logger: silent, clock }, clock });
+  async function start(config: Config, clock = new SimulatedClock(), fs?: StoreFs): Promise<SupervisorRef> {
+    actor = createActor(supervisorMachine, { input: { config, bus, logger: silent, clock, fs }, clock });
     actor.start();
     await requestJson(bus, 'admin.health', {}); // answered once the history is open and schedules armed
     return actor;
@@ -174,6 +175,41 @@ describe('recovery', () => {
     for (let i = 0; i < 40; i++) expect(await get('alpha', `k${i}`)).toEqual({ tag: i < 30 ? 'old' : 'new', i });
   });
 
+  test('recovery - a table file that keeps failing to open with an I/O error goes through the recovery cycle after the restart limit, not a restart loop', async () => {
+    const config = { ...configFor(tmp.dir, ['alpha']), supervisor: { maxRestarts: 2, restartWindowMs: 60_000, requestTimeoutMs: 5_000 } };
+    await start(config);
+    await serving('alpha');
+    await fill('alpha', 0, 10, 'x');
+    await stop();
+    const file = tableFilePath(config.dataDir, 'alpha');
+    // Every open of this very file (its inode) fails, as a bad sector under its metadata would.
+    const bad = statSync(file).ino;
+    let failedOpens = 0;
+    class BadFileFs extends NodeStoreFs {
+      override open(f: string, mode: OpenMode): Promise<number> {
+        if (f === file && existsSync(f) && statSync(f).ino === bad) {
+          failedOpens++;
+          return Promise.reject(Object.assign(new Error(`EIO: i/o error, open '${f}'`), { code: 'EIO' }));
+        }
+        return super.open(f, mode);
+      }
+    }
+    events = [];
+    const clock = new SimulatedClock();
+    await start(config, clock, new BadFileFs());
+    await waitFor(actor!, (s) => s.context.owners.alpha.restarts.length === 1 && s.context.owners.alpha.state === 'down');
+    clock.increment(100);
+    await waitFor(actor!, (s) => s.context.owners.alpha.restarts.length === 2 && s.context.owners.alpha.state === 'down');
+    clock.increment(200); // the third failure reaches the limit
+    await until(() => named('recovery_complete').length === 1, 'the recovery after the restart limit');
+    await serving('alpha');
+    expect(failedOpens).toBe(3);
+    expect(named('corruption_detected')[0].body).toMatchObject({ table: 'alpha', source: 'open', reason: expect.stringMatching(/failed to open 3 times.*EIO/) });
+    expect(named('recovery_complete')[0].body).toMatchObject({ table: 'alpha', recordsFromDamaged: 10, recordsLost: 0 });
+    for (let i = 0; i < 10; i++) expect(await get('alpha', `k${i}`)).toEqual({ tag: 'x', i });
+    expect(actor!.getSnapshot().context.owners.alpha.openRecoveryTried).toBeUndefined();
+  });
+
   test('recovery - a deleted table file is rebuilt from its latest backup at the next start', async () => {
     const config = configFor(tmp.dir, ['alpha']);
     await start(config);
@@ -192,6 +228,27 @@ describe('recovery', () => {
     expect(done).toMatchObject({ table: 'alpha', recordsFromBackup: 20, recordsFromDamaged: 0, quarantined: null });
     expect(await get('alpha', 'k19')).toEqual({ tag: 'old', i: 19 });
     expect(await get('alpha', 'k20')).toBeUndefined(); // only ever in the deleted file
+  });
+
+  test('recovery - a table file that vanished with no backup is corruption (degraded, critical), while a table never created starts empty quietly', async () => {
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config);
+    await serving('alpha');
+    expect(named('corruption_detected')).toHaveLength(0); // never created: a new, empty table
+    await fill('alpha', 0, 5, 'x');
+    await stop();
+    rmSync(tableFilePath(config.dataDir, 'alpha')); // and no backup was ever taken
+
+    events = [];
+    await start(config);
+    await until(() => named('recovery_failed').length === 1, 'the failed recovery');
+    await serving('alpha');
+    expect(named('corruption_detected')[0].body).toMatchObject({ table: 'alpha', source: 'open', reason: expect.stringMatching(/missing/) });
+    expect(named('recovery_failed')[0].body).toMatchObject({ table: 'alpha', degraded: true, quarantined: null });
+    const health = (await requestJson(bus, 'admin.health', {})) as { status: string; tables: any[] };
+    expect(health.status).toBe('degraded');
+    expect(health.tables[0].degraded).toMatchObject({ reason: expect.stringMatching(/missing/) });
+    expect(await get('alpha', 'k1')).toBeUndefined();
   });
 
   test('recovery - a file deleted while the table serves is found by the scheduled scrub, and nothing is lost', async () => {
@@ -343,7 +400,7 @@ describe('recovery', () => {
       // The disk as the interrupted run left it.
       const file = tableFilePath(config.dataDir, 'alpha');
       const quarantine = path.join(quarantineDir(config.dataDir), 'alpha-crashed.tkt');
-      await writeJournal(config.dataDir, { table: 'alpha', mode: 'recover', trigger: 'auto', reason: 'test', quarantine, startedAt: new Date().toISOString() });
+      await writeJournal(config.dataDir, { table: 'alpha', mode: 'recover', trigger: 'auto', reason: 'test', source: 'scrub', quarantine, startedAt: new Date().toISOString() });
       if (step !== 'journal') {
         mkdirSync(quarantineDir(config.dataDir), { recursive: true });
         renameSync(file, quarantine);
@@ -355,6 +412,9 @@ describe('recovery', () => {
       await until(() => named('recovery_complete').length === 1, 'the finished recovery');
       await serving('alpha');
       expect(named('recovery_complete')[0].body).toMatchObject({ table: 'alpha', recordsLost: 0 });
+      // The resumed run's events stay paired: its corruption_detected comes first.
+      expect(named('corruption_detected').map((e) => e.body)).toEqual([expect.objectContaining({ table: 'alpha', source: 'scrub', reason: 'test', resumed: true })]);
+      expect(events.findIndex((e) => e.subject === 'backups.corruption_detected')).toBeLessThan(events.findIndex((e) => e.subject === 'backups.recovery_complete'));
       for (let i = 0; i < 20; i++) expect(await get('alpha', `k${i}`)).toEqual({ tag: i < 10 ? 'old' : 'new', i });
       expect(existsSync(quarantine)).toBe(true);
       expect(readdirSync(journalDir(config.dataDir))).toEqual([]);
@@ -363,7 +423,7 @@ describe('recovery', () => {
 
   test('recovery - random damage through the whole cycle never serves a wrong value and loses only damaged records', async () => {
     const config = configFor(tmp.dir, ['alpha']);
-    await start(config);
+    await start(config); // a simulated clock that stays at 0: every round runs at the same time
     await serving('alpha');
     let seed = 7;
     const rand = (n: number) => {
@@ -371,27 +431,47 @@ describe('recovery', () => {
       return seed % n;
     };
     const history = new Map<string, unknown[]>(); // every value a key ever had
+    const expected = new Map<string, unknown>(); // what a key must read back: its newest value, unless its record was damaged
     const write = async (key: string, value: unknown) => {
       await put('alpha', key, value);
       history.set(key, [...(history.get(key) ?? []), value]);
+      expected.set(key, value);
     };
+    const file = tableFilePath(config.dataDir, 'alpha');
+    const quarantined = new Set<string>();
+    let lostInAll = 0;
     for (let round = 0; round < 8; round++) {
       for (let i = 0; i < 30; i++) await write(`k${rand(40)}`, { round, i });
       if (round % 3 === 0) await requestJson(bus, 'admin.backup.alpha', {});
-      const file = tableFilePath(config.dataDir, 'alpha');
+      const newest = new Map<string, ScannedRecord>();
+      for (const r of await records(file)) newest.set(r.key, r);
       const size = statSync(file).size;
       const at = 16 + rand(size - 16);
       damage(file, at, Buffer.from([rand(256) ^ 0xa5, rand(256)]));
+      const damagedSha = createHash('sha256').update(readFileSync(file)).digest('hex');
+      // Keys whose newest record the two bytes touched: only these may lose their newest value.
+      const hit = new Set([...newest].filter(([, r]) => r.offset < at + 2 && at < r.offset + r.length).map(([key]) => key));
       const before = named('recovery_complete').length + named('recovery_failed').length;
       // Ask for the recovery the way a scrub would, then read everything back.
-      await requestJson(bus, 'tables.alpha.corruption', { reason: `round ${round}`, source: 'scrub' }, { timeoutMs: 20_000 });
+      const outcome = (await requestJson(bus, 'tables.alpha.corruption', { reason: `round ${round}`, source: 'scrub' }, { timeoutMs: 20_000 })) as any;
       await until(() => named('recovery_complete').length + named('recovery_failed').length > before, `recovery ${round}`);
       await serving('alpha');
+      expect(outcome).toMatchObject({ status: 'recovered', verified: true });
+      expect(outcome.recordsLost).toBeLessThanOrEqual(2); // two bytes touch at most two records
+      lostInAll += outcome.recordsLost;
+      // This round's own table file, and no other run's, went to quarantine.
+      expect(quarantined.has(outcome.quarantined)).toBe(false);
+      quarantined.add(outcome.quarantined);
+      expect(createHash('sha256').update(readFileSync(outcome.quarantined)).digest('hex')).toBe(damagedSha);
       for (const [key, values] of history) {
         const got = await get('alpha', key);
         if (got !== undefined) expect(values).toContainEqual(got); // never a value the key did not have
+        if (hit.has(key)) expected.set(key, got);
+        else expect({ key, got }).toEqual({ key, got: expected.get(key) }); // an undamaged key keeps its newest value
       }
     }
     expect(named('recovery_failed')).toHaveLength(0);
+    expect(readdirSync(quarantineDir(config.dataDir)).sort()).toEqual([...quarantined].map((f) => path.basename(f)).sort());
+    expect(lostInAll).toBeGreaterThan(0); // the damage did hit records that mattered
   });
 });

@@ -1,0 +1,115 @@
+import { mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import pino from 'pino';
+import { tableFilePath, type TableOwnerState } from '../../actors/table-owner';
+import { decodeJson, InProcessBus } from '../../bus';
+import { Subjects } from '../../bus/subjects';
+import { backupTable, TableFile } from '../../store';
+import { loadConfig } from '../../supervisor/config';
+import { HistoryStore } from '../../supervisor/history';
+import { Maintenance } from '../../supervisor/maintenance';
+import type { OwnerControl } from '../../supervisor/recovery';
+import type { Clock } from '../../supervisor/schedule';
+import { useTempDir } from '../helpers/store-temp';
+import { contentsOf } from '../store/recovery-helpers';
+
+const silent = pino({ level: process.env.TK_TEST_LOG ?? 'silent' });
+const b = (s: string): Buffer => Buffer.from(s);
+
+describe('maintenance recovery', () => {
+  const tmp = useTempDir('tk-maint-rec-');
+  let bus: InProcessBus;
+  let history: HistoryStore | undefined;
+
+  beforeEach(() => {
+    bus = new InProcessBus({ logger: silent });
+  });
+
+  afterEach(async () => {
+    await history?.close();
+    history = undefined;
+    await bus.close();
+  });
+
+  /** A Maintenance over real files, with a clock the test moves and owners it controls. */
+  async function setup(owners: OwnerControl) {
+    const config = { ...loadConfig({ env: { TABLEKEEPER_DATA_DIR: path.join(tmp.dir, 'data') } }), tables: [{ name: 'alpha', sync: 'always' as const, maxValueBytes: 4096 }] };
+    mkdirSync(config.dataDir, { recursive: true });
+    history = await HistoryStore.open(config.dataDir, { logger: silent });
+    const time = { now: 1_000 };
+    const clock: Clock = { now: () => time.now, setTimeout: () => undefined, clearTimeout: () => undefined };
+    const events: { subject: string; body: any }[] = [];
+    bus.subscribe('backups.>', (msg) => void events.push({ subject: msg.subject, body: decodeJson(msg.data) }));
+    const maintenance = new Maintenance({
+      config,
+      bus,
+      subjects: new Subjects(''),
+      logger: silent,
+      clock,
+      history,
+      submit: () => Promise.reject(new Error('no owner in this test')),
+      owners,
+    });
+    return { config, maintenance, time, events, file: tableFilePath(config.dataDir, 'alpha'), history };
+  }
+
+  const serving: OwnerControl['start'] = async (): Promise<TableOwnerState> => 'serving';
+
+  test('maintenance recovery - a restore asked for while a recovery runs waits for it, then rolls back exactly', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let stops = 0;
+    const ctx = await setup({
+      stop: async () => {
+        if (stops++ === 0) await gate; // the recovery holds here until the restore has been asked for
+      },
+      start: serving,
+    });
+    const t = await TableFile.open({ table: 'alpha', path: ctx.file, sync: 'always' });
+    await t.put('k', b('backed-up'));
+    await backupTable(t, ctx.config.backupDir);
+    await t.put('k', b('newer'));
+    await t.put('only-after', b('x'));
+    await t.close();
+
+    const recovery = ctx.maintenance.recover('alpha', { reason: 'test', source: 'operator' });
+    const restore = ctx.maintenance.restore('alpha');
+    release();
+    await expect(recovery).resolves.toMatchObject({ mode: 'recover', status: 'recovered', liveKeys: 2 });
+    await expect(restore).resolves.toMatchObject({ mode: 'restore', status: 'restored', liveKeys: 1 });
+    expect((await contentsOf(ctx.file, 'alpha')).entries).toEqual(new Map([['k', 'backed-up']]));
+  });
+
+  test('maintenance recovery - damage the new owner reports while the run starts it gets a run of its own', async () => {
+    let starts = 0;
+    let second: Promise<unknown> | undefined;
+    const ctx = await setup({
+      stop: async () => undefined,
+      start: async () => {
+        if (starts++ > 0) return 'serving';
+        // The new owner finds damage as it opens and reports it before the run hears how the open went.
+        second = ctx.maintenance.recover('alpha', { reason: 'damaged at open', source: 'open' });
+        return 'corrupt';
+      },
+    });
+    const t = await TableFile.open({ table: 'alpha', path: ctx.file, sync: 'always' });
+    await t.put('k', b('v'));
+    await t.close();
+    await expect(ctx.maintenance.recover('alpha', { reason: 'test', source: 'scrub' })).rejects.toMatchObject({ code: 'RECOVERY_FAILED' });
+    await expect(second).resolves.toMatchObject({ mode: 'recover', status: 'recovered', reason: 'damaged at open', liveKeys: 1 });
+    expect(starts).toBe(2);
+  });
+
+  test('maintenance recovery - a failed recovery is recorded and published with its real duration', async () => {
+    const ctx = await setup({
+      stop: async () => {
+        ctx.time.now += 250; // the owner takes a while to stop, then the run fails
+        throw new Error('the owner would not stop');
+      },
+      start: serving,
+    });
+    await expect(ctx.maintenance.recover('alpha', { reason: 'test', source: 'scrub' })).rejects.toMatchObject({ code: 'RECOVERY_FAILED' });
+    expect(ctx.history.recent(1, (e) => e.kind === 'recovery')[0]).toMatchObject({ table: 'alpha', result: 'failed', durationMs: 250 });
+    expect(ctx.events.find((e) => e.subject === 'backups.recovery_failed')?.body).toMatchObject({ table: 'alpha', durationMs: 250 });
+  });
+});
