@@ -279,6 +279,7 @@ describe('recovery', () => {
     await start(config, clock);
     await serving('alpha');
     await fill('alpha', 0, 10, 'x');
+    await requestJson(bus, 'admin.health', {}); // answered once the schedules are armed: only then may the clock move
     clock.increment(HOUR);
     let health: { tables: any[] } = { tables: [] };
     for (let i = 0; i < 2000 && health.tables[0]?.scrub == null; i++) {
