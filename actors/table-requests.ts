@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Message } from '../bus/bus';
 import { decodeJson, encodeJson, respondError } from '../bus/codec';
 import { parseKeyRequest, validateRequest } from '../bus/schemas';
+import { TABLE_OPERATIONS } from '../bus/subjects';
 import {
   TableCorruptError,
   TableUnavailableError,
@@ -29,6 +30,8 @@ export type RequestHandlerReport =
     }
   | { type: 'COMPACT_REQUESTED'; force: boolean; reply: (body: unknown) => void }
   | { type: 'FILE_FAILED'; error: TablekeeperError };
+
+const TABLE_OPERATION_SET: ReadonlySet<string> = new Set(TABLE_OPERATIONS);
 
 const OK_PUT = Buffer.from('{"ok":true}');
 const FOUND_PREFIX = Buffer.from('{"found":true,"value":');
@@ -99,6 +102,8 @@ export class TableRequests {
     }
     const mode = this.mode;
     if (mode.state !== 'serving') {
+      // A request that could never succeed says so, whatever the table's state.
+      if (!TABLE_OPERATION_SET.has(op)) return fail(msg, new UnknownOperationError(op));
       return fail(msg, new TableUnavailableError(this.table, mode.state));
     }
     const file = mode.file;
