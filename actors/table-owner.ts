@@ -86,7 +86,8 @@ type RouterEvent = { type: 'MODE'; mode: ServingMode };
 const requestRouter = fromCallback<RouterEvent, TableOwnerInput>(({ input, sendBack, receive }) => {
   const table = input.table.name;
   const log = input.logger;
-  const requests = new TableRequests(table, log, (r: RequestHandlerReport) => sendBack(r));
+  const bus = input.bus;
+  const requests = new TableRequests(table, log, (r: RequestHandlerReport) => sendBack(r), () => bus.maxPayload);
   receive((event) => requests.setMode(event.mode));
   const subject = `${input.subjectPrefix}tables.${table}.>`;
   const opStart = subject.length - 1;

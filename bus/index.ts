@@ -18,6 +18,7 @@ export {
   BusNoRespondersError,
   BusTimeoutError,
   InvalidSubjectError,
+  PayloadTooLargeError,
   RemoteError,
 } from './errors';
 export { ERROR_CODES, type ErrorCodeMapping, type WireErrorCode } from './error-codes';
@@ -45,7 +46,9 @@ export {
   type TableSubject,
 } from './subjects';
 export {
+  checkErrorReply,
   checkReply,
+  ERROR_REPLY_SCHEMA,
   describeErrors,
   OPERATIONS,
   parseRequest,

@@ -73,6 +73,29 @@ describe('supervisor', () => {
     expect(await outcome(bus, 'tables.alpha.explode', {})).toBe('bad_request');
   });
 
+  test('supervisor - a table request reaches one subscription of the service, not one per layer', async () => {
+    const patterns: string[] = [];
+    const original = bus.subscribe.bind(bus);
+    jest.spyOn(bus, 'subscribe').mockImplementation((subject, handler, opts) => {
+      patterns.push(subject);
+      return original(subject, handler, opts);
+    });
+    const a = start(configFor(tmp.dir, ['alpha', 'beta']));
+    await serving(a, 'alpha');
+    await serving(a, 'beta');
+    const tokens = 'tables.alpha.get'.split('.');
+    const matches = (pattern: string): boolean => {
+      const p = pattern.split('.');
+      for (let i = 0; i < p.length; i++) {
+        if (p[i] === '>') return tokens.length > i;
+        if (i >= tokens.length || (p[i] !== '*' && p[i] !== tokens[i])) return false;
+      }
+      return p.length === tokens.length;
+    };
+    expect(patterns.filter(matches)).toEqual(['tables.>']);
+    expect(await requestJson(bus, 'tables.alpha.get', { key: 'k' })).toEqual({ found: false });
+  });
+
   test('supervisor - STOP closes every table after its writes, and the data is on disk', async () => {
     const a = start(configFor(tmp.dir, ['alpha']));
     await serving(a, 'alpha');
