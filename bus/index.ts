@@ -58,6 +58,7 @@ export {
   type ReplyBodies,
   type RequestBodies,
 } from './schemas';
+export { checkEvent, EVENT_SCHEMAS, publishEvent } from './events';
 export {
   Endpoint,
   MicroService,
