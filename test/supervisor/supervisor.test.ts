@@ -183,6 +183,9 @@ describe('supervisor', () => {
     await waitFor(a, (s) => s.context.owners.alpha.state === 'corrupt');
     expect(a.getSnapshot().context.owners.alpha.restarts).toEqual([]);
     expect(await outcome(bus, 'tables.alpha.get', { key: 'a' })).toBe('unavailable');
+    // A request that could never succeed says so, even while the table does not serve.
+    expect(await outcome(bus, 'tables.alpha.explode', {})).toBe('bad_request');
+    expect(await outcome(bus, 'tables.alpha', {})).toBe('bad_request');
   });
 
   const helperActive = (s: ReturnType<SupervisorRef['getSnapshot']>, id: 'gateway' | 'maintenance'): boolean =>
