@@ -130,8 +130,10 @@ export class TableRequests {
           const body = validateRequest('put', decodeJson(msg.data)) as { key: string; value: unknown };
           const bytes = Buffer.from(JSON.stringify(body.value));
           const max = this.maxPayload();
-          if (max !== undefined) {
-            // A value the bus could never carry back is refused now, not at the first get.
+          // A value the bus could never carry back is refused now, not at the
+          // first get. A key's JSON text is at most 2 + 6 bytes per UTF-16 unit,
+          // so the exact size is only worked out near the limit.
+          if (max !== undefined && bytes.length + returnOverhead(2 + 6 * body.key.length) > max) {
             const reply = bytes.length + returnOverhead(Buffer.byteLength(JSON.stringify(body.key)));
             if (reply > max) throw new PayloadTooLargeError(reply, max, 'a reply carrying this value');
           }
