@@ -15,6 +15,7 @@ import {
   type TablekeeperError,
 } from '../store';
 import type { TableConfig } from '../supervisor/config';
+import type { TableDispatch } from '../supervisor/tables-gateway';
 import { runMaintenance, type MaintenanceJob } from './maintenance-job';
 import { markTableCreated, tableWasCreated } from './table-registry';
 import { TableRequests, type CorruptionSource, type RequestHandlerReport, type ServingMode } from './table-requests';
@@ -31,6 +32,12 @@ export interface TableOwnerInput {
   logger: Logger;
   /** Registers the table's subjects as a NATS micro-service endpoint. */
   service?: MicroService;
+  /**
+   * Where the supervisor's gateway dispatches this table's requests from its
+   * one `tables.>` subscription. Without it the owner subscribes to
+   * `tables.<table>.>` itself (a standalone owner).
+   */
+  dispatch?: TableDispatch;
   /** File access seam, for fault-injection tests. */
   fs?: StoreFs;
 }
@@ -80,12 +87,27 @@ type RouterEvent = { type: 'MODE'; mode: ServingMode };
 const requestRouter = fromCallback<RouterEvent, TableOwnerInput>(({ input, sendBack, receive }) => {
   const table = input.table.name;
   const log = input.logger;
-  const requests = new TableRequests(table, log, (r: RequestHandlerReport) => sendBack(r));
+  const bus = input.bus;
+  const requests = new TableRequests(table, log, (r: RequestHandlerReport) => sendBack(r), () => bus.maxPayload);
   receive((event) => requests.setMode(event.mode));
   const subject = `${input.subjectPrefix}tables.${table}.>`;
   const opStart = subject.length - 1;
   // The returned promise (for writes) lets a draining bus wait for the reply.
   const handler = (msg: Message) => requests.handle(msg.subject.slice(opStart), msg);
+  const dispatch = input.dispatch;
+  if (dispatch) {
+    // The gateway's subscription already covers `tables.>`: a subscription
+    // here too would deliver every request to the process twice.
+    if (input.service) {
+      const endpoint = input.service.addEndpoint({ name: table, subject, handler, subscribe: false });
+      const unregister = dispatch.register(table, endpoint.handle);
+      return () => {
+        unregister();
+        endpoint.stop();
+      };
+    }
+    return dispatch.register(table, handler);
+  }
   if (input.service) {
     const endpoint = input.service.addEndpoint({ name: table, subject, handler });
     return () => endpoint.stop();

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Message } from '../bus/bus';
 import { decodeJson, encodeJson, respondError } from '../bus/codec';
 import { parseKeyRequest, validateRequest } from '../bus/schemas';
+import { TABLE_OPERATIONS } from '../bus/subjects';
 import {
   TableCorruptError,
   TableUnavailableError,
@@ -9,6 +10,7 @@ import {
   UnknownOperationError,
   type TableFile,
 } from '../store';
+import { PayloadTooLargeError } from '../bus/errors';
 
 /** Who noticed the damage: a read of the owner, an open, a scrub, a maintenance run, or an operator. */
 export type CorruptionSource = 'read' | 'open' | 'scrub' | 'maintenance' | 'operator' | 'owner';
@@ -30,12 +32,23 @@ export type RequestHandlerReport =
   | { type: 'COMPACT_REQUESTED'; force: boolean; reply: (body: unknown) => void }
   | { type: 'FILE_FAILED'; error: TablekeeperError };
 
+const TABLE_OPERATION_SET: ReadonlySet<string> = new Set(TABLE_OPERATIONS);
+
 const OK_PUT = Buffer.from('{"ok":true}');
 const FOUND_PREFIX = Buffer.from('{"found":true,"value":');
 const NOT_FOUND = Buffer.from('{"found":false}');
 const DELETED = Buffer.from('{"deleted":true}');
 const NOT_DELETED = Buffer.from('{"deleted":false}');
 const CLOSE_BRACE = 0x7d;
+
+/**
+ * The largest reply that returns one stored value, beyond the value itself:
+ * a one-item select, `{"items":[{"key":K,"value":V}],"next":K}` (37 bytes
+ * of framing, the key twice); a get reply (23 bytes) is smaller.
+ */
+function returnOverhead(jsonKeyBytes: number): number {
+  return 37 + 2 * jsonKeyBytes;
+}
 
 /** `{"found":true,"value":<value>}` in one buffer (the bus copies it once more on reply). */
 function foundReply(value: Uint8Array): Buffer {
@@ -59,6 +72,8 @@ export class TableRequests {
     private readonly table: string,
     private readonly log: Logger,
     private readonly report: (r: RequestHandlerReport) => void,
+    /** The bus's current message limit (NATS `max_payload`); undefined for none. */
+    private readonly maxPayload: () => number | undefined = () => undefined,
   ) {}
 
   /** Switches what incoming requests see; called by the owner on every state change. */
@@ -99,6 +114,8 @@ export class TableRequests {
     }
     const mode = this.mode;
     if (mode.state !== 'serving') {
+      // A request that could never succeed says so, whatever the table's state.
+      if (!TABLE_OPERATION_SET.has(op)) return fail(msg, new UnknownOperationError(op));
       return fail(msg, new TableUnavailableError(this.table, mode.state));
     }
     const file = mode.file;
@@ -112,6 +129,14 @@ export class TableRequests {
         case 'put': {
           const body = validateRequest('put', decodeJson(msg.data)) as { key: string; value: unknown };
           const bytes = Buffer.from(JSON.stringify(body.value));
+          const max = this.maxPayload();
+          // A value the bus could never carry back is refused now, not at the
+          // first get. A key's JSON text is at most 2 + 6 bytes per UTF-16 unit,
+          // so the exact size is only worked out near the limit.
+          if (max !== undefined && bytes.length + returnOverhead(2 + 6 * body.key.length) > max) {
+            const reply = bytes.length + returnOverhead(Buffer.byteLength(JSON.stringify(body.key)));
+            if (reply > max) throw new PayloadTooLargeError(reply, max, 'a reply carrying this value');
+          }
           return file.put(body.key, bytes).then(
             () => void msg.respond(OK_PUT),
             (err: unknown) => this.failOp(msg, 'put', err),
@@ -177,6 +202,9 @@ export class TableRequests {
     if (err instanceof TablekeeperError && err.code === 'IO_ERROR') {
       this.log.error({ table: this.table, op, err }, 'table write failed');
       if (this.mode.state === 'serving' && this.mode.file.failed) this.report({ type: 'FILE_FAILED', error: err });
+    } else if (err instanceof PayloadTooLargeError && op !== 'put') {
+      // A stored value (or a page of them) is larger than the bus can carry.
+      this.log.warn({ table: this.table, op, err }, 'reply too large for the bus');
     } else if (!(err instanceof TablekeeperError)) {
       this.log.error({ table: this.table, op, err }, 'request failed unexpectedly');
     }

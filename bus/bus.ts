@@ -87,4 +87,11 @@ export interface Bus {
   drain(): Promise<void>;
   /** Immediate close: pending requests reject with `BusClosedError`. Idempotent. */
   close(): Promise<void>;
+  /**
+   * The largest message (body plus headers, in bytes) the bus can carry
+   * now, or undefined when it has no limit (the in-process bus). Over NATS
+   * it is the connected server's `max_payload`. A publish or reply over it
+   * throws `PayloadTooLargeError`.
+   */
+  readonly maxPayload?: number;
 }

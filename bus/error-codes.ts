@@ -26,7 +26,7 @@ export interface ErrorCodeMapping {
 export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeMapping>> = {
   BAD_REQUEST: { wire: 'bad_request', status: 400, doc: 'The body is not JSON or does not match the schema.' },
   KEY_INVALID: { wire: 'bad_request', status: 400, doc: 'The key is empty, not a string, or longer than 1 KiB (UTF-8).' },
-  VALUE_TOO_LARGE: { wire: 'bad_request', status: 413, doc: 'The encoded value exceeds the table limit (default 1 MiB).' },
+  VALUE_TOO_LARGE: { wire: 'bad_request', status: 413, doc: "The encoded value exceeds the table limit (default 1 MiB), or over NATS a reply carrying it would exceed the server's `max_payload`." },
   UNKNOWN_OPERATION: { wire: 'bad_request', status: 400, doc: 'The subject names an operation the table does not have.' },
   TABLE_NOT_FOUND: { wire: 'not_found', status: 404, doc: 'No table with that name is configured.' },
   TABLE_UNAVAILABLE: { wire: 'unavailable', status: 503, doc: 'The table is opening, recovering or restarting; retry later.' },

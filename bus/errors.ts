@@ -34,6 +34,19 @@ export class InvalidSubjectError extends BadRequestError {
   }
 }
 
+/**
+ * A message (usually a reply) is larger than the bus can carry: over NATS,
+ * the server's `max_payload`. Code `VALUE_TOO_LARGE` (wire `bad_request`).
+ */
+export class PayloadTooLargeError extends TablekeeperError {
+  constructor(bytes: number, maxPayload: number, what = 'message', options: ErrorOptions = {}) {
+    super('VALUE_TOO_LARGE', `${what} of ${bytes} bytes exceeds the NATS server's max_payload of ${maxPayload} bytes`, {
+      ...options,
+      details: { bytes, maxPayload, ...options.details },
+    });
+  }
+}
+
 /** Internal codes presented for each wire code when a remote error is rethrown locally. */
 const CODE_FOR_WIRE: Readonly<Record<string, ErrorCode>> = {
   bad_request: 'BAD_REQUEST',

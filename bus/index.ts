@@ -18,6 +18,7 @@ export {
   BusNoRespondersError,
   BusTimeoutError,
   InvalidSubjectError,
+  PayloadTooLargeError,
   RemoteError,
 } from './errors';
 export { ERROR_CODES, STATUS_WIRE, statusOfWire, WIRE_STATUS, type ErrorCodeMapping, type WireErrorCode } from './error-codes';
@@ -45,7 +46,9 @@ export {
   type TableSubject,
 } from './subjects';
 export {
+  checkErrorReply,
   checkReply,
+  ERROR_REPLY_SCHEMA,
   describeErrors,
   OPERATIONS,
   parseRequest,
@@ -55,6 +58,7 @@ export {
   type ReplyBodies,
   type RequestBodies,
 } from './schemas';
+export { checkEvent, EVENT_SCHEMAS, publishEvent } from './events';
 export {
   Endpoint,
   MicroService,

@@ -47,7 +47,7 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from './bus';
-import { BusClosedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError, RemoteError } from './errors';
+import { BusClosedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError, PayloadTooLargeError, RemoteError } from './errors';
 import { OBSERVE_REPLY, replyError, type ObservableMessage, type ReplyObserver } from './reply-observer';
 import { RequestTimers, type TimedEntry, type TimerList } from './request-timers';
 import {
@@ -177,11 +177,12 @@ export class NatsBus implements Bus {
     if (this.draining || this.nc.isClosed() || this.nc.isDraining()) return Promise.reject(new BusClosedError());
     const seq = ++this.seq;
     const p = new NatsPendingRequest(seq, subject, timeoutMs, this);
+    const body = copyBody(data);
     try {
       if (this.mux === undefined) this.mux = this.nc.subscribe(`${this.inboxPrefix}*`, { callback: this.onReply });
-      this.nc.publish(subject, copyBody(data), { reply: this.inboxPrefix + String(seq), headers });
+      this.nc.publish(subject, body, { reply: this.inboxPrefix + String(seq), headers });
     } catch (err) {
-      return Promise.reject(mapClientError(err, subject, timeoutMs));
+      return Promise.reject(this.tooLarge(err, body, headers) ?? mapClientError(err, subject, timeoutMs));
     }
     this.pending.set(seq, p);
     this.timers.add(p, timeoutMs);
@@ -220,6 +221,11 @@ export class NatsBus implements Bus {
     if (!this.nc.isClosed()) await this.nc.close();
     this.failPending();
     await this.statusLoop;
+  }
+
+  /** The connected server's `max_payload`; undefined before the first connect. */
+  get maxPayload(): number | undefined {
+    return this.nc.info?.max_payload;
   }
 
   /** Bookkeeping once a request has its reply, timed out or failed. */
@@ -262,13 +268,24 @@ export class NatsBus implements Bus {
     for (const p of [...this.pending.values()]) p.fail(err);
   }
 
-  /** Publishes an already copied body; used by `publish` and replies. */
-  send(subject: string, body: Uint8Array, headers: MsgHdrs | undefined): void {
+  /** Publishes an already copied body; used by `publish` and replies (`what` names it in errors). */
+  send(subject: string, body: Uint8Array, headers: MsgHdrs | undefined, what = 'message'): void {
     try {
       this.nc.publish(subject, body, headers === undefined ? undefined : { headers });
     } catch (err) {
-      throw mapClientError(err, subject, 0);
+      throw this.tooLarge(err, body, headers, what) ?? mapClientError(err, subject, 0);
     }
+  }
+
+  /**
+   * The client refuses a message over the server's limit before sending it;
+   * that is said plainly, not as a malformed argument.
+   */
+  private tooLarge(err: unknown, body: Uint8Array, headers: MsgHdrs | undefined, what = 'message'): PayloadTooLargeError | undefined {
+    const max = this.maxPayload;
+    if (!(err instanceof nats.errors.InvalidArgumentError) || max === undefined || !err.message.includes('max_payload')) return undefined;
+    // The body alone, or the body with its headers, is over the limit.
+    return new PayloadTooLargeError(body.length, max, headers === undefined ? what : `${what} (with headers)`, { cause: err });
   }
 
   private invoke(handler: MessageHandler, msg: NatsMessage, subject: string): void {
@@ -435,7 +452,7 @@ class NatsMessage implements ObservableMessage {
     if (!reply) return false;
     const headers = toNatsHeaders(opts?.headers);
     try {
-      this.bus.send(reply, copyBody(data), headers);
+      this.bus.send(reply, copyBody(data), headers, 'reply');
       return true;
     } catch (err) {
       if (err instanceof BusClosedError) return false;

@@ -206,6 +206,30 @@ export function checkReply(op: Operation, body: unknown): string | null {
   return v(body) ? null : describeErrors(v.errors);
 }
 
+/** Every error reply: `{error: {code, message}}`, `code` one of the wire codes. */
+export const ERROR_REPLY_SCHEMA = {
+  type: 'object',
+  properties: {
+    error: {
+      type: 'object',
+      properties: {
+        code: { enum: ['bad_request', 'not_found', 'unavailable', 'corrupt', 'unauthorized', 'timeout', 'internal'] },
+        message: { type: 'string', minLength: 1 },
+      },
+      required: ['code', 'message'],
+    },
+  },
+  required: ['error'],
+} as const;
+
+let errorReplyValidator: ValidateFunction | undefined;
+
+/** Returns null when `body` is a valid error reply, else the readable errors. */
+export function checkErrorReply(body: unknown): string | null {
+  errorReplyValidator ??= ajv.compile(ERROR_REPLY_SCHEMA);
+  return errorReplyValidator(body) ? null : describeErrors(errorReplyValidator.errors);
+}
+
 // `{"key":"` and `"}`: the one body shape `parseKeyRequest` reads itself.
 const KEY_BODY_HEAD = [0x7b, 0x22, 0x6b, 0x65, 0x79, 0x22, 0x3a, 0x22] as const;
 const KEY_BODY_HEAD_LEN = KEY_BODY_HEAD.length;

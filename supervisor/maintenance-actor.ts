@@ -6,6 +6,7 @@ import type { Bus, Message } from '../bus/bus';
 import { decodeJson, encodeJson, respondError, respondOk } from '../bus/codec';
 import { validateRequest } from '../bus/schemas';
 import { ERROR_CODES } from '../bus/error-codes';
+import { publishEvent as publishCheckedEvent } from '../bus/events';
 import { Subjects, type BackupEvent } from '../bus/subjects';
 import { BadRequestError, TableNotFoundError, UnknownOperationError, toTablekeeperError, type StoreFs, type TableCorruptError } from '../store';
 import type { OwnerControl } from './recovery';
@@ -88,7 +89,7 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
     let stopped = false;
     const publishEvent = (event: BackupEvent, body: Record<string, unknown>): void => {
       try {
-        bus.publish(subjects.backupEvent(event), encodeJson({ event, at: new Date(clock.now()).toISOString(), ...body }));
+        publishCheckedEvent(bus, subjects, event, { event, at: new Date(clock.now()).toISOString(), ...body });
       } catch (err) {
         logger.error({ err, event }, 'could not publish event');
       }

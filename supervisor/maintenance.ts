@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { MaintenanceOutcome, MaintenanceRequest } from '../actors/maintenance-job';
 import type { Bus } from '../bus/bus';
-import { encodeJson } from '../bus/codec';
+import { publishEvent } from '../bus/events';
 import type { BackupEvent, Subjects } from '../bus/subjects';
 import { ERROR_CODES } from '../bus/error-codes';
 import { listBackups, pruneBackups, toTablekeeperError, type BackupManifest, type StoreFs } from '../store';
@@ -141,7 +141,7 @@ export class Maintenance {
   private publish(event: BackupEvent, body: Record<string, unknown>): void {
     const at = new Date(this.deps.clock.now()).toISOString();
     try {
-      this.deps.bus.publish(this.deps.subjects.backupEvent(event), encodeJson({ event, at, ...body }));
+      publishEvent(this.deps.bus, this.deps.subjects, event, { event, at, ...body });
     } catch (err) {
       this.deps.logger.error({ err, event }, 'could not publish event');
     }

@@ -8,7 +8,7 @@ import type { StoreFs } from '../store';
 import type { Config } from './config';
 import { maintenanceActor, type MaintenanceActorEvent, type MaintenanceActorReport } from './maintenance-actor';
 import { systemClock, type Clock } from './schedule';
-import { tablesGateway, type GatewayEvent } from './tables-gateway';
+import { TableDispatch, tablesGateway, type GatewayEvent } from './tables-gateway';
 import { TableCorruptError, TableUnavailableError } from '../store';
 import { pendingJournals, type RecoveryJournal } from './recovery-journal';
 
@@ -47,10 +47,25 @@ export interface OwnerRecord {
   openRecoveryTried?: boolean;
 }
 
+/** The supervisor's helper actors (besides the owners), restarted like owners when they crash. */
+export type HelperId = 'gateway' | 'maintenance';
+
+/** The supervisor's view of one helper actor. */
+export interface HelperRecord {
+  /** Times of recent restarts, newest last, within the restart window. */
+  restarts: number[];
+  /** Restarts since the service started. */
+  restartCount: number;
+  lastError?: string;
+  /** Set while the restart limit is exceeded and the helper is cooling down. */
+  gaveUpAt?: number;
+}
+
 /** Events the supervisor accepts. */
 export type SupervisorEvent =
   | { type: 'STOP' }
   | { type: 'RESTART'; table: string }
+  | { type: 'RESTART_HELPER'; helper: HelperId }
   | TableOwnerReport
   | MaintenanceActorReport
   | { type: `xstate.done.actor.${string}`; output: TableOwnerOutput }
@@ -62,6 +77,13 @@ const MAX_BACKOFF_MS = 5_000;
 
 function ownerId(table: string): string {
   return `${OWNER_PREFIX}${table}`;
+}
+
+const HELPERS: readonly HelperId[] = ['gateway', 'maintenance'];
+
+/** The helper an `xstate.*.actor.<id>` event is about, if any. */
+function helperOf(eventType: string): HelperId | undefined {
+  return HELPERS.find((h) => eventType.endsWith(`.actor.${h}`));
 }
 
 function tableOf(eventType: string): string {
@@ -82,7 +104,14 @@ function tableOf(eventType: string): string {
 export const supervisorMachine = setup({
   types: {
     input: {} as SupervisorInput,
-    context: {} as { input: SupervisorInput; owners: Record<string, OwnerRecord>; pending: RecoveryJournal[] },
+    context: {} as {
+      input: SupervisorInput;
+      owners: Record<string, OwnerRecord>;
+      pending: RecoveryJournal[];
+      /** Owners register their request handler here; the gateway dispatches to it. */
+      dispatch: TableDispatch;
+      helpers: Record<HelperId, HelperRecord>;
+    },
     events: {} as SupervisorEvent,
   },
   actors: { tableOwner: tableOwnerMachine, tablesGateway, maintenanceActor },
@@ -114,6 +143,7 @@ export const supervisorMachine = setup({
           subjectPrefix: input.config.subjectPrefix ? `${input.config.subjectPrefix}.` : '',
           logger: input.logger.child({ table: table.name }),
           service: input.service,
+          dispatch: context.dispatch,
           fs: input.fs,
         },
       });
@@ -124,6 +154,81 @@ export const supervisorMachine = setup({
         }),
       });
       enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table: table.name, alive: true } satisfies GatewayEvent);
+    }),
+    spawnGateway: enqueueActions(({ context, enqueue }) => {
+      const { input } = context;
+      enqueue.spawnChild('tablesGateway', {
+        id: 'gateway',
+        input: {
+          bus: input.bus,
+          subjectPrefix: input.config.subjectPrefix ? `${input.config.subjectPrefix}.` : '',
+          tables: input.config.tables.map((t) => t.name),
+          dispatch: context.dispatch,
+          // A restarted gateway must still tell a recovery from a restart.
+          recovering: Object.entries(context.owners)
+            .filter(([, o]) => !o.alive && o.recovering)
+            .map(([t]) => t),
+        },
+      });
+    }),
+    spawnMaintenance: enqueueActions(({ context, enqueue }, params: { restarted: boolean }) => {
+      const { input } = context;
+      let pending = context.pending;
+      if (params.restarted) {
+        // The recoveries the crashed actor had under way are taken up again
+        // from their journals; a table it held down without a journal yet
+        // had not been touched, so its owner simply starts again.
+        const held = Object.entries(context.owners)
+          .filter(([, o]) => o.recovering)
+          .map(([t]) => t);
+        pending = pendingJournals(input.config.dataDir, held);
+        const resumed = new Set(pending.map((j) => j.table));
+        for (const table of held) {
+          if (resumed.has(table)) continue;
+          enqueue.assign({ owners: ({ context: c }) => ({ ...c.owners, [table]: { ...c.owners[table], recovering: false } }) });
+          if (!context.owners[table].alive) enqueue.raise({ type: 'RESTART', table });
+        }
+      }
+      enqueue.spawnChild('maintenanceActor', {
+        id: 'maintenance',
+        input: { config: input.config, bus: input.bus, logger: input.logger, clock: input.clock ?? systemClock, pending, fs: input.fs },
+      });
+      if (!params.restarted) return;
+      // It starts knowing nothing of the owners: tell it where each one is.
+      for (const [table, o] of Object.entries(context.owners)) {
+        enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table, state: o.alive ? o.state : 'down', restarts: o.restartCount });
+      }
+    }),
+    helperEnded: enqueueActions(({ context, enqueue, event }) => {
+      const helper = helperOf(event.type);
+      if (helper === undefined) return;
+      const record = context.helpers[helper];
+      const reason = 'error' in event ? String((event.error as Error)?.message ?? event.error) : 'ended';
+      const { maxRestarts, restartWindowMs } = context.input.config.supervisor;
+      const now = (context.input.now ?? Date.now)();
+      const recent = record.restarts.filter((t) => now - t < restartWindowMs);
+      const log = context.input.logger;
+      if (recent.length >= maxRestarts) {
+        log.error({ helper, restarts: recent.length, windowMs: restartWindowMs, reason }, 'restart limit reached; retrying after one window');
+        enqueue.assign({ helpers: ({ context: c }) => ({ ...c.helpers, [helper]: { ...c.helpers[helper], restarts: [], gaveUpAt: now, lastError: reason } }) });
+        enqueue.raise({ type: 'RESTART_HELPER', helper }, { delay: restartWindowMs });
+        return;
+      }
+      const delay = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** recent.length);
+      log.error({ helper, attempt: recent.length + 1, delayMs: delay, reason }, 'supervisor helper failed; restarting');
+      enqueue.assign({
+        helpers: ({ context: c }) => ({
+          ...c.helpers,
+          [helper]: { ...c.helpers[helper], restarts: [...recent, now], restartCount: c.helpers[helper].restartCount + 1, lastError: reason },
+        }),
+      });
+      enqueue.raise({ type: 'RESTART_HELPER', helper }, { delay });
+    }),
+    ownerDown: assign({
+      owners: ({ context, event }) => {
+        const table = tableOf(event.type);
+        return { ...context.owners, [table]: { ...context.owners[table], alive: false, state: 'down' as const } };
+      },
     }),
     ownerEnded: enqueueActions(({ context, enqueue, event }) => {
       const type = event.type;
@@ -174,6 +279,9 @@ export const supervisorMachine = setup({
     }),
   },
   guards: {
+    helperEnded: ({ event }) => helperOf(event.type) !== undefined,
+    // A helper that ends while stopping is not an owner (nor restarted).
+    endedOwner: ({ context, event }) => context.owners[tableOf(event.type)] !== undefined,
     knownOwner: ({ context, event }) => 'table' in event && context.owners[event.table as string] !== undefined,
     noOwnerAlive: ({ context }) => Object.values(context.owners).every((o) => !o.alive),
   },
@@ -185,6 +293,8 @@ export const supervisorMachine = setup({
     return {
       input,
       pending,
+      dispatch: new TableDispatch(),
+      helpers: { gateway: { restarts: [], restartCount: 0 }, maintenance: { restarts: [], restartCount: 0 } },
       owners: Object.fromEntries(
         input.config.tables.map((t) => [
           t.name,
@@ -193,33 +303,14 @@ export const supervisorMachine = setup({
       ),
     };
   },
-  invoke: [
-    {
-      id: 'gateway',
-      src: 'tablesGateway',
-      input: ({ context }) => ({
-        bus: context.input.bus,
-        subjectPrefix: context.input.config.subjectPrefix ? `${context.input.config.subjectPrefix}.` : '',
-        tables: context.input.config.tables.map((t) => t.name),
-      }),
-    },
-    {
-      id: 'maintenance',
-      src: 'maintenanceActor',
-      input: ({ context }) => ({
-        config: context.input.config,
-        bus: context.input.bus,
-        logger: context.input.logger,
-        clock: context.input.clock ?? systemClock,
-        pending: context.pending,
-        fs: context.input.fs,
-      }),
-    },
-  ],
   initial: 'running',
   states: {
     running: {
       entry: enqueueActions(({ context, enqueue }) => {
+        // Spawned, not invoked, so that a crashed helper can be started again;
+        // they live until the supervisor stops, through `stopping`.
+        enqueue('spawnGateway');
+        enqueue({ type: 'spawnMaintenance', params: { restarted: false } });
         // A table whose recovery a crash interrupted stays down until the recovery finishes.
         for (const t of context.input.config.tables) {
           if (!context.owners[t.name].recovering) enqueue({ type: 'spawnOwner', params: { table: t.name } });
@@ -227,11 +318,18 @@ export const supervisorMachine = setup({
         }
       }),
       on: {
-        'xstate.done.actor.*': { actions: 'ownerEnded' },
-        'xstate.error.actor.*': { actions: 'ownerEnded' },
+        'xstate.done.actor.*': [{ guard: 'helperEnded', actions: 'helperEnded' }, { actions: 'ownerEnded' }],
+        'xstate.error.actor.*': [{ guard: 'helperEnded', actions: 'helperEnded' }, { actions: 'ownerEnded' }],
         RESTART: {
           guard: ({ context, event }) => context.owners[event.table]?.alive === false && !context.owners[event.table].recovering,
           actions: { type: 'spawnOwner', params: ({ event }) => ({ table: event.table }) },
+        },
+        RESTART_HELPER: {
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            enqueue.assign({ helpers: { ...context.helpers, [event.helper]: { ...context.helpers[event.helper], gaveUpAt: undefined } } });
+            if (event.helper === 'gateway') enqueue('spawnGateway');
+            else enqueue({ type: 'spawnMaintenance', params: { restarted: true } });
+          }),
         },
         OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
         MAINTAIN: { actions: 'dispatchJob' },
@@ -273,22 +371,8 @@ export const supervisorMachine = setup({
           actions: ({ event }) =>
             event.reply({ status: 'error', table: event.table, error: { code: 'unavailable', message: 'the service is stopping' } }),
         },
-        'xstate.done.actor.*': {
-          actions: assign({
-            owners: ({ context, event }) => {
-              const table = tableOf(event.type);
-              return { ...context.owners, [table]: { ...context.owners[table], alive: false, state: 'down' as const } };
-            },
-          }),
-        },
-        'xstate.error.actor.*': {
-          actions: assign({
-            owners: ({ context, event }) => {
-              const table = tableOf(event.type);
-              return { ...context.owners, [table]: { ...context.owners[table], alive: false, state: 'down' as const } };
-            },
-          }),
-        },
+        'xstate.done.actor.*': { guard: 'endedOwner', actions: 'ownerDown' },
+        'xstate.error.actor.*': { guard: 'endedOwner', actions: 'ownerDown' },
       },
     },
     stopped: { type: 'final' },

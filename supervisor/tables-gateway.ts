@@ -1,41 +1,87 @@
 import { fromCallback } from 'xstate';
-import type { Bus } from '../bus/bus';
+import type { Bus, MessageHandler } from '../bus/bus';
 import { respondError } from '../bus/codec';
-import { TableNotFoundError, TableUnavailableError } from '../store';
+import { TABLE_OPERATIONS } from '../bus/subjects';
+import { BadRequestError, TableNotFoundError, TableUnavailableError } from '../store';
 
 /** Events the gateway accepts from the supervisor. */
 export type GatewayEvent = { type: 'OWNER_ALIVE'; table: string; alive: boolean; recovering?: boolean };
+
+/**
+ * Where table owners register their request handler, by table name. The
+ * gateway's one subscription hands each request to the handler registered
+ * for its table, so a request reaches the process once, whoever answers it.
+ */
+export class TableDispatch {
+  private readonly handlers = new Map<string, MessageHandler>();
+
+  /** Routes `table`'s requests to `handler` until the returned function is called. */
+  register(table: string, handler: MessageHandler): () => void {
+    this.handlers.set(table, handler);
+    return () => {
+      // A newer owner of the same table may have registered meanwhile.
+      if (this.handlers.get(table) === handler) this.handlers.delete(table);
+    };
+  }
+
+  /** The handler registered for `table`, if an owner runs. */
+  handler(table: string): MessageHandler | undefined {
+    return this.handlers.get(table);
+  }
+}
 
 /** What the gateway needs. */
 export interface GatewayInput {
   bus: Bus;
   subjectPrefix: string;
   tables: string[];
+  /** Owners register here; the gateway dispatches to them. */
+  dispatch: TableDispatch;
+  /** Tables held down by a recovery when the gateway starts (a restarted gateway is told again). */
+  recovering?: string[];
+  /** Queue group of the subscription; default 'q', as for NATS micro endpoints. */
+  queue?: string;
 }
 
 /**
- * Answers requests no owner answers: an unknown table gets `not_found`, a
- * configured table whose owner is down (between a crash and its restart) gets
- * `unavailable`. It stays silent for tables whose owner is alive, so every
- * request gets exactly one answer.
+ * The one subscriber to `tables.>`: hands each request to its table's owner
+ * (through `TableDispatch`) and answers the rest itself: `not_found` for an
+ * unknown table, `bad_request` for a subject that names no operation, and
+ * `unavailable` for a configured table whose owner is down (between a crash
+ * and its restart, or during a recovery). Every request gets exactly one answer.
  */
 export const tablesGateway = fromCallback<GatewayEvent, GatewayInput>(({ input, receive }) => {
-  const alive = new Map<string, boolean>(input.tables.map((t) => [t, false]));
-  const recovering = new Set<string>();
+  const known = new Set(input.tables);
+  const recovering = new Set(input.recovering ?? []);
+  const dispatch = input.dispatch;
   receive((event) => {
-    alive.set(event.table, event.alive);
     if (!event.alive && event.recovering) recovering.add(event.table);
     else recovering.delete(event.table);
   });
   const base = `${input.subjectPrefix}tables.`;
-  const sub = input.bus.subscribe(`${base}>`, (msg) => {
-    const subject = msg.subject;
-    const dot = subject.indexOf('.', base.length);
-    const state = alive.get(subject.slice(base.length, dot === -1 ? subject.length : dot));
-    if (state === true) return; // the owner answers (the common case: nothing else to do)
-    const table = subject.slice(base.length, dot === -1 ? subject.length : dot);
-    if (state === undefined) respondError(msg, new TableNotFoundError(table));
-    else if (!state) respondError(msg, new TableUnavailableError(table, recovering.has(table) ? 'recovering' : 'restarting'));
-  });
+  const sub = input.bus.subscribe(
+    `${base}>`,
+    (msg) => {
+      const subject = msg.subject;
+      const dot = subject.indexOf('.', base.length);
+      const table = subject.slice(base.length, dot === -1 ? subject.length : dot);
+      if (dot !== -1) {
+        const handler = dispatch.handler(table);
+        // Returned, so that a draining bus waits for a write's reply.
+        if (handler !== undefined) return handler(msg);
+      }
+      if (!known.has(table)) respondError(msg, new TableNotFoundError(table));
+      else if (dot === -1) respondError(msg, noOperation(subject));
+      else respondError(msg, new TableUnavailableError(table, recovering.has(table) ? 'recovering' : 'restarting'));
+    },
+    { queue: input.queue ?? 'q' },
+  );
   return () => sub.unsubscribe();
 });
+
+/** The answer to `tables.<t>` (a known table, but no operation token). */
+function noOperation(subject: string): BadRequestError {
+  return new BadRequestError(`subject '${subject}' names no operation; use ${subject}.<${TABLE_OPERATIONS.join('|')}>`, {
+    details: { subject },
+  });
+}

@@ -139,6 +139,21 @@ describe('micro', () => {
     expect(ep.stats()).toMatchObject({ num_requests: 1, num_errors: 0, processing_time: 1_000_000 });
   });
 
+  test('micro - an endpoint without a subscription of its own is listed as usual and counts what is handed to it', async () => {
+    const ep = svc.addEndpoint({ name: 'alpha', subject: 'tables.alpha.>', subscribe: false, handler: (msg) => ({ echo: msg.subject }) });
+    // Nothing subscribes to its subject: only a wider subscription that dispatches reaches it.
+    await expect(requestJson(bus, 'tables.alpha.get', {})).rejects.toBeInstanceOf(BusNoRespondersError);
+    const sub = bus.subscribe('tables.>', (msg) => ep.handle(msg));
+    try {
+      await expect(requestJson(bus, 'tables.alpha.get', {})).resolves.toEqual({ echo: 'tables.alpha.get' });
+      const info = (await requestJson(bus, '$SRV.INFO', undefined)) as { endpoints: unknown[] };
+      expect(info.endpoints).toEqual([{ name: 'alpha', subject: 'tables.alpha.>', queue_group: 'q' }]);
+      expect(ep.stats()).toMatchObject({ num_requests: 1, num_errors: 0 });
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
   test('micro - invalid names are refused', () => {
     expect(() => svc.addEndpoint({ name: 'a.b', subject: 'x', handler: () => 1 })).toThrow(BadRequestError);
     expect(() => svc.addEndpoint({ name: 'a', subject: 'x..y', handler: () => 1 })).toThrow(BadRequestError);

@@ -117,11 +117,28 @@ describe('serve over NATS (end to end)', () => {
       ['tables.orders.get', { key: 42 }, 'bad_request', '400'],
       ['tables.orders.get', { key: '' }, 'bad_request', '400'],
       ['tables.orders.put', { key: 'keep' }, 'bad_request', '400'],
+      ['tables.orders.put', { value: 'no key' }, 'bad_request', '400'],
+      ['tables.orders.put', {}, 'bad_request', '400'],
+      ['tables.orders.put', { key: 42, value: 1 }, 'bad_request', '400'],
+      ['tables.orders.put', { key: null, value: 1 }, 'bad_request', '400'],
+      ['tables.orders.delete', { key: 42 }, 'bad_request', '400'],
+      ['tables.orders.delete', { key: ['keep'] }, 'bad_request', '400'],
+      ['tables.orders.delete', { key: 'k'.repeat(1025) }, 'bad_request', '400'],
+      ['tables.orders.get', { key: 'k'.repeat(1025) }, 'bad_request', '400'],
+      ['tables.orders.select', { after: 42 }, 'bad_request', '400'],
+      ['tables.orders.select', { prefix: 7 }, 'bad_request', '400'],
+      ['tables.orders.select', { prefix: { starts: 'o' } }, 'bad_request', '400'],
+      ['tables.orders.select', { limit: -1 }, 'bad_request', '400'],
+      ['tables.orders.select', { limit: 1e9 }, 'bad_request', '400'],
+      ['tables.orders.select', { limit: 2.5 }, 'bad_request', '400'],
+      ['tables.orders.select', { limit: '10' }, 'bad_request', '400'],
       ['tables.orders.put', { key: 'keep', value: 'x'.repeat(5000) }, 'bad_request', '413'],
       ['tables.orders.put', { key: 'k'.repeat(1025), value: 1 }, 'bad_request', '400'],
       ['tables.orders.put', { key: 'keep', value: 1, extra: true }, 'bad_request', '400'],
       ['tables.orders.select', { limit: 0 }, 'bad_request', '400'],
       ['tables.orders.frobnicate', {}, 'bad_request', '400'],
+      ['tables.orders', { key: 'keep' }, 'bad_request', '400'],
+      ['tables.orders.get.extra', { key: 'keep' }, 'bad_request', '400'],
       ['tables.nosuch.get', { key: 'a' }, 'not_found', '404'],
       ['tables.nosuch', { key: 'a' }, 'not_found', '404'],
     ];
@@ -133,7 +150,18 @@ describe('serve over NATS (end to end)', () => {
       expect(headers?.get('Nats-Service-Error')).toBe(reply.error.message);
     }
     expect((await req('tables.orders.get', { key: 'keep' })).body).toEqual({ found: true, value: 'intact' });
+    expect((await req('tables.orders.put', { key: 'after', value: 2 })).body).toEqual({ ok: true });
+    expect((await req('tables.orders.get', { key: 'after' })).body).toEqual({ found: true, value: 2 });
     expect(serve!.exitCode).toBeNull();
+  });
+
+  test('serve - $SRV.INFO lists one endpoint per configured table', async () => {
+    const info = (await req('$SRV.INFO.tablekeeper', new Uint8Array())).body;
+    expect(info).toMatchObject({ type: 'io.nats.micro.v1.info_response', name: 'tablekeeper' });
+    expect(info.endpoints.filter((e: { subject: string }) => e.subject.startsWith('tables.')).sort((a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name))).toEqual([
+      { name: 'events', subject: 'tables.events.>', queue_group: 'q' },
+      { name: 'orders', subject: 'tables.orders.>', queue_group: 'q' },
+    ]);
   });
 
   test('serve - answers NATS micro-service discovery as tablekeeper', async () => {

@@ -87,6 +87,29 @@ describe('supervisor', () => {
     expect(await outcome(bus, 'tables.alpha.explode', {})).toBe('bad_request');
   });
 
+  test('supervisor - a table request reaches one subscription of the service, not one per layer', async () => {
+    const patterns: string[] = [];
+    const original = bus.subscribe.bind(bus);
+    jest.spyOn(bus, 'subscribe').mockImplementation((subject, handler, opts) => {
+      patterns.push(subject);
+      return original(subject, handler, opts);
+    });
+    const a = start(configFor(tmp.dir, ['alpha', 'beta']));
+    await serving(a, 'alpha');
+    await serving(a, 'beta');
+    const tokens = 'tables.alpha.get'.split('.');
+    const matches = (pattern: string): boolean => {
+      const p = pattern.split('.');
+      for (let i = 0; i < p.length; i++) {
+        if (p[i] === '>') return tokens.length > i;
+        if (i >= tokens.length || (p[i] !== '*' && p[i] !== tokens[i])) return false;
+      }
+      return p.length === tokens.length;
+    };
+    expect(patterns.filter(matches)).toEqual(['tables.>']);
+    expect(await requestJson(bus, 'tables.alpha.get', { key: 'k' })).toEqual({ found: false });
+  });
+
   test('supervisor - STOP closes every table after its writes, and the data is on disk', async () => {
     const a = start(configFor(tmp.dir, ['alpha']));
     await serving(a, 'alpha');
@@ -173,5 +196,69 @@ describe('supervisor', () => {
     await waitFor(a, (s) => s.context.owners.alpha.state === 'corrupt');
     expect(a.getSnapshot().context.owners.alpha.restarts).toEqual([]);
     expect(await outcome(bus, 'tables.alpha.get', { key: 'a' })).toBe('unavailable');
+    // A request that could never succeed says so, even while the table does not serve.
+    expect(await outcome(bus, 'tables.alpha.explode', {})).toBe('bad_request');
+    expect(await outcome(bus, 'tables.alpha', {})).toBe('bad_request');
+  });
+
+  const helperActive = (s: ReturnType<SupervisorRef['getSnapshot']>, id: 'gateway' | 'maintenance'): boolean =>
+    s.children[id]?.getSnapshot().status === 'active';
+
+  /** Makes the next `count` subscriptions to `subject` throw, as a helper's start would on a failing bus. */
+  function failSubscribe(subject: string, count: number): void {
+    const original = bus.subscribe.bind(bus);
+    let left = count;
+    jest.spyOn(bus, 'subscribe').mockImplementation((subj, handler, opts) => {
+      if (subj === subject && left > 0) {
+        left--;
+        throw new Error(`injected subscribe failure on ${subj}`);
+      }
+      return original(subj, handler, opts);
+    });
+  }
+
+  test('supervisor - a gateway that crashes is restarted with backoff, and requests are answered again', async () => {
+    const clock = new SimulatedClock();
+    failSubscribe('tables.>', 1);
+    const a = start(configFor(tmp.dir, ['alpha']), { clock });
+    await serving(a, 'alpha');
+    await waitFor(a, (s) => s.context.helpers.gateway.restarts.length === 1);
+    expect(a.getSnapshot().context.helpers.gateway.lastError).toMatch(/injected/);
+    // Without the gateway nobody takes table requests.
+    expect(await outcome(bus, 'tables.alpha.get', { key: 'k' })).not.toBe('ok');
+    clock.increment(100);
+    await waitFor(a, (s) => helperActive(s, 'gateway'));
+    expect(await outcome(bus, 'tables.alpha.put', { key: 'k', value: 1 })).toBe('ok');
+    expect(await outcome(bus, 'tables.gamma.get', { key: 'k' })).toBe('not_found');
+  });
+
+  test('supervisor - a crash-looping gateway stops being restarted at the limit, then is retried after one window', async () => {
+    const clock = new SimulatedClock();
+    failSubscribe('tables.>', 3);
+    const a = start(configFor(tmp.dir, ['alpha'], { maxRestarts: 2, restartWindowMs: 60_000 }), { clock });
+    await waitFor(a, (s) => s.context.helpers.gateway.restarts.length === 1);
+    clock.increment(100);
+    await waitFor(a, (s) => s.context.helpers.gateway.restarts.length === 2);
+    clock.increment(200);
+    await waitFor(a, (s) => s.context.helpers.gateway.gaveUpAt !== undefined);
+    clock.increment(59_999);
+    expect(helperActive(a.getSnapshot(), 'gateway')).toBe(false);
+    clock.increment(1);
+    await waitFor(a, (s) => helperActive(s, 'gateway') && s.context.helpers.gateway.gaveUpAt === undefined);
+    await serving(a, 'alpha');
+    expect(await outcome(bus, 'tables.alpha.put', { key: 'k', value: 1 })).toBe('ok');
+  });
+
+  test('supervisor - a maintenance actor that crashes is restarted and knows the owners again', async () => {
+    const clock = new SimulatedClock();
+    failSubscribe('admin.>', 1);
+    const a = start(configFor(tmp.dir, ['alpha']), { clock });
+    await serving(a, 'alpha');
+    await waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1);
+    expect(await outcome(bus, 'admin.health', {})).not.toBe('ok');
+    clock.increment(100);
+    await waitFor(a, (s) => helperActive(s, 'maintenance'));
+    const health = (await requestJson(bus, 'admin.health', {}, { timeoutMs: 2000 })) as { tables: { table: string; state: string }[] };
+    expect(health.tables).toEqual([expect.objectContaining({ table: 'alpha', state: 'serving' })]);
   });
 });
