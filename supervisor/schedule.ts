@@ -171,9 +171,13 @@ export class Schedule {
       // Past the next run's time the deferred targets join that run instead.
       const next = nextRunAt(this.opts.spec, at, clock.now(), this.opts.firstRun);
       const retryAt = this.woke ? clock.now() : clock.now() + retryMs;
+      const woke = this.woke;
       this.woke = false;
       if (retryAt < next) {
-        this.arm(retryAt, () => void this.retry());
+        // A table came up during the run: retry at once, not through a timer
+        // of zero (a simulated clock fires none until it is moved).
+        if (woke) void this.retry();
+        else this.arm(retryAt, () => void this.retry());
         return;
       }
     }
