@@ -3,14 +3,17 @@
  * of one open file into another, hashes them (sha256), and reads every
  * window back after its fdatasync to compare it with the bytes it copied.
  *
- * Window by window (WINDOW_BYTES): read the source, write the copy, start
- * the copy's fdatasync (in the thread pool, while this thread hashes the
- * window), then read the window back from the copy and compare. Syncing
- * every window keeps the dirty data of the copy small, so the serving
- * thread's own fsync never waits behind tens of megabytes of it (ext4 in
- * data=ordered mode commits them together), and at most one fdatasync of
- * the copy is in flight, so it holds at most one thread of the pool. The
- * reads, writes, hashing and comparing run synchronously on this thread.
+ * Window by window (WINDOW_BYTES): read the source, write the copy and hash
+ * it, while one fdatasync of the copy at a time runs in the thread pool
+ * behind the writes (each covering all that was written when it started);
+ * every window a finished fdatasync covers is read back from the copy and
+ * compared with the source. The copy never waits for a sync unless it is
+ * more than MAX_AHEAD windows ahead of the synced point, so the dirty data
+ * of the copy stays small (the serving thread's own fsync never waits behind
+ * much of it: ext4 in data=ordered mode commits them together) without
+ * paying a sync's latency per window; and at most one fdatasync of the copy
+ * is in flight, so it holds at most one thread of the pool. The reads,
+ * writes, hashing and comparing run synchronously on this thread.
  *
  * Like record-check-worker.ts, the worker runs `copyMain` from its source
  * text, so it imports nothing.
@@ -38,15 +41,17 @@ export interface CopyResult {
 /** Where a copy failed: 'copy' for the source read, the write and the fdatasync; 'verify' for the read-back. */
 export type CopyStage = 'copy' | 'verify';
 
-/** Bytes copied between two fdatasyncs of the copy. */
+/** Bytes read, written and compared at a time. */
 const WINDOW_BYTES = 8 * 1024 * 1024;
+/** Windows the copy may run ahead of its last finished fdatasync (bounds its dirty data to about 64 MiB). */
+const MAX_AHEAD = 8;
 
 /** Runs `job` in a new worker thread. Rejects (with `stage` on the error) when the worker cannot run or a file operation fails. */
 export function copyInWorker(job: CopyJob): Promise<CopyResult> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(`(${copyMain.toString()})(require('node:worker_threads'));`, {
       eval: true,
-      workerData: { ...job, window: WINDOW_BYTES },
+      workerData: { ...job, window: WINDOW_BYTES, maxAhead: MAX_AHEAD },
     });
     let settled = false;
     worker.once('message', (msg: { ok: true; result: CopyResult } | { ok: false; message: string; code?: string; stage: CopyStage }) => {
@@ -68,7 +73,7 @@ export function copyInWorker(job: CopyJob): Promise<CopyResult> {
 function copyMain(wt: typeof import('node:worker_threads')): void {
   const fs = require('node:fs') as typeof import('node:fs');
   const crypto = require('node:crypto') as typeof import('node:crypto');
-  const job = wt.workerData as CopyJob & { window: number };
+  const job = wt.workerData as CopyJob & { window: number; maxAhead: number };
   const port = wt.parentPort!;
   let stage: CopyStage = 'copy';
 
@@ -93,21 +98,67 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
     const size = Math.min(job.window, Math.max(job.length, 1));
     const copied = Buffer.allocUnsafe(size);
     const readBack = Buffer.allocUnsafe(size);
-    for (let pos = 0; pos < job.length; ) {
-      const n = Math.min(size, job.length - pos);
+    // written >= synced >= verified, all on window boundaries (or the end).
+    let written = 0;
+    let synced = 0;
+    let verified = 0;
+    let syncing: Promise<void> | undefined;
+    let syncError: unknown;
+    const startSync = (): void => {
+      const target = written;
+      syncing = datasync(job.dst).then(
+        () => {
+          synced = target;
+          syncing = undefined;
+        },
+        (err: unknown) => {
+          syncError = err;
+          syncing = undefined;
+        },
+      );
+    };
+    const syncFailed = (): void => {
+      if (syncError === undefined) return;
       stage = 'copy';
-      readAt(job.src, copied, n, pos);
-      writeAt(job.dst, copied, n, pos);
-      const syncing = datasync(job.dst);
-      // Settled below; this keeps a failure from being reported as unhandled meanwhile.
-      syncing.catch(() => undefined);
-      hash.update(copied.subarray(0, n));
-      await syncing;
+      throw syncError;
+    };
+    // Reads back what is known to be synced and compares it with the source; the first differing window, if any.
+    const verifySynced = (): [number, number] | undefined => {
       stage = 'verify';
-      readAt(job.dst, readBack, n, pos);
-      if (!readBack.subarray(0, n).equals(copied.subarray(0, n))) return { sha256: '', differs: [pos, pos + n] };
-      pos += n;
+      while (verified < synced) {
+        const n = Math.min(size, synced - verified);
+        readAt(job.dst, readBack, n, verified);
+        readAt(job.src, copied, n, verified);
+        if (!readBack.subarray(0, n).equals(copied.subarray(0, n))) return [verified, verified + n];
+        verified += n;
+      }
+      return undefined;
+    };
+    while (written < job.length) {
+      const n = Math.min(size, job.length - written);
+      stage = 'copy';
+      readAt(job.src, copied, n, written);
+      writeAt(job.dst, copied, n, written);
+      hash.update(copied.subarray(0, n));
+      written += n;
+      if (syncing === undefined) startSync();
+      // One turn of this thread's loop, so a finished fdatasync is seen; and
+      // never more than MAX_AHEAD windows written past the synced point.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      while (syncing !== undefined && written - synced > job.maxAhead * size) await syncing;
+      syncFailed();
+      const differs = verifySynced();
+      if (differs !== undefined) return { sha256: '', differs };
     }
+    while (syncing !== undefined) await syncing;
+    syncFailed();
+    if (synced < written) {
+      startSync();
+      await syncing;
+      syncFailed();
+    }
+    const differs = verifySynced();
+    if (differs !== undefined) return { sha256: '', differs };
     return { sha256: hash.digest('hex') };
   }
 
