@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Message } from '../bus/bus';
-import { decodeJson, encodeJson, respondError } from '../bus/codec';
+import { decodeJson, encodeJson, errorReply } from '../bus/codec';
 import { parseKeyRequest, validateRequest } from '../bus/schemas';
 import { TABLE_OPERATIONS } from '../bus/subjects';
 import {
@@ -67,6 +67,11 @@ function foundReply(value: Uint8Array): Buffer {
  */
 export class TableRequests {
   private mode: ServingMode = { state: 'opening' };
+  // Requests per operation, and error replies per wire code, since the owner
+  // started: plain counters (no cost on the request path worth measuring),
+  // read by `stats` and from there by the metrics.
+  private readonly requestCounts: Record<string, number> = {};
+  private readonly errorCounts: Record<string, number> = {};
 
   constructor(
     private readonly table: string,
@@ -87,6 +92,8 @@ export class TableRequests {
    * Writes return a promise that settles once the reply is sent.
    */
   handle(op: string, msg: Message): void | Promise<void> {
+    const counted = TABLE_OPERATION_SET.has(op) || op === 'compact' || op === 'corruption' ? op : 'unknown';
+    this.requestCounts[counted] = (this.requestCounts[counted] ?? 0) + 1;
     if (op === 'compact') {
       // Compaction is the supervisor's to schedule and serialise with the
       // table's other maintenance; it answers through `reply`.
@@ -94,7 +101,7 @@ export class TableRequests {
         const { force } = validateRequest('compact', decodeJson(msg.data)) as { force?: boolean };
         this.report({ type: 'COMPACT_REQUESTED', force: force === true, reply: (body) => void msg.respond(encodeJson(body)) });
       } catch (err) {
-        fail(msg, err);
+        this.fail(msg, err);
       }
       return;
     }
@@ -108,15 +115,15 @@ export class TableRequests {
         this.log.warn({ table: this.table, op, source, reason: body.reason, offset: body.offset }, 'corruption reported');
         this.report({ type: 'CORRUPTION_DETECTED', error, source, reply: msg.reply ? (reply) => void msg.respond(encodeJson(reply)) : undefined });
       } catch (err) {
-        fail(msg, err);
+        this.fail(msg, err);
       }
       return;
     }
     const mode = this.mode;
     if (mode.state !== 'serving') {
       // A request that could never succeed says so, whatever the table's state.
-      if (!TABLE_OPERATION_SET.has(op)) return fail(msg, new UnknownOperationError(op));
-      return fail(msg, new TableUnavailableError(this.table, mode.state));
+      if (!TABLE_OPERATION_SET.has(op)) return this.fail(msg, new UnknownOperationError(op));
+      return this.fail(msg, new TableUnavailableError(this.table, mode.state));
     }
     const file = mode.file;
     try {
@@ -178,17 +185,27 @@ export class TableRequests {
                 deadBytes: s.deadBytes,
                 fragmentation: s.fragmentation,
                 generation: s.generation,
+                requests: this.requestCounts,
+                errors: this.errorCounts,
               }),
             ),
           );
           return;
         }
         default:
-          return fail(msg, new UnknownOperationError(op));
+          return this.fail(msg, new UnknownOperationError(op));
       }
     } catch (err) {
       return this.failOp(msg, op, err);
     }
+  }
+
+  /** Replies with the structured error for `err`, and counts it by its wire code. */
+  private fail(msg: Message, err: unknown): void {
+    const { body, headers } = errorReply(err);
+    const code = body.error.code;
+    this.errorCounts[code] = (this.errorCounts[code] ?? 0) + 1;
+    msg.respond(encodeJson(body), { headers });
   }
 
   private failOp(msg: Message, op: string, err: unknown): void {
@@ -197,7 +214,7 @@ export class TableRequests {
       // table has been recovered; the owner leaves the serving state.
       this.log.error({ table: this.table, op, offset: err.offset, reason: err.reason }, 'corruption detected');
       this.report({ type: 'CORRUPTION_DETECTED', error: err, source: 'read' });
-      return fail(msg, new TableUnavailableError(this.table, 'recovering', { cause: err }));
+      return this.fail(msg, new TableUnavailableError(this.table, 'recovering', { cause: err }));
     }
     if (err instanceof TablekeeperError && err.code === 'IO_ERROR') {
       this.log.error({ table: this.table, op, err }, 'table write failed');
@@ -208,10 +225,8 @@ export class TableRequests {
     } else if (!(err instanceof TablekeeperError)) {
       this.log.error({ table: this.table, op, err }, 'request failed unexpectedly');
     }
-    return fail(msg, err);
+    return this.fail(msg, err);
   }
 }
 
-function fail(msg: Message, err: unknown): void {
-  respondError(msg, err);
-}
+

@@ -31,6 +31,10 @@ export interface TableHealth {
   degraded?: boolean;
   scrubDamagedRanges?: number;
   lastScrubAt?: number;
+  /** Bus requests to the table by operation, since its owner started (from `stats`). */
+  requests?: Record<string, number>;
+  /** The owner's error replies by wire code, since it started (from `stats`). */
+  errors?: Record<string, number>;
 }
 
 /** The parts of an `admin.health` reply used here. */
@@ -64,11 +68,23 @@ function figures(v: unknown): TableFigures | undefined {
   return out as TableFigures;
 }
 
+/** A `{name: count}` object, keeping only the entries that are counts. */
+function counts(v: unknown): Record<string, number> | undefined {
+  if (!isObj(v)) return undefined;
+  const out: Record<string, number> = {};
+  for (const [k, n] of Object.entries(v)) if (typeof n === 'number' && Number.isInteger(n) && n >= 0) out[k] = n;
+  return out;
+}
+
 function tableHealth(v: Obj): TableHealth | undefined {
   if (typeof v.table !== 'string') return undefined;
   const out: TableHealth = { table: v.table, state: typeof v.state === 'string' ? v.state : 'unknown' };
   const stats = figures(v.stats);
   if (stats !== undefined) out.stats = stats;
+  if (isObj(v.stats)) {
+    out.requests = counts(v.stats.requests);
+    out.errors = counts(v.stats.errors);
+  }
   if (isObj(v.lastBackup)) out.lastBackupAt = time(v.lastBackup.at);
   out.backups = num(v.backups);
   out.restarts = num(v.restarts);

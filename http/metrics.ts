@@ -72,6 +72,8 @@ export class HttpMetrics {
   private readonly recoveriesRecorded: Gauge;
   private readonly scrubDamaged: Gauge;
   private readonly scrubAge: Gauge;
+  private readonly opRequests: Gauge;
+  private readonly opErrors: Gauge;
   private readonly busRequests: Gauge;
   private readonly busErrors: Gauge;
 
@@ -116,9 +118,12 @@ export class HttpMetrics {
     this.scrubAge = gauge('tablekeeper_table_last_scrub_age_seconds', 'Seconds since the last scrub of the table');
     this.busRequests = gauge('tablekeeper_bus_table_requests', 'Bus requests the table owner answered since it (re)started ($SRV.STATS)');
     this.busErrors = gauge('tablekeeper_bus_table_errors', 'Bus requests the table owner answered with an error since it (re)started');
+    this.opRequests = gauge('tablekeeper_table_operation_requests', 'Bus requests to the table, by operation, since its owner (re)started', ['table', 'operation']);
+    this.opErrors = gauge('tablekeeper_table_operation_errors', 'Error replies of the table owner, by wire error code, since it (re)started', ['table', 'code']);
     this.tableGauges = [
       this.records, this.fileBytes, this.liveBytes, this.deadBytes, this.fragmentation, this.generation, this.state,
       this.degraded, this.restarts, this.backupAge, this.backupsKept, this.recoveriesRecorded, this.scrubDamaged, this.scrubAge,
+      this.opRequests, this.opErrors,
     ];
 
     this.eventsSeen = counter('tablekeeper_events_total', 'backups.* events seen', ['event']);
@@ -276,6 +281,8 @@ export class HttpMetrics {
         this.fragmentation.set({ table }, s.fragmentation);
         this.generation.set({ table }, s.generation);
       }
+      for (const [operation, n] of Object.entries(t.requests ?? {})) this.opRequests.set({ table, operation }, n);
+      for (const [code, n] of Object.entries(t.errors ?? {})) this.opErrors.set({ table, code }, n);
       const states = new Set<string>([...KNOWN_TABLE_STATES, t.state]);
       for (const state of states) this.state.set({ table, state }, state === t.state ? 1 : 0);
       if (t.degraded !== undefined) this.degraded.set({ table }, t.degraded ? 1 : 0);

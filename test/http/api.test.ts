@@ -246,6 +246,9 @@ describe('http api on the real service', () => {
     await app.inject({ method: 'PUT', url: '/api/tables/events/keys/m', headers: json, payload: '1' });
     await app.inject({ method: 'GET', url: '/api/tables/nope/stats', headers: admin });
     await app.inject({ method: 'POST', url: '/api/admin/backup/events', headers: admin, remoteAddress: '127.0.0.21' });
+    // Straight to the bus, as a NATS client would: two gets, one of them with no key.
+    await service.bus.request('tables.events.get', encodeJson({ key: 'm' }));
+    await service.bus.request('tables.events.get', encodeJson({}));
     const scrape = async () => {
       const res = await app.inject({ method: 'GET', url: '/metrics', headers: reader });
       expect(res.statusCode).toBe(200);
@@ -269,6 +272,10 @@ describe('http api on the real service', () => {
     ).toBeGreaterThanOrEqual(1);
     // Bus-level requests per table, from the owners' micro-service endpoints.
     expect(sampleValue(m, 'tablekeeper_bus_table_requests', { table: 'events' })).toBeGreaterThanOrEqual(1);
+    // ... and by operation and error code, however they came (HTTP or the bus).
+    expect(sampleValue(m, 'tablekeeper_table_operation_requests', { table: 'events', operation: 'put' })).toBeGreaterThanOrEqual(1);
+    expect(sampleValue(m, 'tablekeeper_table_operation_requests', { table: 'events', operation: 'get' })).toBeGreaterThanOrEqual(2);
+    expect(sampleValue(m, 'tablekeeper_table_operation_errors', { table: 'events', code: 'bad_request' })).toBeGreaterThanOrEqual(1);
     // No raw URL ever becomes a label.
     expect(m.some((x) => Object.values(x.labels).some((v) => v.includes('/nope/')))).toBe(false);
   });
