@@ -7,7 +7,7 @@
  * Like record-check-worker.ts, the worker runs `readBackMain` from its
  * source text, so it imports nothing.
  */
-import { Worker } from 'node:worker_threads';
+import { runSourceWorker } from './source-worker';
 
 /** What to read back. */
 export interface ReadBackJob {
@@ -32,25 +32,7 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
 
 /** Runs `job` in a new worker thread. Rejects when the worker cannot run or a read fails. */
 export function readBackInWorker(job: ReadBackJob): Promise<ReadBackResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(`(${readBackMain.toString()})(require('node:worker_threads'));`, {
-      eval: true,
-      workerData: { ...job, window: WINDOW_BYTES },
-    });
-    let settled = false;
-    worker.once('message', (msg: { ok: true; result: ReadBackResult } | { ok: false; message: string; code?: string }) => {
-      settled = true;
-      if (msg.ok) resolve(msg.result);
-      else reject(Object.assign(new Error(msg.message), { code: msg.code }));
-    });
-    worker.once('error', (err) => {
-      settled = true;
-      reject(err);
-    });
-    worker.once('exit', (code) => {
-      if (!settled) reject(new Error(`read-back worker exited with code ${code}`));
-    });
-  });
+  return runSourceWorker<ReadBackResult>(readBackMain, { ...job, window: WINDOW_BYTES }, 'read-back worker');
 }
 
 /** The worker's code: self-contained (it runs from its source text). */

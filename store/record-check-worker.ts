@@ -16,7 +16,7 @@
  * It reads with node:fs directly, not through a StoreFs: callers use it only
  * on the real disk, and check in-process when a StoreFs is injected.
  */
-import { Worker } from 'node:worker_threads';
+import { runSourceWorker } from './source-worker';
 import { MAX_KEY_BYTES } from './format';
 
 /** What to check. */
@@ -56,25 +56,7 @@ export const WORKER_MIN_BYTES = 4 * 1024 * 1024;
 
 /** Runs `job` in a new worker thread. Rejects when the worker cannot run or a read fails. */
 export function checkRangeInWorker(job: RangeCheckJob): Promise<RangeCheckResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(`(${workerMain.toString()})(require('node:worker_threads'));`, {
-      eval: true,
-      workerData: { ...job, maxKeyBytes: MAX_KEY_BYTES },
-    });
-    let settled = false;
-    worker.once('message', (msg: { ok: true; result: RangeCheckResult } | { ok: false; message: string; code?: string }) => {
-      settled = true;
-      if (msg.ok) resolve(msg.result);
-      else reject(Object.assign(new Error(msg.message), { code: msg.code }));
-    });
-    worker.once('error', (err) => {
-      settled = true;
-      reject(err);
-    });
-    worker.once('exit', (code) => {
-      if (!settled) reject(new Error(`record check worker exited with code ${code}`));
-    });
-  });
+  return runSourceWorker<RangeCheckResult>(workerMain, { ...job, maxKeyBytes: MAX_KEY_BYTES }, 'record check worker');
 }
 
 /**

@@ -1,0 +1,35 @@
+/**
+ * Runs a self-contained function in a new worker thread, from its source
+ * text (so the worker imports nothing of ours and needs no separate file in
+ * dist/), and settles with the one message it posts back:
+ * `{ok: true, result}` or `{ok: false, message, code?}`.
+ */
+import { Worker } from 'node:worker_threads';
+
+/** What a source worker posts back, once. */
+export type SourceWorkerMessage<T> = { ok: true; result: T } | { ok: false; message: string; code?: string };
+
+/**
+ * Starts `main` (called with `node:worker_threads`) in a worker with
+ * `workerData`; resolves with its result. Rejects with its failure (`code`
+ * kept), or when the worker cannot run or exits without answering (`what`
+ * names it then).
+ */
+export function runSourceWorker<T>(main: (wt: typeof import('node:worker_threads')) => void, workerData: unknown, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(`(${main.toString()})(require('node:worker_threads'));`, { eval: true, workerData });
+    let settled = false;
+    worker.once('message', (msg: SourceWorkerMessage<T>) => {
+      settled = true;
+      if (msg.ok) resolve(msg.result);
+      else reject(Object.assign(new Error(msg.message), { code: msg.code }));
+    });
+    worker.once('error', (err) => {
+      settled = true;
+      reject(err);
+    });
+    worker.once('exit', (code) => {
+      if (!settled) reject(new Error(`${what} exited with code ${code}`));
+    });
+  });
+}
