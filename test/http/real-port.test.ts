@@ -270,7 +270,9 @@ describe('http over the service\'s real port', () => {
     await until(async () => (await call('GET', '/readyz', {})).status === 200, 'the table to be recovered');
     // Recovered from the backup: the acknowledged value is back.
     expect((await call('GET', '/api/tables/orders/keys/victim')).json()).toEqual({ found: true, value: 'precious' });
-    const history = (await call('GET', '/api/admin/history?limit=1', reader)).json();
-    expect(history.entries[0]).toMatchObject({ kind: 'recovery', table: 'orders', result: 'ok', trigger: 'auto' });
+    // The run is recorded once the table serves again: wait for the entry rather than assume it is there yet.
+    const newest = async () => (await call('GET', '/api/admin/history?limit=1', reader)).json().entries[0];
+    await until(async () => (await newest())?.kind === 'recovery', 'the recovery in the history');
+    expect(await newest()).toMatchObject({ kind: 'recovery', table: 'orders', result: 'ok', trigger: 'auto' });
   });
 });
