@@ -249,7 +249,15 @@ function machine(): string {
     // reported as unknown
   }
   const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  let commit = 'unknown commit';
+  try {
+    commit = `commit ${execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()}`;
+    if (execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim() !== '') commit += ' with uncommitted changes';
+  } catch {
+    // not a git checkout: reported as unknown
+  }
   return [
+    `- ${commit}`,
     `- machine: ${cpu[0]?.model ?? 'unknown cpu'}, ${cpu.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`,
     `- node ${process.version}, ${nats}, tablekeeper ${pkg.version}, @nats-io/transport-node ${pkg.dependencies['@nats-io/transport-node']}, xstate ${pkg.dependencies.xstate}`,
   ].join('\n');
