@@ -20,8 +20,8 @@
  *    checksum valid and no damage; the scan counts records and maxSeq. The
  *    live keys at L are counted from the table's index (LiveKeysAt), and
  *    also by the scan when it runs in-process, and must agree. On the real
- *    disk the kernel makes a large copy, and a worker thread reads it back
- *    once it is fdatasynced, while another worker checks the records (see
+ *    disk a large copy is made in a worker thread that fdatasyncs and reads
+ *    back every few megabytes, while another worker checks the records (see
  *    copyAndVerify);
  * 3. rename to `<name>.tkt`, write the manifest (temp, fdatasync, rename),
  *    fsync the directory.
@@ -31,7 +31,6 @@
  * pruneBackups removes.
  */
 import { createHash, Hash } from 'node:crypto';
-import { copyFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import pino, { Logger } from 'pino';
 import { BackupFailedError, BadRequestError } from './errors';
@@ -39,7 +38,7 @@ import { decodeFileHeader, FILE_HEADER_BYTES, FORMAT_VERSION, KIND_PUT } from '.
 import { isErrno, nodeStoreFs, readFully, StoreFs, writeFully } from './file-system';
 import { ByteKeySet } from './byte-key-set';
 import { checkRangeInWorker, WORKER_MIN_BYTES } from './record-check-worker';
-import { readBackInWorker } from './read-back-worker';
+import { copyInWorker } from './copy-worker';
 import { RecordCursor } from './record-cursor';
 import type { AppendObserver } from './compaction';
 import type { TableFile } from './table-file';
@@ -332,14 +331,10 @@ async function removeLeftovers(sfs: StoreFs, dir: string, backups: BackupManifes
  * and verifies it. Through an injected StoreFs, and for small files: copy,
  * then, while the copy's fdatasync runs, read it back and compare it byte for
  * byte with the table's bytes, hash it and scan it (inspectCopy). On the real
- * disk, for large files: the kernel copies the file (copyFile, which uses
- * copy_file_range where it can: no pass through user space), the copy is cut
- * to `length` and fdatasynced, then a worker thread reads it back, compares
- * it byte for byte with the table and hashes it (readBackInWorker); all the
- * while another worker checks every record of the table's bytes (which the
- * copy equals byte for byte). Bytes below `length` never change, so copying
- * the whole file and cutting what was appended meanwhile copies exactly
- * [0, length). The live keys are counted from the table's index (LiveKeysAt), so
+ * disk, for large files, in two worker threads at once: one copies, hashes,
+ * and reads each window back after its fdatasync (copyInWorker), the other
+ * checks every record of the table's bytes (which the copy equals byte for
+ * byte); the live keys are counted from the table's index (LiveKeysAt), so
  * the report has no liveKeys then. Rejects when the copy or its fdatasync
  * fails (stage 'copy') or the read-back fails (stage 'verify'); differences
  * are problems in the report.
@@ -356,7 +351,7 @@ async function copyAndVerify(
   try {
     const dst = await sfs.open(to, 'w+');
     try {
-      if (sfs === nodeStoreFs && length >= WORKER_MIN_BYTES) return await copyAndVerifyInWorkers(sfs, from, to, src, dst, length, setStage);
+      if (sfs === nodeStoreFs && length >= WORKER_MIN_BYTES) return await copyAndVerifyInWorkers(sfs, src, dst, length, setStage);
       await copyPrefix(sfs, src, dst, length);
       // The copy's bytes are what the read-back sees whether or not they are on disk yet, so the two overlap; the manifest waits for both.
       const syncing = sfs.fdatasync(dst).then(
@@ -384,15 +379,7 @@ async function copyAndVerify(
 }
 
 /** copyAndVerify on the real disk, in two worker threads (see there). */
-async function copyAndVerifyInWorkers(
-  sfs: StoreFs,
-  from: string,
-  to: string,
-  src: number,
-  dst: number,
-  length: number,
-  setStage: (stage: string) => void,
-): Promise<CopyReport> {
+async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, length: number, setStage: (stage: string) => void): Promise<CopyReport> {
   const report: CopyReport = { sha256: '', generation: undefined, records: 0, liveKeys: undefined, maxSeq: 0, problems: [] };
   const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
   const got = await readFully(sfs, src, headerBuf, 0, FILE_HEADER_BYTES, 0);
@@ -401,22 +388,8 @@ async function copyAndVerifyInWorkers(
   else report.generation = header.generation;
   if (report.problems.length > 0) return report;
   // Both settle before the descriptors are closed (a closed number may be reused by another open).
-  const copying = (async () => {
-    // `to` is the file `dst` is open on: copyFile truncates and fills that same file.
-    await copyFile(from, to);
-    const size = await sfs.size(dst);
-    if (size < length) throw Object.assign(new Error(`the copy is ${size} bytes, shorter than the ${length} to keep`), { code: 'EIO' });
-    await sfs.truncate(dst, length);
-    await sfs.fdatasync(dst);
-  })().catch((err: unknown) => {
-    throw Object.assign(err as object, { stage: 'copy' });
-  });
   const [copy, records] = await Promise.allSettled([
-    copying.then(() =>
-      readBackInWorker({ copy: dst, source: src, length }).catch((err: unknown) => {
-        throw Object.assign(err as object, { stage: 'verify' });
-      }),
-    ),
+    copyInWorker({ src, dst, length }),
     checkRangeInWorker({ fd: src, start: FILE_HEADER_BYTES, end: length }),
   ]);
   if (copy.status === 'rejected') {

@@ -2,17 +2,17 @@
  * Runs a self-contained function in a new worker thread, from its source
  * text (so the worker imports nothing of ours and needs no separate file in
  * dist/), and settles with the one message it posts back:
- * `{ok: true, result}` or `{ok: false, message, code?}`.
+ * `{ok: true, result}` or `{ok: false, message, code?, ...details}`.
  */
 import { Worker } from 'node:worker_threads';
 
 /** What a source worker posts back, once. */
-export type SourceWorkerMessage<T> = { ok: true; result: T } | { ok: false; message: string; code?: string };
+export type SourceWorkerMessage<T> = { ok: true; result: T } | { ok: false; message: string; code?: string; [detail: string]: unknown };
 
 /**
  * Starts `main` (called with `node:worker_threads`) in a worker with
  * `workerData`; resolves with its result. Rejects with its failure (`code`
- * kept), or when the worker cannot run or exits without answering (`what`
+ * and any other fields of the message kept), or when the worker cannot run or exits without answering (`what`
  * names it then).
  */
 export function runSourceWorker<T>(main: (wt: typeof import('node:worker_threads')) => void, workerData: unknown, what: string): Promise<T> {
@@ -22,7 +22,11 @@ export function runSourceWorker<T>(main: (wt: typeof import('node:worker_threads
     worker.once('message', (msg: SourceWorkerMessage<T>) => {
       settled = true;
       if (msg.ok) resolve(msg.result);
-      else reject(Object.assign(new Error(msg.message), { code: msg.code }));
+      else {
+        // The failure's other fields (code, the stage it failed in, ...) stay on the error.
+        const { ok: _ok, message, ...details } = msg;
+        reject(Object.assign(new Error(message), details));
+      }
     });
     worker.once('error', (err) => {
       settled = true;
