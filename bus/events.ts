@@ -16,7 +16,8 @@ const text = { type: 'string', minLength: 1 } as const;
 const count = { type: 'integer', minimum: 0 } as const;
 const ms = { type: 'number', minimum: 0 } as const;
 const trigger = { enum: ['scheduled', 'manual', 'auto'] } as const;
-const errorBody = { type: 'object', properties: { code: text, message: text }, required: ['code', 'message'] } as const;
+// A message may be empty (an error thrown with none); the code never is.
+const errorBody = { type: 'object', properties: { code: text, message: { type: 'string' } }, required: ['code', 'message'] } as const;
 
 /** The fields every event carries: its name and when it happened (ISO 8601). */
 function eventSchema(event: BackupEvent, properties: Record<string, unknown>, required: string[]) {

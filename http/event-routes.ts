@@ -122,7 +122,7 @@ export function registerEventRoutes(app: FastifyInstance, ctx: HttpContext, stre
     heartbeat.unref();
     streams.add(end, req.ip);
     ctx.metrics.streamOpened();
-    // A hijacked reply never reaches the onResponse hook that counts the other operations.
+    // Counted now: the onResponse hook that counts the other operations skips a stream that opened.
     ctx.metrics.countOperation('events');
     res.on('close', end);
     res.on('error', end);

@@ -173,7 +173,10 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   app.addHook('onResponse', async (req, reply) => {
     const route = routeOf(req);
     const operation = req.routeOptions.config?.operation;
-    if (operation !== undefined) ctx.metrics.countOperation(operation);
+    // An event stream that opened was counted when it opened (its reply is
+    // hijacked, and this hook may still run when it ends); a refused one is counted here.
+    const streamed = route === '/api/events' && reply.statusCode === 200;
+    if (operation !== undefined && !streamed) ctx.metrics.countOperation(operation);
     // An event stream's duration is how long the client watched, not latency.
     if (route !== '/api/events') ctx.metrics.observeRequest(req.method, route, reply.statusCode, reply.elapsedTime / 1000);
     log.debug({ op: operation ?? 'http', method: req.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'http request');

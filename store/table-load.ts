@@ -162,6 +162,7 @@ async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: strin
   const file = `${path}.torn-${end}-${Date.now()}`;
   await io(table, 'keep-torn-tail', async () => {
     const out = await sfs.open(file, 'w+');
+    let kept = false;
     try {
       // A table file header first, so the offline tools (dump, verify, salvage) read it like any table file.
       const header = encodeFileHeader(generation);
@@ -171,8 +172,11 @@ async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: strin
         await writeFully(sfs, out, buf, 0, n, header.length + pos - end);
       }
       await sfs.fdatasync(out);
+      kept = true;
     } finally {
-      await sfs.close(out);
+      await sfs.close(out).catch(() => undefined);
+      // A partial copy is no keeper: nothing was cut yet, and the next open tries again.
+      if (!kept) await sfs.unlink(file).catch(() => undefined);
     }
     await sfs.syncDir(parentDir(path));
   });

@@ -383,10 +383,11 @@ export function validateWebhookUrl(where: string, url: string): void {
   try {
     parsed = new URL(url);
   } catch {
-    throw new ConfigInvalidError(`${where}: '${url}' is not a URL (give e.g. https://example.test/hook)`);
+    // The URL itself is not repeated: it may carry credentials.
+    throw new ConfigInvalidError(`${where}: is not a URL (give e.g. https://example.test/hook)`);
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
-    throw new ConfigInvalidError(`${where}: '${url}' must be an http:// or https:// URL, not ${parsed.protocol}`);
+    throw new ConfigInvalidError(`${where}: must be an http:// or https:// URL, not ${parsed.protocol}`);
   }
 }
 

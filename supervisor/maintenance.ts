@@ -221,7 +221,7 @@ export class Maintenance {
           try {
             outcome = await this.deps.submit(table, { kind: 'backup', backupDir: config.backupDir, at: t0 });
           } finally {
-            durationMs = clock.now() - t0;
+            durationMs = Math.max(0, clock.now() - t0); // a clock set back mid-run counts as no time
           }
           if (outcome.kind !== 'backup') throw new Error('owner answered a backup with another kind of result');
           return { manifest: outcome.manifest, ...(await this.prune(table, outcome.manifest)) };
@@ -244,7 +244,7 @@ export class Maintenance {
         this.publish('backup_failed', { table, trigger, error });
       }
     }
-    const durationMs = clock.now() - started;
+    const durationMs = Math.max(0, clock.now() - started);
     const ok = results.filter((r) => r.status === 'ok');
     if (ok.length > 0) {
       this.publish('backup_complete', {
@@ -289,7 +289,7 @@ export class Maintenance {
               const keepTombstonesAbove = backups.length === 0 ? undefined : Math.min(...backups.map((b: { maxSeq: number }) => b.maxSeq));
               return await this.deps.submit(table, { kind: 'compact', force: opts.force, threshold: config.compaction.threshold, keepTombstonesAbove });
             } finally {
-              durationMs += clock.now() - t0;
+              durationMs += Math.max(0, clock.now() - t0);
             }
           });
           if (outcome.kind !== 'compact') throw new Error('owner answered a compaction with another kind of result');
@@ -334,7 +334,7 @@ export class Maintenance {
         error: result.error?.message,
       });
     }
-    const durationMs = clock.now() - started;
+    const durationMs = Math.max(0, clock.now() - started);
     // A run whose every table was deferred did nothing worth an event.
     if (results.length > 0 || opts.defer !== true) this.publish('compaction_complete', { trigger: opts.trigger, durationMs, results });
     const failed = results.filter((r) => r.status === 'error');
@@ -494,7 +494,7 @@ export class Maintenance {
         // stays in quarantine; an operator can restore from a backup.
         this.deps.logger.error({ table, op: 'recover', err }, 'recovery failed');
         if (error.code !== 'NO_BACKUP') {
-          const durationMs = this.deps.clock.now() - startedAt;
+          const durationMs = Math.max(0, this.deps.clock.now() - startedAt);
           await this.record({ kind: 'recovery', table, result: 'failed', trigger, durationMs, error: error.message });
           this.publish('recovery_failed', { table, trigger, error, degraded: false, durationMs });
         }

@@ -126,7 +126,7 @@ export async function finishRecovery(deps: RecoveryDeps, journal: RecoveryJourna
       trigger: journal.trigger,
       status: built.degraded ? 'degraded' : journal.mode === 'restore' ? 'restored' : 'recovered',
       reason: journal.reason,
-      durationMs: deps.now() - startedAt,
+      durationMs: Math.max(0, deps.now() - startedAt), // a clock set back mid-run counts as no time
       backupUsed: built.backupUsed,
       backupsRejected: built.backupsRejected,
       recordsFromBackup: built.fromBackup,

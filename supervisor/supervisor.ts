@@ -254,7 +254,13 @@ export const supervisorMachine = setup({
       const log = context.input.logger;
       // The owner reports `opening` and nothing after it when its open fails.
       const openFailed = record.state === 'opening';
-      if (recent.length >= maxRestarts && openFailed && !record.openRecoveryTried && existsSync(tableFilePath(context.input.config.dataDir, table))) {
+      if (
+        recent.length >= maxRestarts &&
+        openFailed &&
+        !record.openRecoveryTried &&
+        !environmentFault(output?.error) &&
+        existsSync(tableFilePath(context.input.config.dataDir, table))
+      ) {
         // A table file that keeps failing to open (EIO, ...) is damage: the
         // recovery cycle quarantines it and rebuilds from the latest backup
         // plus whatever can still be read, and starts the owner itself.
@@ -385,4 +391,17 @@ export type SupervisorRef = ActorRefFrom<typeof supervisorMachine>;
 /** True once no table is still opening: each one serves, is corrupt, or has failed. */
 export function allTablesSettled(snapshot: ReturnType<SupervisorRef['getSnapshot']>): boolean {
   return Object.values(snapshot.context.owners).every((o) => o.state !== 'opening' && (o.alive || o.state === 'down'));
+}
+
+// Failures that say nothing about the file's bytes: a rebuild cannot help
+// (and, for a full disk, needs more of what is missing), so these only wait.
+const ENVIRONMENT_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EMFILE', 'ENFILE', 'ENOMEM']);
+
+/** True when `err` (or a cause of it) is an errno of the environment rather than of damage. */
+function environmentFault(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && ENVIRONMENT_ERRNOS.has(code)) return true;
+  }
+  return false;
 }

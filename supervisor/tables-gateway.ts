@@ -2,7 +2,9 @@ import { fromCallback } from 'xstate';
 import type { Bus, MessageHandler } from '../bus/bus';
 import { respondError } from '../bus/codec';
 import { TABLE_OPERATIONS } from '../bus/subjects';
-import { BadRequestError, TableNotFoundError, TableUnavailableError } from '../store';
+import { BadRequestError, TableNotFoundError, TableUnavailableError, UnknownOperationError } from '../store';
+
+const OPERATIONS: ReadonlySet<string> = new Set(TABLE_OPERATIONS);
 
 /** Events the gateway accepts from the supervisor. */
 export type GatewayEvent = { type: 'OWNER_ALIVE'; table: string; alive: boolean; recovering?: boolean };
@@ -72,6 +74,8 @@ export const tablesGateway = fromCallback<GatewayEvent, GatewayInput>(({ input, 
       }
       if (!known.has(table)) respondError(msg, new TableNotFoundError(table));
       else if (dot === -1) respondError(msg, noOperation(subject));
+      // A request that could never succeed says so, whether or not the owner is up.
+      else if (!OPERATIONS.has(subject.slice(dot + 1))) respondError(msg, new UnknownOperationError(subject.slice(dot + 1)));
       else respondError(msg, new TableUnavailableError(table, recovering.has(table) ? 'recovering' : 'restarting'));
     },
     { queue: input.queue ?? 'q' },

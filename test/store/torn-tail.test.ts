@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
 import { FILE_HEADER_BYTES, recordBytes, TableCorruptError, TableFile, verifyFile } from '../../store';
+import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir();
@@ -120,6 +121,24 @@ describe('table file torn tail and corruption', () => {
       expect(t.get('alpha')?.toString()).toBe('first value');
       await t.close();
     }
+  });
+
+  test('table file - when the cut bytes cannot be kept, the open fails, nothing is cut and no partial copy stays', async () => {
+    const src = path.join(tmp.dir, 'src.tkt');
+    const { bytes, offsets } = await build(src, OPS);
+    const damaged = Buffer.from(bytes);
+    damaged[damaged.length - 1] ^= 0x01; // the last record no longer checks out
+    const file = path.join(tmp.dir, 't.tkt');
+    fs.writeFileSync(file, damaged);
+    const ffs = new FaultyFs().failOn({ op: 'fdatasync', nth: 1, code: 'ENOSPC' });
+    await expect(TableFile.open({ table: 't', path: file, fs: ffs })).rejects.toMatchObject({ code: 'IO_ERROR' });
+    expect(fs.readFileSync(file).equals(damaged)).toBe(true);
+    expect(fs.readdirSync(tmp.dir).filter((f) => f.includes('.torn-'))).toEqual([]);
+    // Once there is room again the open keeps them, then cuts.
+    const t = await open(file);
+    expect(t.openReport.tornTailBytes).toBe(bytes.length - offsets[2]);
+    expect(fs.readdirSync(tmp.dir).filter((f) => f.includes('.torn-'))).toHaveLength(1);
+    await t.close();
   });
 
   test('table file - a flipped byte in an earlier record is corruption at that record', async () => {

@@ -139,8 +139,10 @@ describe('config', () => {
     expect(c.maxAttempts).toBe(2);
     expect(c.webPush).toEqual({ enabled: false, subject: 'https://ops.example.test', publicKey: 'pub', privateKey: 'priv' });
 
-    expect(() => withFile({ notify: { webhooks: [{ url: 'ftp://x.test/h' }] } })).toThrow(/notify.webhooks\[0\].url: 'ftp:\/\/x.test\/h' must be an http:\/\/ or https:\/\/ URL/);
-    expect(() => withFile({ notify: { webhooks: [{ url: 'https://ok.test' }, { url: 'not a url' }] } })).toThrow(/notify.webhooks\[1\].url: 'not a url' is not a URL/);
+    expect(() => withFile({ notify: { webhooks: [{ url: 'ftp://x.test/h' }] } })).toThrow(/notify.webhooks\[0\].url: must be an http:\/\/ or https:\/\/ URL, not ftp:/);
+    expect(() => withFile({ notify: { webhooks: [{ url: 'https://ok.test' }, { url: 'not a url' }] } })).toThrow(/notify.webhooks\[1\].url: is not a URL/);
+    // A URL is never repeated in the error: it may carry a token.
+    expect(() => withFile({ notify: { webhooks: [{ url: 'ftp://user:s3cret@x.test/h?token=t0k' }] } })).toThrow(/^(?!.*(s3cret|t0k)).*$/s);
     expect(() => withFile({ notify: { events: ['backup_complete'] } })).toThrow(/\/notify\/events\/0/);
     expect(() => withFile({ notify: { webhook: [] } })).toThrow(/unknown key 'webhook'/);
     expect(() => withFile({ notify: { webPush: { subject: 'ops@example.test' } } })).toThrow(/notify.webPush.subject: .* mailto: address or an https:\/\/ URL/);

@@ -210,6 +210,32 @@ describe('recovery', () => {
     expect(actor!.getSnapshot().context.owners.alpha.openRecoveryTried).toBeUndefined();
   });
 
+  test('recovery - a table file that cannot be opened for lack of permission is left alone: only restarts, no recovery', async () => {
+    const config = { ...configFor(tmp.dir, ['alpha']), supervisor: { maxRestarts: 2, restartWindowMs: 60_000, requestTimeoutMs: 5_000 } };
+    await start(config);
+    await serving('alpha');
+    await fill('alpha', 0, 3, 'x');
+    await stop();
+    const file = tableFilePath(config.dataDir, 'alpha');
+    class DeniedFs extends NodeStoreFs {
+      override open(f: string, mode: OpenMode): Promise<number> {
+        if (f === file) return Promise.reject(Object.assign(new Error(`EACCES: permission denied, open '${f}'`), { code: 'EACCES' }));
+        return super.open(f, mode);
+      }
+    }
+    events = [];
+    const clock = new SimulatedClock();
+    await start(config, clock, new DeniedFs());
+    await waitFor(actor!, (s) => s.context.owners.alpha.restarts.length === 1 && s.context.owners.alpha.state === 'down');
+    clock.increment(100);
+    await waitFor(actor!, (s) => s.context.owners.alpha.restarts.length === 2 && s.context.owners.alpha.state === 'down');
+    clock.increment(200); // the third failure reaches the limit: it waits a window instead of rebuilding
+    await waitFor(actor!, (s) => s.context.owners.alpha.gaveUpAt !== undefined);
+    expect(named('corruption_detected')).toHaveLength(0);
+    expect(readdirSync(config.dataDir)).toContain('alpha.tkt');
+    expect(existsSync(path.join(config.dataDir, 'quarantine')) ? readdirSync(path.join(config.dataDir, 'quarantine')) : []).toEqual([]);
+  });
+
   test('recovery - a deleted table file is rebuilt from its latest backup at the next start', async () => {
     const config = configFor(tmp.dir, ['alpha']);
     await start(config);

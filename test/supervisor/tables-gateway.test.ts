@@ -47,6 +47,8 @@ describe('tables gateway', () => {
     await expect(requestJson(bus, 'tables.alpha.put', { key: 'k', value: 1 })).rejects.toMatchObject({ wireCode: 'unavailable', message: expect.stringContaining('recovering') });
     // beta is unaffected by alpha's recovery.
     await expect(requestJson(bus, 'tables.beta.get', { key: 'k' })).rejects.toMatchObject({ message: expect.stringContaining('restarting') });
+    // An operation that does not exist is bad_request even while the owner is down: retrying would not help.
+    await expect(requestJson(bus, 'tables.alpha.frobnicate', {})).rejects.toMatchObject({ wireCode: 'bad_request' });
   });
 
   test('tables gateway - hands a table request to the registered owner, once, and answers again once it unregisters', async () => {
