@@ -250,7 +250,19 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
         respondError(msg, err);
       }
     };
-    const sub = bus.subscribe(`${adminRoot}>`, onAdmin);
+    let sub: ReturnType<Bus['subscribe']>;
+    try {
+      sub = bus.subscribe(`${adminRoot}>`, onAdmin);
+    } catch (err) {
+      // xstate runs no cleanup for a callback actor that throws while it
+      // starts: stop here what has begun, so the start under way (history
+      // open, journals, schedules) goes no further and a restarted actor is
+      // the only one at work.
+      stopped = true;
+      for (const s of schedules.values()) s.stop();
+      void ready.then(({ history }) => history.close()).catch(() => undefined);
+      throw err;
+    }
 
     receive((event) => {
       if (event.type === 'OWNER_STATE') {
