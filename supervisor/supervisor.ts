@@ -59,7 +59,12 @@ export interface HelperRecord {
   lastError?: string;
   /** Set while the restart limit is exceeded and the helper is cooling down. */
   gaveUpAt?: number;
+  /** True from its crash until it is started again. */
+  down?: boolean;
 }
+
+/** A table owner's corruption report, as the supervisor receives it. */
+type OwnerCorruptEvent = Extract<TableOwnerReport, { type: 'OWNER_CORRUPT' }>;
 
 /** Events the supervisor accepts. */
 export type SupervisorEvent =
@@ -111,6 +116,8 @@ export const supervisorMachine = setup({
       /** Owners register their request handler here; the gateway dispatches to it. */
       dispatch: TableDispatch;
       helpers: Record<HelperId, HelperRecord>;
+      /** Corruption reports that came while the maintenance actor was down, for the restarted one. */
+      heldReports: OwnerCorruptEvent[];
     },
     events: {} as SupervisorEvent,
   },
@@ -193,17 +200,37 @@ export const supervisorMachine = setup({
         id: 'maintenance',
         input: { config: input.config, bus: input.bus, logger: input.logger, clock: input.clock ?? systemClock, pending, fs: input.fs },
       });
+      enqueue.assign({ helpers: ({ context: c }) => ({ ...c.helpers, maintenance: { ...c.helpers.maintenance, down: false } }) });
       if (!params.restarted) return;
       // It starts knowing nothing of the owners: tell it where each one is.
       for (const [table, o] of Object.entries(context.owners)) {
         enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table, state: o.alive ? o.state : 'down', restarts: o.restartCount });
       }
+      // Then the damage reported while it was down.
+      for (const report of context.heldReports) enqueue.sendTo('maintenance', report);
+      enqueue.assign({ heldReports: [] });
+    }),
+    /** Hands a corruption report to the maintenance actor, or holds it while that actor is down. */
+    reportCorruption: enqueueActions(({ context, enqueue, event }) => {
+      if (event.type !== 'OWNER_CORRUPT') return;
+      if (context.helpers.maintenance.down === true) enqueue.assign({ heldReports: [...context.heldReports, event] });
+      else enqueue.sendTo('maintenance', event);
+    }),
+    /** Hands a compact request to the maintenance actor, or answers it `unavailable` while that actor is down. */
+    requestCompaction: enqueueActions(({ context, enqueue, event }) => {
+      if (event.type !== 'OWNER_COMPACT_REQUEST') return;
+      if (context.helpers.maintenance.down !== true) {
+        enqueue.sendTo('maintenance', event);
+        return;
+      }
+      event.reply({ status: 'error', table: event.table, error: { code: 'unavailable', message: 'maintenance is restarting; try again shortly' } });
     }),
     helperEnded: enqueueActions(({ context, enqueue, event }) => {
       const helper = helperOf(event.type);
       if (helper === undefined) return;
       const record = context.helpers[helper];
       const reason = 'error' in event ? String((event.error as Error)?.message ?? event.error) : 'ended';
+      enqueue.assign({ helpers: ({ context: c }) => ({ ...c.helpers, [helper]: { ...c.helpers[helper], down: true } }) });
       const { maxRestarts, restartWindowMs } = context.input.config.supervisor;
       const now = (context.input.now ?? Date.now)();
       const recent = record.restarts.filter((t) => now - t < restartWindowMs);
@@ -267,7 +294,7 @@ export const supervisorMachine = setup({
         log.error({ table, restarts: recent.length, windowMs: restartWindowMs, reason }, 'the table file keeps failing to open; recovering it');
         enqueue.assign({ owners: ({ context: c }) => ({ ...c.owners, [table]: { ...c.owners[table], restarts: [], openRecoveryTried: true } }) });
         const error = new TableCorruptError(table, 0, `the table file failed to open ${recent.length + 1} times: ${reason ?? 'unknown error'}`);
-        enqueue.sendTo('maintenance', { type: 'OWNER_CORRUPT', table, error, source: 'open' } satisfies MaintenanceActorEvent);
+        enqueue.raise({ type: 'OWNER_CORRUPT', table, error, source: 'open' });
         return;
       }
       if (recent.length >= maxRestarts) {
@@ -301,6 +328,7 @@ export const supervisorMachine = setup({
       pending,
       dispatch: new TableDispatch(),
       helpers: { gateway: { restarts: [], restartCount: 0 }, maintenance: { restarts: [], restartCount: 0 } },
+      heldReports: [],
       owners: Object.fromEntries(
         input.config.tables.map((t) => [
           t.name,
@@ -339,8 +367,8 @@ export const supervisorMachine = setup({
         },
         OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
         MAINTAIN: { actions: 'dispatchJob' },
-        OWNER_COMPACT_REQUEST: { actions: sendTo('maintenance', ({ event }) => event) },
-        OWNER_CORRUPT: { guard: 'knownOwner', actions: sendTo('maintenance', ({ event }) => event) },
+        OWNER_COMPACT_REQUEST: { actions: 'requestCompaction' },
+        OWNER_CORRUPT: { guard: 'knownOwner', actions: 'reportCorruption' },
         RECOVERY_STOP: {
           guard: 'knownOwner',
           actions: enqueueActions(({ context, event, enqueue }) => {

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
 import { tableFilePath } from '../../actors/table-owner';
-import { InProcessBus, requestJson, type Bus } from '../../bus';
+import { encodeJson, InProcessBus, requestJson, type Bus } from '../../bus';
 import { TableFile } from '../../store';
 import { loadConfig, type Config } from '../../supervisor/config';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
@@ -256,8 +256,21 @@ describe('supervisor', () => {
     await serving(a, 'alpha');
     await waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1);
     expect(await outcome(bus, 'admin.health', {})).not.toBe('ok');
+    // Meanwhile a compact request is answered, not dropped; a corruption report is held for the restarted actor.
+    await expect(requestJson(bus, 'tables.alpha.compact', {}, { timeoutMs: 2000 })).rejects.toMatchObject({ wireCode: 'unavailable' });
+    bus.publish('tables.alpha.corruption', encodeJson({ reason: 'reported while maintenance was down' }));
+    await waitFor(a, (s) => s.context.heldReports.length === 1);
     clock.increment(100);
     await waitFor(a, (s) => helperActive(s, 'maintenance'));
+    // The held report reaches the restarted actor, which recovers the table.
+    await waitFor(a, (s) => s.context.heldReports.length === 0 && s.context.owners.alpha.state === 'serving' && s.context.owners.alpha.restartCount === 0);
+    // The run is recorded just after the table serves again.
+    let entries: { kind: string; table: string }[] = [];
+    for (let i = 0; i < 400 && !entries.some((e) => e.kind === 'recovery'); i++) {
+      entries = ((await requestJson(bus, 'admin.history', {}, { timeoutMs: 2000 })) as { entries: typeof entries }).entries;
+      if (!entries.some((e) => e.kind === 'recovery')) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(entries).toContainEqual(expect.objectContaining({ kind: 'recovery', table: 'alpha' }));
     const health = (await requestJson(bus, 'admin.health', {}, { timeoutMs: 2000 })) as { tables: { table: string; state: string }[] };
     expect(health.tables).toEqual([expect.objectContaining({ table: 'alpha', state: 'serving' })]);
   });
