@@ -16,14 +16,23 @@ export function removeTempDir(dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-/** Registers beforeEach/afterEach that give every test a fresh directory; read `.dir` inside a test. */
+/**
+ * Gives every test a fresh directory; read `.dir` inside a test. A test's
+ * directory is removed before the next test starts (and the last one after
+ * all of them), not in an afterEach: afterEach hooks run in the order they
+ * were declared, so one declared here would remove the directory while a
+ * later afterEach is still stopping the service that writes into it.
+ */
 export function useTempDir(prefix?: string): { dir: string } {
   const holder = { dir: '' };
+  const removeLast = (): void => {
+    if (holder.dir !== '') removeTempDir(holder.dir);
+    holder.dir = '';
+  };
   beforeEach(() => {
+    removeLast();
     holder.dir = makeTempDir(prefix);
   });
-  afterEach(() => {
-    removeTempDir(holder.dir);
-  });
+  afterAll(removeLast);
   return holder;
 }
