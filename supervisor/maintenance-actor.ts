@@ -285,7 +285,14 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
       if (event.type === 'OWNER_CORRUPT') {
         const { table, error, source, reply } = event;
         ready
-          .then(({ maintenance }) => maintenance.recover(table, { reason: error.reason, offset: error.offset, source, reply }))
+          .then(({ maintenance }) => {
+            // Stopping: no new run. The damage is still there at the next start, which finds it again.
+            if (stopped) {
+              reply?.({ error: { code: 'unavailable', message: 'the service is stopping' } });
+              return;
+            }
+            return maintenance.recover(table, { reason: error.reason, offset: error.offset, source, reply });
+          })
           .catch(() => undefined); // published, recorded and logged by Maintenance
         return;
       }

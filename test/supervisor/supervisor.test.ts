@@ -181,6 +181,9 @@ describe('supervisor', () => {
     expect(await outcome(bus, 'tables.alpha.get', { key: 'victim' })).toBe('unavailable');
     expect(await outcome(bus, 'tables.alpha.put', { key: 'other', value: 1 })).toBe('unavailable');
     expect(await requestJson(bus, 'tables.beta.get', { key: 'fine' })).toEqual({ found: true, value: true });
+    // The recovery it set off ends with the table serving again (no backup: the damaged record is lost, nothing else).
+    await waitFor(a, (s) => s.context.owners.alpha.state === 'serving' && !s.context.owners.alpha.recovering);
+    expect(await requestJson(bus, 'tables.alpha.get', { key: 'victim' })).toEqual({ found: false });
   });
 
   test('supervisor - a table file that is corrupt at open leaves its owner corrupt, not crash-looping', async () => {
