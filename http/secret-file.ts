@@ -4,7 +4,8 @@
  * once and written with mode 0600 (directory 0700). Used for the admin token
  * and the VAPID key pair.
  */
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigInvalidError } from '../store/errors';
@@ -59,9 +60,31 @@ export function readOrCreateSecret(file: string, what: string, generate: () => s
   if (existing !== undefined) return { value: existing, created: false };
   const value = generate();
   try {
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    // `wx`: when two starts race, the second fails here and reads the first one's secret.
-    writeFileSync(file, `${value}\n`, { mode: 0o600, flag: 'wx' });
+    const dir = path.dirname(file);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Whole or not at all: written and fsynced under a name of its own, then
+    // linked into place (a link, unlike a rename, fails when the name exists:
+    // when two starts race, the second fails here and reads the first one's
+    // secret), then the directory fsynced. A crash never leaves a partial file.
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    const fd = openSync(tmp, 'wx', 0o600);
+    try {
+      writeSync(fd, `${value}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    try {
+      linkSync(tmp, file);
+    } finally {
+      unlinkSync(tmp);
+    }
+    const dfd = openSync(dir, 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       const raced = readSecretFile(file, what, logger);
