@@ -16,7 +16,10 @@ import type { NotifyConfig, NotifyEvent } from '../supervisor/config';
 import type { Clock } from '../supervisor/schedule';
 import { DeliveryQueue, type DeliveryOutcome } from './delivery-queue';
 import { toNotification, type Notification } from './notification';
-import type { PushSubscriptions } from './push-subscriptions';
+import { MAX_PUSH_SUBSCRIPTIONS, type PushSubscriptions } from './push-subscriptions';
+
+/** At most this many Web Push deliveries wait at once (about 100 notifications to 1000 subscribers). */
+const PUSH_QUEUE_MAX_ITEMS = 100_000;
 import { loggableEndpoint, sendWebPush, webPushSend, type SendPush, type VapidKeys, type WebPushItem } from './web-push';
 import { loggableUrl, postWebhook, undiciPost, webhookItem, type HttpPost, type WebhookItem } from './webhook';
 
@@ -71,6 +74,10 @@ export class Notifier {
       const send = wp.send ?? webPushSend;
       this.pushes = new DeliveryQueue<WebPushItem>({
         ...common,
+        // One item per subscriber of each notification: room for `queueSize`
+        // notifications to every subscriber, so that a second notification
+        // does not push the first one's deliveries out (within a hard bound).
+        capacity: Math.min(config.queueSize * MAX_PUSH_SUBSCRIPTIONS, PUSH_QUEUE_MAX_ITEMS),
         channel: 'webpush',
         target: 'subscribers',
         // Subscribers are independent: one slow push service must not hold up the others.

@@ -274,6 +274,30 @@ describe('notifier', () => {
     expect(statSync(path.join(dir, '.tablekeeper', 'push-subscriptions.json')).mode & 0o777).toBe(0o600);
   });
 
+  test('notifier - a second notification does not push the first one out of the Web Push queue', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tk-notify-'));
+    dirs.push(dir);
+    const subscriptions = await PushSubscriptions.open(dir);
+    for (const name of ['a', 'b', 'c', 'd', 'e', 'f']) await subscriptions.add({ endpoint: `https://push.example.test/${name}`, keys: { p256dh: 'BPk'.padEnd(40, 'a'), auth: 'auth-secret-1' } });
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const sent: string[] = [];
+    const send: SendPush = async (s, payload) => {
+      await gate; // every delivery waits until both notifications are queued
+      sent.push(`${JSON.parse(payload).table}:${s.endpoint.slice(-1)}`);
+      return { statusCode: 201 };
+    };
+    const { settled, outcomes } = start(notifyConfig(undefined, { queueSize: 1 }), { webPush: { keys: generateVapidKeys(), subject: 'mailto:ops@example.test', subscriptions, send } });
+    publish('recovery_failed', { table: 'orders', trigger: 'auto', degraded: true, error: { code: 'internal', message: 'x' } });
+    publish('recovery_failed', { table: 'events', trigger: 'auto', degraded: true, error: { code: 'internal', message: 'y' } });
+    await bus.flush();
+    release();
+    await settled(12);
+    expect(outcomes.map((o) => o.outcome)).toEqual(Array(12).fill('sent'));
+    expect(sent.filter((x) => x.startsWith('orders:'))).toHaveLength(6);
+    expect(sent.filter((x) => x.startsWith('events:'))).toHaveLength(6);
+  });
+
   test('notifier - the options given to web-push build a VAPID-signed aes128gcm request', () => {
     // A real browser-side key pair, so web-push encrypts for real.
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
