@@ -4,7 +4,7 @@
  * fsync, rename, directory fsync), so an acknowledged subscription survives
  * a crash. Changes are serialised; a subscription is keyed by its endpoint.
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
 import { BadRequestError, ConfigInvalidError, InternalError } from '../store/errors';
 import { syncDir } from '../supervisor/recovery-journal';
@@ -104,7 +104,12 @@ export class PushSubscriptions {
     const dir = path.dirname(this.file);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const tmp = `${this.file}.tmp`;
-    const fh = await open(tmp, 'w', 0o600);
+    // A leftover of a crashed write goes first: opened afresh with `wx`, the
+    // file gets mode 0600 whatever mode the leftover had.
+    await unlink(tmp).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+    const fh = await open(tmp, 'wx', 0o600);
     try {
       await fh.writeFile(JSON.stringify({ subscriptions: this.list() }));
       await fh.sync();
