@@ -92,7 +92,7 @@ export class TableRequests {
    * Writes return a promise that settles once the reply is sent.
    */
   handle(op: string, msg: Message): void | Promise<void> {
-    const counted = TABLE_OPERATION_SET.has(op) || op === 'compact' || op === 'corruption' ? op : 'unknown';
+    const counted = TABLE_OPERATION_SET.has(op) ? op : 'unknown';
     this.requestCounts[counted] = (this.requestCounts[counted] ?? 0) + 1;
     if (op === 'compact') {
       // Compaction is the supervisor's to schedule and serialise with the

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { connect } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
-import { encodeJson, InProcessBus, NatsBus, type Bus } from '../bus';
+import { encodeJson, NatsBus, type Bus } from '../bus';
 import { startService } from '../cli/serve';
 import { loadConfig, type Config } from '../supervisor/config';
 import { scanFile, TableFile } from '../store';

@@ -102,12 +102,15 @@ export async function startService(config: Config, logger: Logger, opts: StartOp
   // An abort (a signal during a long open or recovery) stops waiting: the
   // caller then stops the service, which closes whatever has opened.
   await Promise.race([waitFor(supervisor, allTablesSettled, { timeout: Infinity }), aborted(opts.abort)]);
-  if (opts.abort?.aborted !== true) lifecycle = 'running';
-  else logger.info({ op: 'serve' }, 'start interrupted by a stop request');
-  if (lifecycle === 'running') logger.info(
-    { op: 'serve', tables: config.tables.length, bus: config.nats.url ? 'nats' : 'in-process', dataDir: config.dataDir, http: httpUrl },
-    'tablekeeper started',
-  );
+  if (opts.abort?.aborted === true) {
+    logger.info({ op: 'serve' }, 'start interrupted by a stop request');
+  } else {
+    lifecycle = 'running';
+    logger.info(
+      { op: 'serve', tables: config.tables.length, bus: config.nats.url ? 'nats' : 'in-process', dataDir: config.dataDir, http: httpUrl },
+      'tablekeeper started',
+    );
+  }
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

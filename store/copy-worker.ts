@@ -1,7 +1,7 @@
 /**
  * A backup's copy off the event loop: a worker thread copies bytes [0, length)
  * of one open file into another, hashes them (sha256), and reads every
- * window back after its fdatasync to compare it with the bytes it copied.
+ * window back once an fdatasync covers it, to compare it with the source.
  *
  * Window by window (WINDOW_BYTES): read the source, write the copy and hash
  * it, while one fdatasync of the copy at a time runs in the thread pool

@@ -1,12 +1,12 @@
 import type { Logger } from 'pino';
-import { assign, enqueueActions, sendTo, setup, type ActorRefFrom } from 'xstate';
+import { assign, enqueueActions, setup, type ActorRefFrom } from 'xstate';
 import type { Bus } from '../bus/bus';
 import type { MicroService } from '../bus/micro';
 import { existsSync } from 'node:fs';
 import { tableFilePath, tableOwnerMachine, type TableOwnerOutput, type TableOwnerReport, type TableOwnerState } from '../actors/table-owner';
 import type { StoreFs } from '../store';
 import type { Config } from './config';
-import { maintenanceActor, type MaintenanceActorEvent, type MaintenanceActorReport } from './maintenance-actor';
+import { maintenanceActor, type MaintenanceActorReport } from './maintenance-actor';
 import { systemClock, type Clock } from './schedule';
 import { TableDispatch, tablesGateway, type GatewayEvent } from './tables-gateway';
 import { TableCorruptError, TableUnavailableError } from '../store';
