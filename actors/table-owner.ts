@@ -133,6 +133,7 @@ const openTable = fromPromise<TableFile, TableOwnerInput>(async ({ input }) => {
     path: file,
     sync: input.table.sync,
     maxValueBytes: input.table.maxValueBytes,
+    readCacheBytes: input.table.readCacheBytes,
     fs: input.fs,
     logger: input.logger,
   });

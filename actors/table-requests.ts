@@ -185,6 +185,7 @@ export class TableRequests {
                 deadBytes: s.deadBytes,
                 fragmentation: s.fragmentation,
                 generation: s.generation,
+                readCache: s.readCache,
                 requests: this.requestCounts,
                 errors: this.errorCounts,
               }),

@@ -35,6 +35,8 @@ export interface TableHealth {
   requests?: Record<string, number>;
   /** The owner's error replies by wire code, since it started (from `stats`). */
   errors?: Record<string, number>;
+  /** The table's read cache: bytes held, entries, hits and misses since its file was opened (from `stats`). */
+  readCache?: Record<string, number>;
 }
 
 /** The parts of an `admin.health` reply used here. */
@@ -84,6 +86,7 @@ function tableHealth(v: Obj): TableHealth | undefined {
   if (isObj(v.stats)) {
     out.requests = counts(v.stats.requests);
     out.errors = counts(v.stats.errors);
+    out.readCache = counts(v.stats.readCache);
   }
   if (isObj(v.lastBackup)) out.lastBackupAt = time(v.lastBackup.at);
   out.backups = num(v.backups);

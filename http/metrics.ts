@@ -73,6 +73,8 @@ export class HttpMetrics {
   private readonly scrubDamaged: Gauge;
   private readonly scrubAge: Gauge;
   private readonly opRequests: Gauge;
+  private readonly cacheBytes: Gauge;
+  private readonly cacheReads: Gauge;
   private readonly opErrors: Gauge;
   private readonly busRequests: Gauge;
   private readonly busErrors: Gauge;
@@ -120,10 +122,12 @@ export class HttpMetrics {
     this.busErrors = gauge('tablekeeper_bus_table_errors', 'Bus requests the table owner answered with an error since it (re)started');
     this.opRequests = gauge('tablekeeper_table_operation_requests', 'Bus requests to the table, by operation, since its owner (re)started', ['table', 'operation']);
     this.opErrors = gauge('tablekeeper_table_operation_errors', 'Error replies of the table owner, by wire error code, since it (re)started', ['table', 'code']);
+    this.cacheBytes = gauge('tablekeeper_table_read_cache_bytes', 'Bytes held by the table\'s read cache (values plus a fixed cost per entry)');
+    this.cacheReads = gauge('tablekeeper_table_read_cache_reads', 'Reads of stored values since the table file was opened, by result (hit: from the cache, miss: from the file)', ['table', 'result']);
     this.tableGauges = [
       this.records, this.fileBytes, this.liveBytes, this.deadBytes, this.fragmentation, this.generation, this.state,
       this.degraded, this.restarts, this.backupAge, this.backupsKept, this.recoveriesRecorded, this.scrubDamaged, this.scrubAge,
-      this.opRequests, this.opErrors,
+      this.opRequests, this.opErrors, this.cacheBytes, this.cacheReads,
     ];
 
     this.eventsSeen = counter('tablekeeper_events_total', 'backups.* events seen', ['event']);
@@ -283,6 +287,10 @@ export class HttpMetrics {
       }
       for (const [operation, n] of Object.entries(t.requests ?? {})) this.opRequests.set({ table, operation }, n);
       for (const [code, n] of Object.entries(t.errors ?? {})) this.opErrors.set({ table, code }, n);
+      const cache = t.readCache;
+      if (cache?.bytes !== undefined) this.cacheBytes.set({ table }, cache.bytes);
+      if (cache?.hits !== undefined) this.cacheReads.set({ table, result: 'hit' }, cache.hits);
+      if (cache?.misses !== undefined) this.cacheReads.set({ table, result: 'miss' }, cache.misses);
       const states = new Set<string>([...KNOWN_TABLE_STATES, t.state]);
       for (const state of states) this.state.set({ table, state }, state === t.state ? 1 : 0);
       if (t.degraded !== undefined) this.degraded.set({ table }, t.degraded ? 1 : 0);

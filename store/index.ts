@@ -6,9 +6,11 @@
 export {
   TableFile,
   DEFAULT_MAX_VALUE_BYTES,
+  DEFAULT_READ_CACHE_BYTES,
   SELECT_DEFAULT_LIMIT,
   SELECT_MAX_LIMIT,
 } from './table-file';
+export type { ReadCacheStats } from './read-cache';
 export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult, MaintenanceKind, FileId } from './table-file';
 export { COMPACT_SUFFIX } from './compaction';
 export type { CompactOptions, CompactionResult, CompactionStep } from './compaction';

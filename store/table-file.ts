@@ -13,7 +13,8 @@
  * from the page cache) into a reused buffer, or a copy from the batch in
  * memory when the record has not been written yet. Every read verifies the
  * record's checksum and key, and throws TableCorruptError rather than return
- * a wrong value.
+ * a wrong value. Values read from the file pass through a bounded cache
+ * (read-cache.ts), so a value read again costs a lookup, not a system call.
  *
  * Maintenance: `compact` (compaction.ts) rewrites the file online and
  * backupTable (backup.ts) copies it; at most one of them runs at a time per
@@ -28,6 +29,7 @@ import { isErrno, nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from 
 import { KeyIndex } from './key-index';
 import { validateKey } from './key-rules';
 import { SortedKeys } from './key-order';
+import { ReadCache, ReadCacheStats } from './read-cache';
 import { scanRecords, ScanItem } from './record-scan';
 import { LoadedTable, loadTable, openOrCreate, removeLeftover } from './table-load';
 import { WriteBatch } from './write-batch';
@@ -39,6 +41,8 @@ export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
 export const SELECT_DEFAULT_LIMIT = 100;
 /** Largest `limit` of select; larger requests are clamped to it. */
 export const SELECT_MAX_LIMIT = 1000;
+/** Default size of a table's read cache: 8 MiB. */
+export const DEFAULT_READ_CACHE_BYTES = 8 * 1024 * 1024;
 
 /** How to open a table file. */
 export interface TableFileOptions {
@@ -56,6 +60,8 @@ export interface TableFileOptions {
   logger?: Logger;
   /** Generation written in the header when the file is created; default 1. Ignored when it exists. */
   generation?: number;
+  /** Bytes of verified values kept in memory for reads (see read-cache.ts); default 8 MiB, 0 for none. */
+  readCacheBytes?: number;
 }
 
 /** What open found. */
@@ -86,6 +92,8 @@ export interface TableStats {
   generation: number;
   /** Highest sequence number written so far (0 for a table with no records). */
   seq: number;
+  /** The read cache: bytes held, entries, hits and misses since open. */
+  readCache: ReadCacheStats;
 }
 
 /** Arguments of select. */
@@ -133,6 +141,7 @@ export class TableFile {
   private seq: number;
   private fileRecords: number;
   private readBuf = Buffer.allocUnsafe(64 * 1024);
+  private readonly cache: ReadCache;
   private closing: Promise<void> | undefined;
   private observer: AppendObserver | undefined;
   private maintenance: MaintenanceKind | undefined;
@@ -151,6 +160,7 @@ export class TableFile {
     this.fileRecords = loaded.records;
     this.maxValueBytes = Math.min(opts.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES, MAX_VALUE_FIELD);
     this.openReport = report;
+    this.cache = new ReadCache(opts.readCacheBytes ?? DEFAULT_READ_CACHE_BYTES);
     this.queue = new WriteQueue({
       table: opts.table,
       sfs: this.sfs,
@@ -302,6 +312,7 @@ export class TableFile {
       fragmentation: fileBytes === 0 ? 0 : deadBytes / fileBytes,
       generation: this.generation,
       seq: this.seq,
+      readCache: this.cache.stats(),
     };
   }
 
@@ -497,6 +508,9 @@ export class TableFile {
 
   /** Restores the index to before the batch's records, newest first. Sequence numbers are not reused. */
   private undo(batch: WriteBatch): void {
+    // The file is cut back and its offsets handed out again: cached values
+    // by offset no longer name the records that will be there.
+    this.cache.clear();
     for (let i = batch.count - 1; i >= 0; i--) {
       const key = batch.keys[i];
       const prev = batch.prevOffsets[i];
@@ -511,6 +525,8 @@ export class TableFile {
 
   /** Reads and verifies the put record of `key` at `offset`, and returns a copy of its value. */
   private readValue(key: string, offset: number, length: number): Buffer {
+    const cached = this.cache.get(offset);
+    if (cached !== undefined) return Buffer.from(cached);
     let buf: Buffer;
     let pos: number;
     const batch = this.queue.locate(offset);
@@ -532,7 +548,10 @@ export class TableFile {
     const reason = checkStoredRecord(buf, pos, length, key);
     if (reason !== undefined) throw new TableCorruptError(this.table, offset, reason, { details: { key } });
     const valueStart = pos + RECORD_HEADER_BYTES + buf.readUInt16LE(pos + 6);
-    return Buffer.from(buf.subarray(valueStart, pos + length));
+    const value = Buffer.from(buf.subarray(valueStart, pos + length));
+    // Only records on disk: one still in a batch may yet be rolled back.
+    if (batch === undefined) this.cache.set(offset, Buffer.from(value));
+    return value;
   }
 
   private checkOpen(): void {
@@ -580,6 +599,8 @@ export class TableFile {
         // The key set is unchanged (same live keys), so the key order stays valid.
         self.fd = next.fd;
         self.index = next.index;
+        // Same values, other offsets.
+        self.cache.clear();
         self.gen = next.generation;
         self.fileRecords = next.fileRecords;
       },

@@ -15,6 +15,8 @@ export interface TableConfig {
   name: string;
   sync: SyncSetting;
   maxValueBytes: number;
+  /** Bytes of values the table keeps in memory for reads; 0 turns the cache off (loadConfig sets the default, 8 MiB). */
+  readCacheBytes?: number;
 }
 
 /** The whole, validated configuration with every default filled in. */
@@ -89,6 +91,8 @@ export const TABLE_NAME_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
 
 const DURATION_PATTERN = '^[0-9]+(ms|s|m|h|d)$';
 const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
+/** Default read cache per table: 8 MiB (the same as the store's DEFAULT_READ_CACHE_BYTES). */
+const DEFAULT_READ_CACHE_BYTES = 8 * 1024 * 1024;
 const BODY_LIMIT_SLACK = 64 * 1024;
 
 const scheduleSchema = {
@@ -159,6 +163,7 @@ export const CONFIG_FILE_SCHEMA = {
           name: { type: 'string', pattern: TABLE_NAME_PATTERN },
           sync: syncSchema,
           maxValueBytes: { type: 'integer', minimum: 1, maximum: 64 * 1024 * 1024 },
+          readCacheBytes: { type: 'integer', minimum: 0, maximum: 64 * 1024 * 1024 * 1024 },
         },
       },
     },
@@ -310,7 +315,7 @@ export function loadConfig(sources: ConfigSources): Config {
     }
   }
 
-  const tablesIn: { name: string; sync?: SyncSetting; maxValueBytes?: number }[] =
+  const tablesIn: { name: string; sync?: SyncSetting; maxValueBytes?: number; readCacheBytes?: number }[] =
     file.tables ?? DEFAULT_TABLES.map((name) => ({ name }));
   const seen = new Set<string>();
   for (const t of tablesIn) {
@@ -347,6 +352,7 @@ export function loadConfig(sources: ConfigSources): Config {
     name: t.name,
     sync: t.sync ?? 'always',
     maxValueBytes: t.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+    readCacheBytes: t.readCacheBytes ?? DEFAULT_READ_CACHE_BYTES,
   }));
 
   return {

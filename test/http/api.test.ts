@@ -248,6 +248,7 @@ describe('http api on the real service', () => {
     await app.inject({ method: 'POST', url: '/api/admin/backup/events', headers: admin, remoteAddress: '127.0.0.21' });
     // Straight to the bus, as a NATS client would: two gets, one of them with no key.
     await service.bus.request('tables.events.get', encodeJson({ key: 'm' }));
+    await service.bus.request('tables.events.get', encodeJson({ key: 'm' }));
     await service.bus.request('tables.events.get', encodeJson({}));
     const scrape = async () => {
       const res = await app.inject({ method: 'GET', url: '/metrics', headers: reader });
@@ -276,6 +277,11 @@ describe('http api on the real service', () => {
     expect(sampleValue(m, 'tablekeeper_table_operation_requests', { table: 'events', operation: 'put' })).toBeGreaterThanOrEqual(1);
     expect(sampleValue(m, 'tablekeeper_table_operation_requests', { table: 'events', operation: 'get' })).toBeGreaterThanOrEqual(2);
     expect(sampleValue(m, 'tablekeeper_table_operation_errors', { table: 'events', code: 'bad_request' })).toBeGreaterThanOrEqual(1);
+    // The second get of 'm' came from the read cache; the figures are those of `stats`.
+    expect(stats.readCache.hits).toBeGreaterThanOrEqual(1);
+    expect(sampleValue(m, 'tablekeeper_table_read_cache_reads', { table: 'events', result: 'hit' })).toBe(stats.readCache.hits);
+    expect(sampleValue(m, 'tablekeeper_table_read_cache_reads', { table: 'events', result: 'miss' })).toBe(stats.readCache.misses);
+    expect(sampleValue(m, 'tablekeeper_table_read_cache_bytes', { table: 'events' })).toBe(stats.readCache.bytes);
     // No raw URL ever becomes a label.
     expect(m.some((x) => Object.values(x.labels).some((v) => v.includes('/nope/')))).toBe(false);
   });

@@ -35,7 +35,10 @@ function selectAll(t: TableFile, prefix: string | undefined, limit: number): [st
 describe('table file', () => {
   test('table file - a new file has a header and no records', async () => {
     const t = await open({ generation: 3 });
-    expect(t.stats()).toEqual({ records: 0, fileRecords: 0, fileBytes: 16, liveBytes: 0, deadBytes: 0, fragmentation: 0, generation: 3, seq: 0 });
+    expect(t.stats()).toEqual({
+      records: 0, fileRecords: 0, fileBytes: 16, liveBytes: 0, deadBytes: 0, fragmentation: 0, generation: 3, seq: 0,
+      readCache: { bytes: 0, entries: 0, hits: 0, misses: 0 },
+    });
     expect(t.openReport).toMatchObject({ records: 0, tornTailBytes: 0 });
     await t.close();
     expect(fs.statSync(file()).size).toBe(FILE_HEADER_BYTES);
@@ -51,7 +54,7 @@ describe('table file', () => {
     expect(await t.delete('user:2')).toBe(true);
     expect(await t.delete('user:2')).toBe(false);
     expect(await t.delete('never')).toBe(false);
-    const before = t.stats();
+    const { readCache: _cache, ...before } = t.stats();
     expect(before.seq).toBe(5);
     await t.close();
 
@@ -62,7 +65,7 @@ describe('table file', () => {
     expect(r.has('user:2')).toBe(false);
     expect(r.get('order:1')).toEqual(Buffer.alloc(0));
     expect(r.has('order:1')).toBe(true);
-    expect(r.stats()).toEqual(before);
+    expect(r.stats()).toMatchObject(before);
     expect(selectAll(r, undefined, 100)).toEqual([['order:1', ''], ['user:1', 'alice-2']]);
     await r.put('user:3', b('carol'));
     expect(r.stats().seq).toBe(6);
@@ -118,12 +121,12 @@ describe('table file', () => {
       generation: 1,
       seq: 6,
     };
-    expect(t.stats()).toEqual(expected);
+    expect(t.stats()).toMatchObject(expected);
     expect(expected.deadBytes).toBe(fileBytes - 16 - liveBytes);
     await t.close();
     expect(fs.statSync(file()).size).toBe(fileBytes);
     const r = await open();
-    expect(r.stats()).toEqual(expected);
+    expect(r.stats()).toMatchObject(expected);
     await r.delete('a');
     await r.delete('ccc');
     await r.delete('é');

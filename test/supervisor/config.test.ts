@@ -40,7 +40,7 @@ describe('config', () => {
         dataDir: './from-file',
         http: { port: 9000 },
         nats: { url: 'nats://127.0.0.1:4000' },
-        tables: [{ name: 'a', sync: { intervalMs: 50 } }, { name: 'b', sync: 'none', maxValueBytes: 10 }],
+        tables: [{ name: 'a', sync: { intervalMs: 50 } }, { name: 'b', sync: 'none', maxValueBytes: 10, readCacheBytes: 0 }],
         compaction: { cron: '0 */6 * * *', threshold: 0.2 },
       },
       { TABLEKEEPER_HTTP_PORT: '9100', NATS_URL: 'nats://127.0.0.1:4222', TABLEKEEPER_DATA_DIR: '/var/tk' },
@@ -49,8 +49,8 @@ describe('config', () => {
     expect(c.http.port).toBe(9100);
     expect(c.nats.url).toBe('nats://127.0.0.1:4222');
     expect(c.tables).toEqual([
-      { name: 'a', sync: { intervalMs: 50 }, maxValueBytes: 1024 * 1024 },
-      { name: 'b', sync: 'none', maxValueBytes: 10 },
+      { name: 'a', sync: { intervalMs: 50 }, maxValueBytes: 1024 * 1024, readCacheBytes: 8 * 1024 * 1024 },
+      { name: 'b', sync: 'none', maxValueBytes: 10, readCacheBytes: 0 },
     ]);
     expect(c.compaction).toEqual({ cron: '0 */6 * * *', threshold: 0.2 });
   });
@@ -97,6 +97,7 @@ describe('config', () => {
     expect(() => withFile({ tables: [{ name: '../etc' }] })).toThrow(/\/tables\/0\/name/);
     expect(() => withFile({ tables: [{ name: 'a' }, { name: 'a' }] })).toThrow(/declared twice/);
     expect(() => withFile({ tables: [{ name: 'a', sync: 'sometimes' }] })).toThrow(ConfigInvalidError);
+    expect(() => withFile({ tables: [{ name: 'a', readCacheBytes: -1 }] })).toThrow(/\/tables\/0\/readCacheBytes/);
     expect(() => withFile({ backup: { every: 'daily' } })).toThrow(/backup/);
     expect(() => withFile({ backup: { cron: '61 * * * *' } })).toThrow(/backup.cron: '61 \* \* \* \*' is not a cron expression/);
     expect(() => withFile({ backup: { every: '1h', cron: '0 * * * *' } })).toThrow(ConfigInvalidError);

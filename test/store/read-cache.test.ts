@@ -1,0 +1,130 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { TableFile, TableFileOptions } from '../../store';
+import { ReadCache } from '../../store/read-cache';
+import { FaultyFs } from '../helpers/store-faulty-fs';
+import { useTempDir } from '../helpers/store-temp';
+
+const tmp = useTempDir();
+const file = (): string => path.join(tmp.dir, 't.tkt');
+const open = (opts: Partial<TableFileOptions> = {}): Promise<TableFile> => TableFile.open({ table: 't', path: file(), ...opts });
+const b = (s: string): Buffer => Buffer.from(s);
+// What one entry of `n` value bytes costs against the budget.
+const cost = (n: number): number => {
+  const c = new ReadCache(1 << 20);
+  c.set(0, Buffer.alloc(n));
+  return c.stats().bytes;
+};
+
+describe('read cache', () => {
+  test('read cache - holds verified values up to its budget, and forgets them all on clear', () => {
+    const entry = cost(100);
+    expect(entry).toBeGreaterThan(100);
+    const c = new ReadCache(entry * 3, 1000);
+    for (let i = 0; i < 5; i++) c.set(i * 1000, Buffer.alloc(100, i));
+    expect(c.stats()).toMatchObject({ entries: 3, bytes: entry * 3 });
+    // First in, first out when nothing was read again: 0 and 1000 are gone.
+    expect(c.get(0)).toBeUndefined();
+    expect(c.get(1000)).toBeUndefined();
+    expect(c.get(4000)?.[0]).toBe(4);
+    expect(c.stats()).toMatchObject({ hits: 1, misses: 2 });
+    c.clear();
+    expect(c.stats()).toMatchObject({ entries: 0, bytes: 0 });
+    expect(c.get(4000)).toBeUndefined();
+  });
+
+  test('read cache - an entry read again survives a stream of one-off reads (SIEVE)', () => {
+    const entry = cost(10);
+    const c = new ReadCache(entry * 4, 1000);
+    c.set(1, Buffer.alloc(10));
+    for (let i = 2; i <= 4; i++) c.set(i, Buffer.alloc(10));
+    for (let i = 5; i < 50; i++) {
+      expect(c.get(1)).toBeDefined();
+      c.set(i, Buffer.alloc(10));
+      expect(c.stats().bytes).toBeLessThanOrEqual(entry * 4);
+    }
+    expect(c.get(1)).toBeDefined();
+    // The one-off entries went in order: only the newest three are left beside 1.
+    expect([46, 47, 48, 49].map((o) => c.get(o) !== undefined)).toEqual([false, true, true, true]);
+  });
+
+  test('read cache - large values and a zero budget are never cached', () => {
+    const c = new ReadCache(1 << 20, 64);
+    c.set(1, Buffer.alloc(65));
+    c.set(2, Buffer.alloc(64));
+    expect(c.stats().entries).toBe(1);
+    const off = new ReadCache(0);
+    off.set(1, Buffer.alloc(0));
+    off.set(2, Buffer.alloc(1));
+    expect(off.stats()).toMatchObject({ entries: 0, bytes: 0 });
+  });
+
+  test('read cache - a table serves a value read before from memory, as a copy the caller may change', async () => {
+    const ffs = new FaultyFs();
+    const t = await open({ fs: ffs });
+    await t.put('k', b('value-1'));
+    const first = t.get('k')!;
+    const reads = ffs.calls.readSync;
+    first.fill(0);
+    expect(t.get('k')!.toString()).toBe('value-1');
+    expect(ffs.calls.readSync).toBe(reads);
+    expect(t.stats().readCache).toMatchObject({ entries: 1, hits: 1, misses: 1 });
+    // A new value is at a new offset: read from the file, never the old entry.
+    await t.put('k', b('value-2'));
+    expect(t.get('k')!.toString()).toBe('value-2');
+    expect(ffs.calls.readSync).toBe(reads + 1);
+    await t.delete('k');
+    expect(t.get('k')).toBeUndefined();
+    await t.close();
+  });
+
+  test('read cache - after a rolled-back write hands its offset to another record, reads return the new record', async () => {
+    const ffs = new FaultyFs();
+    const t = await open({ fs: ffs });
+    await t.put('base', b('b'));
+    // The record is written, its fdatasync held and then failed: while held
+    // it is read from the file (and cached), then the file is cut back.
+    const gate = ffs.hold('fdatasync');
+    ffs.failOn({ op: 'fdatasync', nth: 1 });
+    const doomed = t.put('x', b('doomed'));
+    await gate.reached;
+    expect(t.get('x')!.toString()).toBe('doomed');
+    expect(t.stats().readCache.entries).toBe(1);
+    gate.release();
+    await expect(doomed).rejects.toMatchObject({ code: 'IO_ERROR' });
+    expect(t.get('x')).toBeUndefined();
+    // Same key, same length, same offset as the rolled-back record.
+    await t.put('x', b('second'));
+    expect(t.get('x')!.toString()).toBe('second');
+    await t.close();
+    const r = await open();
+    expect(r.get('x')!.toString()).toBe('second');
+    await r.close();
+  });
+
+  test('read cache - compaction moves every record, and reads after it find the values at their new offsets', async () => {
+    const t = await open();
+    for (let i = 0; i < 50; i++) await t.put(`k${i}`, b(`v${i}-old`));
+    for (let i = 0; i < 50; i++) await t.put(`k${i}`, b(`v${i}`));
+    for (let i = 0; i < 50; i++) expect(t.get(`k${i}`)!.toString()).toBe(`v${i}`);
+    expect(t.stats().readCache.entries).toBe(50);
+    const r = await t.compact();
+    expect(r.status).toBe('compacted');
+    expect(t.stats().readCache.entries).toBe(0);
+    for (let i = 0; i < 50; i++) expect(t.get(`k${i}`)!.toString()).toBe(`v${i}`);
+    await t.close();
+    expect(fs.readdirSync(tmp.dir)).toEqual(['t.tkt']);
+  });
+
+  test('read cache - readCacheBytes 0 reads every value from the file', async () => {
+    const ffs = new FaultyFs();
+    const t = await open({ fs: ffs, readCacheBytes: 0 });
+    await t.put('k', b('v'));
+    const reads = ffs.calls.readSync;
+    t.get('k');
+    t.get('k');
+    expect(ffs.calls.readSync).toBe(reads + 2);
+    expect(t.stats().readCache).toMatchObject({ entries: 0, hits: 0, misses: 2 });
+    await t.close();
+  });
+});
