@@ -129,7 +129,8 @@ export class TableRequests {
     try {
       switch (op) {
         case 'get': {
-          const value = file.get(parseKeyRequest('get', msg.data));
+          // peek: the table's own bytes, copied into the reply at once.
+          const value = file.peek(parseKeyRequest('get', msg.data));
           msg.respond(value === undefined ? NOT_FOUND : foundReply(value));
           return;
         }

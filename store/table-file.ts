@@ -223,12 +223,23 @@ export class TableFile {
     return this.queue.failed;
   }
 
-  /** The value of `key`, or undefined. Throws TableCorruptError if its record fails its checksum. */
+  /** The value of `key` (a copy), or undefined. Throws TableCorruptError if its record fails its checksum. */
   get(key: string): Buffer | undefined {
+    const value = this.peek(key);
+    return value === undefined ? undefined : copyOf(value);
+  }
+
+  /**
+   * As `get`, without the copy: the bytes are the table's own (its read
+   * cache's, or a buffer the next read reuses), so the caller reads them at
+   * once, before any other call on this table, and never changes them. For
+   * the request path, which copies the value straight into its reply.
+   */
+  peek(key: string): Buffer | undefined {
     this.checkOpen();
     const slot = this.index.slotOf(key);
     if (slot < 0) return undefined;
-    return this.readValue(key, this.index.offsetOf(slot), this.index.lengthOf(slot));
+    return this.readShared(key, this.index.offsetOf(slot), this.index.lengthOf(slot));
   }
 
   /** True when `key` exists, including writes not yet durable (from the index; reads nothing). */
@@ -292,7 +303,7 @@ export class TableFile {
     for (let key = order.keyAt(pos); key !== undefined && key.startsWith(prefix); key = order.keyAt(order.advance(pos))) {
       if (items.length === limit) return { items, next: items[items.length - 1].key };
       const slot = this.index.slotOf(key);
-      items.push({ key, value: this.readValue(key, this.index.offsetOf(slot), this.index.lengthOf(slot)) });
+      items.push({ key, value: copyOf(this.readShared(key, this.index.offsetOf(slot), this.index.lengthOf(slot))) });
     }
     return { items };
   }
@@ -523,10 +534,13 @@ export class TableFile {
     this.fileRecords -= batch.count;
   }
 
-  /** Reads and verifies the put record of `key` at `offset`, and returns a copy of its value. */
-  private readValue(key: string, offset: number, length: number): Buffer {
+  /**
+   * Reads and verifies the put record of `key` at `offset`, and returns its
+   * value: the read cache's buffer, or a view of the batch or read buffer.
+   */
+  private readShared(key: string, offset: number, length: number): Buffer {
     const cached = this.cache.get(offset);
-    if (cached !== undefined) return Buffer.from(cached);
+    if (cached !== undefined) return cached;
     let buf: Buffer;
     let pos: number;
     const batch = this.queue.locate(offset);
@@ -548,9 +562,9 @@ export class TableFile {
     const reason = checkStoredRecord(buf, pos, length, key);
     if (reason !== undefined) throw new TableCorruptError(this.table, offset, reason, { details: { key } });
     const valueStart = pos + RECORD_HEADER_BYTES + buf.readUInt16LE(pos + 6);
-    const value = Buffer.from(buf.subarray(valueStart, pos + length));
+    const value = buf.subarray(valueStart, pos + length);
     // Only records on disk: one still in a batch may yet be rolled back.
-    if (batch === undefined) this.cache.set(offset, Buffer.from(value));
+    if (batch === undefined) this.cache.set(offset, copyOf(value));
     return value;
   }
 
@@ -618,6 +632,13 @@ function checkStoredRecord(buf: Buffer, pos: number, length: number, key: string
   if (RECORD_HEADER_BYTES + keyBytes + buf.readUInt32LE(pos + 8) !== length) return 'record length differs from the index';
   if (buf.toString('utf8', pos + RECORD_HEADER_BYTES, pos + RECORD_HEADER_BYTES + keyBytes) !== key) return 'record key differs from the index';
   return undefined;
+}
+
+/** A private copy of `bytes` (small ones from Node's shared pool). */
+function copyOf(bytes: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(bytes.length);
+  bytes.copy(out);
+  return out;
 }
 
 /** Device and inode of an open descriptor. */

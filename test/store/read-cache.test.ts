@@ -69,6 +69,9 @@ describe('read cache', () => {
     expect(t.get('k')!.toString()).toBe('value-1');
     expect(ffs.calls.readSync).toBe(reads);
     expect(t.stats().readCache).toMatchObject({ entries: 1, hits: 1, misses: 1 });
+    // peek hands out the cached bytes themselves, for a caller that only reads them.
+    expect(t.peek('k')!.toString()).toBe('value-1');
+    expect(t.peek('missing')).toBeUndefined();
     // A new value is at a new offset: read from the file, never the old entry.
     await t.put('k', b('value-2'));
     expect(t.get('k')!.toString()).toBe('value-2');
