@@ -99,7 +99,11 @@ async function overNats(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tk-bench-nats-'));
   const children: ChildProcess[] = [];
   try {
-    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ tables: [{ name: 'bench', sync: 'always' }], logLevel: 'warn' }));
+    // bench_nosync: the same puts without an fsync, to show what the fsync costs.
+    writeFileSync(
+      path.join(dir, 'config.json'),
+      JSON.stringify({ tables: [{ name: 'bench', sync: 'always' }, { name: 'bench_nosync', sync: 'none' }], logLevel: 'warn' }),
+    );
     const serve = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli', 'main.js'), 'serve'], {
       env: { PATH: process.env.PATH ?? '', NATS_URL: nats.url, TABLEKEEPER_CONFIG: path.join(dir, 'config.json'), TABLEKEEPER_DATA_DIR: path.join(dir, 'data'), TABLEKEEPER_LOG_LEVEL: 'info', TABLEKEEPER_HTTP_PORT: '0' },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -114,6 +118,8 @@ async function overNats(): Promise<void> {
 
     const bus = await NatsBus.connect({ servers: nats.url, name: 'bench-client', logger: silent });
     const ours = await putGet(bus, 100_000, 200_000);
+    const nosyncBodies = Array.from({ length: 1000 }, (_, i) => encodeJson({ key: benchKey(i), value: VALUE }));
+    const nosync = await medianOf(3, () => closedLoop(100_000, CONCURRENCY, (i) => bus.request('tables.bench_nosync.put', nosyncBodies[i % 1000])));
     const echoBody = encodeJson({ key: benchKey(1), value: VALUE });
     const raw = await medianOf(3, () => closedLoop(200_000, CONCURRENCY, () => bus.request('bench.echo', echoBody)));
     await bus.close();
@@ -129,6 +135,7 @@ async function overNats(): Promise<void> {
     rows.push({ what: 'NATS get/s (ours) vs JetStream KV get/s', ours: fmt(ours.get), peer: fmt(kvGet.opsPerSec), goal: '>= 1.0x KV', met: ours.get >= kvGet.opsPerSec });
     rows.push({ what: 'NATS put/s vs raw request/reply echo/s', ours: fmt(ours.put), peer: fmt(raw.opsPerSec), goal: '>= 0.8x echo', met: ours.put >= 0.8 * raw.opsPerSec });
     rows.push({ what: 'NATS get/s vs raw request/reply echo/s', ours: fmt(ours.get), peer: fmt(raw.opsPerSec), goal: '>= 0.8x echo', met: ours.get >= 0.8 * raw.opsPerSec });
+    rows.push({ what: 'NATS put/s with sync none (no fsync) vs echo/s', ours: fmt(nosync.opsPerSec), peer: `${fmt(raw.opsPerSec)} (${(nosync.opsPerSec / raw.opsPerSec).toFixed(2)}x)`, goal: '' });
   } finally {
     for (const c of children) await stopChild(c);
     await nats.stop();
