@@ -73,8 +73,6 @@ export class RecordCopier {
     let failure: { error: unknown } | undefined;
     try {
       await this.copyPass(target, first, asOf, checking === undefined, liveAt);
-      // The puts of the pass went into the new index unindexed (see takePut).
-      await this.next.indexPending(() => (this.slicer.dueNow() ? this.ctx.yield(this.slicer) : undefined), 1024);
     } catch (err) {
       failure = { error: err };
     }
@@ -170,20 +168,13 @@ export class RecordCopier {
     // The slot noted for this offset, unless it has been given to another key since.
     const noted = liveAt.slotAt(r.offset);
     let key = noted < 0 ? undefined : live.slotKey(noted);
-    let hash: number;
-    if (key !== undefined && asciiEquals(key, r.buf, r.keyStart, r.keyBytes)) {
-      // The bytes were just read: hashing them costs less than the string.
-      hash = this.next.hashOfAscii(r.buf, r.keyStart, r.keyStart + r.keyBytes);
-    } else {
+    if (key !== undefined && !asciiEquals(key, r.buf, r.keyStart, r.keyBytes)) key = undefined;
+    if (key === undefined) {
       const slot = live.slotOfAscii(r.buf, r.keyStart, r.keyStart + r.keyBytes);
       // The live index holds the same string unless the key was removed since (or is not ASCII).
       key = slot >= 0 ? live.keyOf(slot) : r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
-      hash = this.next.hashOf(key);
     }
-    // One put per key in round one (each key has one location as of
-    // target): added now, indexed in bucket order after the pass, which is
-    // cheaper than a random insert (a cache miss) per key.
-    this.next.addUnindexed(key, this.ctx.output.append(r), r.length, hash);
+    this.next.set(key, this.ctx.output.append(r), r.length);
     this.records++;
     this.noteSeq(r, true);
   }

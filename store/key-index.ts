@@ -17,9 +17,6 @@
  *   code units, then a murmur3 finaliser).
  * A JS Map was measured at about 600 ns per insert at a million keys, most of
  * the time of an open; this table is about twice as fast and half the size.
- * An index built in one go (compaction's new index) can skip the random
- * insert per key: addUnindexed, then indexPending fills the buckets in
- * bucket order.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -44,10 +41,6 @@ export class KeyIndex {
   private offsets: Float64Array;
   private lengths: Uint32Array;
   private readonly free: number[] = [];
-  // Slots [pendingFrom, slotCount) were added by addUnindexed and are not in
-  // the buckets yet (-1: none); pendingHashes[i] is the hash of slot pendingFrom + i.
-  private pendingFrom = -1;
-  private pendingHashes: Int32Array | undefined;
   private count = 0;
   private live = 0;
   private readonly seed = randomBytes(4).readInt32LE(0);
@@ -169,105 +162,6 @@ export class KeyIndex {
     return b < 0;
   }
 
-  /**
-   * Adds a key that is certainly absent, with its location, without
-   * indexing it: lookups do not find it (and `set`, `remove`, `has` must not
-   * be called) until `indexPending` has run. For building a large index in
-   * one go: the buckets are then filled in bucket order, which touches
-   * memory in sequence instead of at random (`set` costs a cache miss per
-   * insert). `hash` is `hashOf(key)`, or `hashOfAscii` of its bytes, taken
-   * by the caller while they are at hand.
-   */
-  addUnindexed(key: string, offset: number, length: number, hash: number): void {
-    const slot = this.slotCount++;
-    if (this.pendingFrom < 0) this.pendingFrom = slot;
-    const i = slot - this.pendingFrom;
-    let hashes = this.pendingHashes;
-    if (hashes === undefined || i === hashes.length) {
-      const grown = new Int32Array(Math.max(INITIAL_SLOTS, this.offsets.length - this.pendingFrom, i * 2));
-      if (hashes !== undefined) grown.set(hashes);
-      hashes = this.pendingHashes = grown;
-    }
-    hashes[i] = hash;
-    this.storeKey(slot, key);
-    this.offsets[slot] = offset;
-    this.lengths[slot] = length;
-    this.count++;
-    this.live += length;
-  }
-
-  /** True while keys added by addUnindexed wait for indexPending. */
-  get hasPending(): boolean {
-    return this.pendingFrom >= 0;
-  }
-
-  /**
-   * Puts the keys added by addUnindexed into the buckets. `pause` is called
-   * about every `step` keys of each pass and awaited (time slicing; it may
-   * throw to give up, leaving the index unusable).
-   */
-  async indexPending(pause: () => Promise<void> | undefined, step = 16384): Promise<void> {
-    const from = this.pendingFrom;
-    if (from < 0) return;
-    const n = this.slotCount - from;
-    let buckets = this.mask + 1;
-    while (this.count * 4 > buckets * 3) buckets *= 2;
-    if (buckets !== this.mask + 1) this.resize(buckets);
-    // Order the pending keys by home bucket with a counting sort on its top
-    // bits (partitions of 512 buckets or fewer), so that the inserts below
-    // walk the bucket array from one end to the other.
-    const hashes = this.pendingHashes!;
-    const bucketBits = 31 - Math.clz32(this.mask + 1);
-    const shift = Math.max(0, bucketBits - 12);
-    const parts = 1 << (bucketBits - shift);
-    const starts = new Int32Array(parts + 1);
-    for (let i = 0; i < n; i++) starts[((hashes[i] & this.mask) >>> shift) + 1]++;
-    for (let p = 0; p < parts; p++) starts[p + 1] += starts[p];
-    const order = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      order[starts[(hashes[i] & this.mask) >>> shift]++] = i;
-      if ((i + 1) % step === 0) await pause();
-    }
-    for (let j = 0; j < n; j++) {
-      const i = order[j];
-      this.insertNew(hashes[i], from + i);
-      if ((j + 1) % step === 0) await pause();
-    }
-    this.pendingFrom = -1;
-    this.pendingHashes = undefined;
-  }
-
-  /** The hash this index gives `key` (for addUnindexed). */
-  hashOf(key: string): number {
-    return this.hash(key);
-  }
-
-  /** hashOf of the key whose bytes buf[start, end) are all ASCII (not checked). */
-  hashOfAscii(buf: Buffer, start: number, end: number): number {
-    let h = this.seed ^ 0x811c9dc5;
-    for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i], 0x01000193);
-    return finish(h);
-  }
-
-  /**
-   * Puts slot `slot` (hash `h`) into the buckets. A key already there is a
-   * caller's bug (addUnindexed promised an absent key) that would leave two
-   * slots for one key: refused. Costs a string comparison only on a hash collision.
-   */
-  private insertNew(h: number, slot: number): void {
-    const buckets = this.buckets;
-    const mask = this.mask;
-    let b = h & mask;
-    for (let stored = buckets[2 * b + 1]; stored !== EMPTY; stored = buckets[2 * b + 1]) {
-      if (buckets[2 * b] === h && this.keyAt(stored - 1) === this.keyAt(slot)) {
-        throw new Error(`key index: '${this.keyAt(slot)}' was added twice`);
-      }
-      b = (b + 1) & mask;
-    }
-    buckets[2 * b] = h;
-    buckets[2 * b + 1] = slot + 1;
-  }
-
   /** Removes `key`; returns false when it was absent. */
   remove(key: string): boolean {
     const b = this.find(key, this.hash(key));
@@ -364,12 +258,6 @@ export class KeyIndex {
       return reused;
     }
     const slot = this.slotCount++;
-    this.storeKey(slot, key);
-    return slot;
-  }
-
-  /** Stores the key of the next new slot (slot === slotCount - 1), growing the arrays when full. */
-  private storeKey(slot: number, key: string): void {
     const chunk = slot >>> CHUNK_BITS;
     if (chunk === this.keyChunks.length) this.keyChunks.push([]);
     this.keyChunks[chunk].push(key);
@@ -383,6 +271,7 @@ export class KeyIndex {
       this.offsets = offsets;
       this.lengths = lengths;
     }
+    return slot;
   }
 
   /** Seeded FNV-1a over UTF-16 code units, then the murmur3 finaliser for well-mixed low bits. */

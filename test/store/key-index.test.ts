@@ -64,52 +64,6 @@ describe('table file index', () => {
     expect(index.slotOf('key:1')).toBe(-1);
   });
 
-  test('table file - a key index built in bulk (added unindexed, then indexed in bucket order) answers as one built by set', async () => {
-    const rand = rng(3);
-    const keys = new Set<string>();
-    while (keys.size < 40000) keys.add(`k${rand(1e7)}:${'y'.repeat(rand(30))}`);
-    for (const k of ['ключ', 'ab\u00e9', '日本', '\u{1f600}']) keys.add(k);
-    const all = [...keys];
-    // Sized too small on purpose: indexPending grows the buckets first.
-    const bulk = new KeyIndex(100);
-    const bytes = (k: string) => Buffer.from(k);
-    all.forEach((k, i) => {
-      const b = bytes(k);
-      const hash = /^[\x00-\x7f]*$/.test(k) ? bulk.hashOfAscii(b, 0, b.length) : bulk.hashOf(k);
-      bulk.addUnindexed(k, i * 10, 21 + (i % 7), hash);
-    });
-    expect(bulk.hasPending).toBe(true);
-    let pauses = 0;
-    await bulk.indexPending(() => {
-      pauses++;
-      return undefined;
-    }, 5000);
-    expect(bulk.hasPending).toBe(false);
-    expect(pauses).toBeGreaterThan(0);
-    expect(bulk.size).toBe(all.length);
-    expect(bulk.liveBytes).toBe(all.reduce((sum, _k, i) => sum + 21 + (i % 7), 0));
-    const wrong = all.filter((k, i) => {
-      const slot = bulk.slotOf(k);
-      return slot < 0 || bulk.keyOf(slot) !== k || bulk.offsetOf(slot) !== i * 10;
-    });
-    expect(wrong).toEqual([]);
-    expect(bulk.has('absent')).toBe(false);
-    // Afterwards it is an ordinary index.
-    expect(bulk.set(all[0], 5, 30)).toBe(false);
-    expect(bulk.remove(all[1])).toBe(true);
-    expect(bulk.set('new', 7, 22)).toBe(true);
-    expect([bulk.offsetOf(bulk.slotOf(all[0])), bulk.has(all[1]), bulk.offsetOf(bulk.slotOf('new'))]).toEqual([5, false, 7]);
-    expect(bulk.size).toBe(all.length);
-  });
-
-  test('table file - a key index refuses a key added twice in bulk instead of keeping two slots for it', async () => {
-    const index = new KeyIndex();
-    index.addUnindexed('a', 16, 22, index.hashOf('a'));
-    index.addUnindexed('b', 38, 22, index.hashOf('b'));
-    index.addUnindexed('a', 60, 22, index.hashOf('a'));
-    await expect(index.indexPending(() => undefined)).rejects.toThrow(/'a' was added twice/);
-  });
-
   test('table file - sorted keys match a sorted array through inserts and removals across leaf splits', () => {
     const rand = rng(2);
     const initial = Array.from({ length: 3000 }, (_, i) => `k${(i * 7) % 3001}`).sort();
