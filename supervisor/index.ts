@@ -1,0 +1,22 @@
+/**
+ * The supervisor: one owner per table, restarted with backoff, and the
+ * maintenance around them (schedules, backups, compaction, recoveries,
+ * history, admin requests); and the service's configuration. Everything
+ * other layers use is exported here; the rest of supervisor/ is internal.
+ */
+export { supervisorMachine, allTablesSettled } from './supervisor';
+export type { SupervisorInput, SupervisorRef } from './supervisor';
+export { loadConfig, parseDuration, TABLE_NAME_PATTERN } from './config';
+export type {
+  Config,
+  ConfigSources,
+  TableConfig,
+  SyncSetting,
+  ScheduleSetting,
+  NotifyConfig,
+  NotifyEvent,
+  HttpConfig,
+} from './config';
+export { systemClock } from './schedule';
+export type { Clock } from './schedule';
+export type { TableDispatch } from './tables-gateway';
