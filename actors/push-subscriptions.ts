@@ -6,8 +6,7 @@
  */
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
-import { BadRequestError, ConfigInvalidError, InternalError } from '../store/errors';
-import { syncDir } from '../supervisor/recovery-journal';
+import { BadRequestError, ConfigInvalidError, InternalError, nodeStoreFs } from '../store';
 
 /** A browser's PushSubscription, as `PushSubscription.toJSON()` gives it. */
 export interface PushSubscriptionRecord {
@@ -117,7 +116,7 @@ export class PushSubscriptions {
       await fh.close();
     }
     await rename(tmp, this.file);
-    await syncDir(dir);
+    await nodeStoreFs.syncDir(dir);
   }
 }
 
