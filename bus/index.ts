@@ -1,4 +1,4 @@
-/** The bus layer: the `Bus` interface, its two implementations, the contract's subjects, schemas and codec. */
+/** The bus layer: the `Bus` interface, its two implementations, the contract's subjects, schemas and codec, and the service version. */
 export {
   DEFAULT_REQUEST_TIMEOUT_MS,
   type Bus,
@@ -72,3 +72,4 @@ export {
   type ServiceStats,
 } from './micro';
 export { checkPattern, checkSubject, isValidSubject } from './rules';
+export { VERSION } from './version';

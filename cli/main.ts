@@ -1,8 +1,8 @@
 #!/usr/bin/env node
+import { VERSION } from '../bus';
 import { offlineCommand } from './offline';
 import { backupCommand, compactCommand, restoreCommand, statusCommand } from './remote';
 import { serveCommand } from './serve';
-import { VERSION } from './version';
 
 const USAGE = `usage: tablekeeper <command>
 

@@ -4,14 +4,13 @@ import pino, { type Logger } from 'pino';
 import { createActor, toPromise, waitFor } from 'xstate';
 import { Notifier, notifierMachine } from '../actors/notifier';
 import { PushSubscriptions } from '../actors/push-subscriptions';
-import { createBus, MicroService, Subjects, type Bus } from '../bus';
+import { createBus, MicroService, Subjects, VERSION, type Bus } from '../bus';
 import { createHttpServer, listenHttp, type ServiceLifecycle } from '../http';
 import { resolveVapidKeys } from '../http/vapid-keys';
 import type { StoreFs } from '../store';
 import { loadConfig, type Config } from '../supervisor/config';
 import { systemClock } from '../supervisor/schedule';
 import { allTablesSettled, supervisorMachine } from '../supervisor/supervisor';
-import { VERSION } from './version';
 
 /** How long stopping waits for queued notifications to be delivered. */
 const NOTIFY_FLUSH_MS = 5000;

@@ -6,7 +6,7 @@
  */
 import { OPERATIONS } from '../bus/schemas';
 import { BACKUP_EVENTS } from '../bus/subjects';
-import { VERSION } from '../cli/version';
+import { VERSION } from '../bus';
 import { PUSH_SUBSCRIPTION_SCHEMA, PUSH_UNSUBSCRIBE_SCHEMA } from './push-routes';
 
 type Schema = Record<string, unknown>;
