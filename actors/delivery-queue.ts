@@ -8,7 +8,7 @@
  * caller, so a hung or failing receiver never reaches the service.
  */
 import type { Logger } from 'pino';
-import type { Clock } from '../supervisor/schedule';
+import type { Clock } from '../supervisor';
 
 /** What one attempt decided. */
 export type AttemptResult = { kind: 'ok' } | { kind: 'retry'; reason: string } | { kind: 'fail'; reason: string } | { kind: 'gone'; reason: string };

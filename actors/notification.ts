@@ -4,7 +4,7 @@
  * operator-started recoveries (recovery_complete with trigger `manual`: the
  * operator is watching) are never notified; every other selected event is.
  */
-import type { NotifyEvent } from '../supervisor/config';
+import type { NotifyEvent } from '../supervisor';
 
 /** A short, human-readable notification built from one event. */
 export interface Notification {

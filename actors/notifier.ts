@@ -9,11 +9,8 @@
  */
 import type { Logger } from 'pino';
 import { fromCallback, fromPromise, setup } from 'xstate';
-import type { Bus } from '../bus/bus';
-import { decodeJson } from '../bus/codec';
-import type { Subjects } from '../bus/subjects';
-import type { NotifyConfig, NotifyEvent } from '../supervisor/config';
-import type { Clock } from '../supervisor/schedule';
+import { decodeJson, type Bus, type Subjects } from '../bus';
+import type { Clock, NotifyConfig, NotifyEvent } from '../supervisor';
 import { DeliveryQueue, type DeliveryOutcome } from './delivery-queue';
 import { toNotification, type Notification } from './notification';
 import { MAX_PUSH_SUBSCRIPTIONS, type PushSubscriptions } from './push-subscriptions';

@@ -2,8 +2,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { assign, fromCallback, fromPromise, sendParent, sendTo, setup, type ActorRefFrom } from 'xstate';
-import type { Bus, Message } from '../bus/bus';
-import type { MicroService } from '../bus/micro';
+import type { Bus, Message, MicroService } from '../bus';
 import {
   listBackups,
   MaintenanceConflictError,
@@ -14,8 +13,7 @@ import {
   type StoreFs,
   type TablekeeperError,
 } from '../store';
-import type { TableConfig } from '../supervisor/config';
-import type { TableDispatch } from '../supervisor/tables-gateway';
+import type { TableConfig, TableDispatch } from '../supervisor';
 import { runMaintenance, type MaintenanceJob } from './maintenance-job';
 import { markTableCreated, tableWasCreated } from './table-registry';
 import { TableRequests, type CorruptionSource, type RequestHandlerReport, type ServingMode } from './table-requests';

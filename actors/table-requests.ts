@@ -1,8 +1,14 @@
 import type { Logger } from 'pino';
-import type { Message } from '../bus/bus';
-import { decodeJson, encodeJson, errorReply } from '../bus/codec';
-import { parseKeyRequest, validateRequest } from '../bus/schemas';
-import { TABLE_OPERATIONS } from '../bus/subjects';
+import {
+  decodeJson,
+  encodeJson,
+  errorReply,
+  parseKeyRequest,
+  PayloadTooLargeError,
+  TABLE_OPERATIONS,
+  validateRequest,
+  type Message,
+} from '../bus';
 import {
   TableCorruptError,
   TableUnavailableError,
@@ -10,7 +16,6 @@ import {
   UnknownOperationError,
   type TableFile,
 } from '../store';
-import { PayloadTooLargeError } from '../bus/errors';
 
 /** Who noticed the damage: a read of the owner, an open, a scrub, a maintenance run, or an operator. */
 export type CorruptionSource = 'read' | 'open' | 'scrub' | 'maintenance' | 'operator' | 'owner';

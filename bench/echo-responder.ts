@@ -2,7 +2,7 @@
  * A raw request/reply echo over NATS, run as its own process so the
  * benchmark compares it with the service on equal terms. argv: url subject.
  */
-import { NatsBus } from '../bus/nats-bus';
+import { NatsBus } from '../bus';
 
 async function main(): Promise<void> {
   const [url, subject] = process.argv.slice(2);

@@ -5,7 +5,7 @@
  * `Nats-Service-Error-Code` (the HTTP status), so NATS tooling sees errors too.
  */
 import { isUtf8 } from 'node:buffer';
-import { BadRequestError, InternalError, toTablekeeperError } from '../store/errors';
+import { BadRequestError, InternalError, toTablekeeperError } from '../store';
 import type { Bus, Message, RequestOptions } from './bus';
 import { ERROR_CODES, STATUS_WIRE, statusOfWire, type WireErrorCode } from './error-codes';
 import { RemoteError } from './errors';

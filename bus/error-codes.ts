@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../store/errors';
+import type { ErrorCode } from '../store';
 
 /** Error codes that cross the bus in `{error: {code, message}}` replies. */
 export type WireErrorCode =

@@ -1,4 +1,4 @@
-import { BadRequestError, TablekeeperError, type ErrorCode, type ErrorOptions } from '../store/errors';
+import { BadRequestError, TablekeeperError, type ErrorCode, type ErrorOptions } from '../store';
 
 /** A request got no reply within its timeout. */
 export class BusTimeoutError extends TablekeeperError {

@@ -6,7 +6,7 @@
  * add fields; what the schemas require, subscribers may rely on.
  */
 import Ajv2020, { type ValidateFunction } from 'ajv/dist/2020';
-import { InternalError } from '../store/errors';
+import { InternalError } from '../store';
 import type { Bus } from './bus';
 import { encodeJson } from './codec';
 import { describeErrors } from './schemas';

@@ -20,7 +20,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pino, { type Logger } from 'pino';
-import { BadRequestError } from '../store/errors';
+import { BadRequestError } from '../store';
 import {
   DEFAULT_REQUEST_TIMEOUT_MS,
   type Bus,

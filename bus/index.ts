@@ -51,6 +51,7 @@ export {
   ERROR_REPLY_SCHEMA,
   describeErrors,
   OPERATIONS,
+  parseKeyRequest,
   parseRequest,
   validateRequest,
   type JsonValue,

@@ -16,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pino, { type Logger } from 'pino';
-import { TablekeeperError } from '../store/errors';
+import { TablekeeperError } from '../store';
 import type { Bus, Headers, Message, PublishOptions, Subscription } from './bus';
 import { encodeJson, respondError, respondOk } from './codec';
 import { checkToken } from './subjects';

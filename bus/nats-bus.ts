@@ -35,7 +35,7 @@ import type {
   NatsConnection,
   Subscription as NatsSubscription,
 } from '@nats-io/nats-core/lib/mod';
-import { BadRequestError, InternalError, TablekeeperError } from '../store/errors';
+import { BadRequestError, InternalError, TablekeeperError } from '../store';
 import {
   DEFAULT_REQUEST_TIMEOUT_MS,
   type Bus,

@@ -3,7 +3,7 @@
  * header that one bus rejects the other rejects too (nats.js itself only
  * rejects empty subjects and whitespace).
  */
-import { BadRequestError } from '../store/errors';
+import { BadRequestError } from '../store';
 import { InvalidSubjectError } from './errors';
 import type { Headers } from './bus';
 

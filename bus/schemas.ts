@@ -6,7 +6,7 @@
  * extra ones so that a newer server may add fields.
  */
 import Ajv2020, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2020';
-import { BadRequestError } from '../store/errors';
+import { BadRequestError } from '../store';
 import { decodeJson } from './codec';
 
 /** Any JSON value. */

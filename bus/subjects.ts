@@ -4,7 +4,7 @@
  * `tables.t.get` into `acme.tables.t.get`. Request and reply schemas for each
  * operation live beside these names in `schemas.ts`.
  */
-import { BadRequestError } from '../store/errors';
+import { BadRequestError } from '../store';
 import { checkSubject } from './rules';
 
 /** Operations a table answers on `tables.<t>.<op>`. */

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig, type Config } from '../supervisor/config';
+import { loadConfig, type Config } from '../supervisor';
 import { UsageError } from './exit-codes';
 import { HttpAdminClient } from './http-admin-client';
 import { NatsAdminClient } from './nats-admin-client';

@@ -3,7 +3,7 @@
  * `restore`), and how a failure maps to one. Scripts rely on these numbers:
  * they are documented in the README ("Operator CLI") and never change.
  */
-import { BusClosedError, BusNoRespondersError, BusTimeoutError, RemoteError } from '../bus/errors';
+import { BusClosedError, BusNoRespondersError, BusTimeoutError, RemoteError } from '../bus';
 
 /** The exit codes of the operator commands. */
 export const EXIT = {

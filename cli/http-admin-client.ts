@@ -4,8 +4,7 @@
  * `{error: {code, message}}` and become `RemoteError`s.
  */
 import { Agent, request } from 'undici';
-import { STATUS_WIRE } from '../bus/error-codes';
-import { BusTimeoutError, RemoteError } from '../bus/errors';
+import { BusTimeoutError, RemoteError, STATUS_WIRE } from '../bus';
 import type { AdminClient, ClientNotices } from './admin-client';
 import { UnreachableError } from './exit-codes';
 

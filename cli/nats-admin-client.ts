@@ -3,10 +3,8 @@
  * forwards, sent with the service's own bus client and credentials
  * (`NATS_USER`/`NATS_PASS`, `NATS_TOKEN`, `NATS_CREDS` or `NATS_NKEY`).
  */
-import { createBus, type Bus } from '../bus';
-import { requestJson } from '../bus/codec';
-import { Subjects } from '../bus/subjects';
-import type { Config } from '../supervisor/config';
+import { createBus, requestJson, Subjects, type Bus } from '../bus';
+import type { Config } from '../supervisor';
 import type { AdminClient } from './admin-client';
 import { AuthError, UnreachableError, UsageError } from './exit-codes';
 

@@ -3,7 +3,7 @@
  * required table, and where the service is (HTTP or NATS). Pure: everything
  * comes from `argv` and `env`, so tests need no real environment.
  */
-import { parseDuration, TABLE_NAME_PATTERN } from '../supervisor/config';
+import { parseDuration, TABLE_NAME_PATTERN } from '../supervisor';
 import { UsageError } from './exit-codes';
 
 /** The operator commands that talk to a running service. */

@@ -22,7 +22,7 @@ import {
   tableNames,
   type HealthView,
 } from './remote-format';
-import { RemoteError } from '../bus/errors';
+import { RemoteError } from '../bus';
 
 /** Where a command writes; `process.stdout` fits, and so does a test's collector. */
 export interface OutputStream {

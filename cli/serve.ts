@@ -2,15 +2,11 @@ import type { FastifyInstance } from 'fastify';
 import { mkdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { createActor, toPromise, waitFor } from 'xstate';
-import { Notifier, notifierMachine } from '../actors/notifier';
-import { PushSubscriptions } from '../actors/push-subscriptions';
+import { Notifier, notifierMachine, PushSubscriptions } from '../actors';
 import { createBus, MicroService, Subjects, VERSION, type Bus } from '../bus';
-import { createHttpServer, listenHttp, type ServiceLifecycle } from '../http';
-import { resolveVapidKeys } from '../http/vapid-keys';
+import { createHttpServer, listenHttp, resolveVapidKeys, type ServiceLifecycle } from '../http';
 import type { StoreFs } from '../store';
-import { loadConfig, type Config } from '../supervisor/config';
-import { systemClock } from '../supervisor/schedule';
-import { allTablesSettled, supervisorMachine } from '../supervisor/supervisor';
+import { allTablesSettled, loadConfig, supervisorMachine, systemClock, type Config } from '../supervisor';
 
 /** How long stopping waits for queued notifications to be delivered. */
 const NOTIFY_FLUSH_MS = 5000;

@@ -12,9 +12,8 @@
  * instead of being queued behind it.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { validateRequest } from '../bus/schemas';
-import type { AdminOperation } from '../bus/subjects';
-import { BadRequestError, TablekeeperError } from '../store/errors';
+import { validateRequest, type AdminOperation } from '../bus';
+import { BadRequestError, TablekeeperError } from '../store';
 import { callBus } from './bus-call';
 import { configuredTable, type HttpContext } from './context';
 import { HttpError } from './error-status';

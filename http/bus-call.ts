@@ -4,10 +4,16 @@
  * so HTTP answers exactly what the bus answered; an error reply becomes a
  * `RemoteError` carrying the wire code and the status the reply sent.
  */
-import type { Bus, Message } from '../bus/bus';
-import { decodeJson, encodeJson, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../bus/codec';
-import { RemoteError } from '../bus/errors';
-import { statusOfWire } from '../bus/error-codes';
+import {
+  decodeJson,
+  encodeJson,
+  RemoteError,
+  SERVICE_ERROR_CODE_HEADER,
+  SERVICE_ERROR_HEADER,
+  statusOfWire,
+  type Bus,
+  type Message,
+} from '../bus';
 
 // `{"error":`: a reply body of this shape is an error even without the headers.
 const ERROR_HEAD = Buffer.from('{"error":');

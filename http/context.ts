@@ -5,9 +5,8 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import type { Bus } from '../bus/bus';
-import type { Subjects } from '../bus/subjects';
-import { TableNotFoundError } from '../store/errors';
+import type { Bus, Subjects } from '../bus';
+import { TableNotFoundError } from '../store';
 import type { Access, Grant } from './auth';
 import type { EventTickets } from './event-tickets';
 import type { HttpMetrics } from './metrics';

@@ -15,7 +15,7 @@
  * hash) and same-origin fetches.
  */
 import { createHash } from 'node:crypto';
-import { BACKUP_EVENTS } from '../bus/subjects';
+import { BACKUP_EVENTS } from '../bus';
 import { PUSH_HTML, PUSH_SCRIPT } from './push-page';
 
 const SCRIPT = `

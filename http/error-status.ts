@@ -7,9 +7,8 @@
  * usual statuses (`WIRE_STATUS`) and the statuses' wire codes
  * (`STATUS_WIRE`) live beside `ERROR_CODES`, for the bus and the CLI too.
  */
-import { ERROR_CODES, WIRE_STATUS, type WireErrorCode } from '../bus/error-codes';
-import { RemoteError } from '../bus/errors';
-import { TablekeeperError } from '../store/errors';
+import { ERROR_CODES, RemoteError, WIRE_STATUS, type WireErrorCode } from '../bus';
+import { TablekeeperError } from '../store';
 
 /** Re-exported for the HTTP layer's users. */
 export { WIRE_STATUS };

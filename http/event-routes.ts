@@ -7,8 +7,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { ServerResponse } from 'node:http';
-import type { Subscription } from '../bus/bus';
-import { decodeJson } from '../bus/codec';
+import { decodeJson, type Subscription } from '../bus';
 import type { HttpContext } from './context';
 import { HttpError } from './error-status';
 

@@ -5,7 +5,7 @@
  * is there in a known shape and ignored otherwise, so that the supervisor can
  * add fields without breaking this layer.
  */
-import { InternalError } from '../store/errors';
+import { InternalError } from '../store';
 
 /** The file figures of a table that answered `stats`. */
 export interface TableFigures {

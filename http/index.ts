@@ -2,6 +2,7 @@
 export { createHttpServer, listenHttp, REDACTED_LOG_PATHS, routesOf, type HttpServerOptions } from './server';
 export type { ServiceLifecycle } from './context';
 export { adminTokenPath, resolveAdminToken, type AdminTokenSource } from './admin-token';
+export { resolveVapidKeys } from './vapid-keys';
 export { bearerToken, tokenMatches, TokenAuth, type Access, type Grant } from './auth';
 export {
   HTTP_ONLY_ERRORS,

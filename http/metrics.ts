@@ -11,9 +11,7 @@
  */
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Bus, Subscription } from '../bus/bus';
-import { decodeJson } from '../bus/codec';
-import type { Subjects } from '../bus/subjects';
+import { decodeJson, type Bus, type Subjects, type Subscription } from '../bus';
 import { callBusJson } from './bus-call';
 import { parseHealth, type TableHealth } from './health-reply';
 

@@ -4,9 +4,7 @@
  * schemas (`bus/schemas.ts`), which are JSON Schema 2020-12 as OpenAPI 3.1
  * expects. A test checks that it lists exactly the routes the server has.
  */
-import { OPERATIONS } from '../bus/schemas';
-import { BACKUP_EVENTS } from '../bus/subjects';
-import { VERSION } from '../bus';
+import { BACKUP_EVENTS, OPERATIONS, VERSION } from '../bus';
 import { PUSH_SUBSCRIPTION_SCHEMA, PUSH_UNSUBSCRIBE_SCHEMA } from './push-routes';
 
 type Schema = Record<string, unknown>;

@@ -3,7 +3,7 @@
  * `/metrics`, `/api/openapi.json` and the dashboard at `/`.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { toTablekeeperError } from '../store/errors';
+import { toTablekeeperError } from '../store';
 import { callBusJson } from './bus-call';
 import type { HttpContext } from './context';
 import { DASHBOARD_HEADERS, DASHBOARD_HTML } from './dashboard';

@@ -6,9 +6,9 @@
  */
 import Ajv from 'ajv';
 import type { FastifyInstance } from 'fastify';
-import type { PushSubscriptions, PushSubscriptionRecord } from '../actors/push-subscriptions';
-import { describeErrors } from '../bus/schemas';
-import { BadRequestError } from '../store/errors';
+import type { PushSubscriptionRecord, PushSubscriptions } from '../actors';
+import { describeErrors } from '../bus';
+import { BadRequestError } from '../store';
 import { HttpError } from './error-status';
 import { PUSH_WORKER_HEADERS, PUSH_WORKER_JS } from './push-page';
 

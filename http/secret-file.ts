@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigInvalidError } from '../store/errors';
+import { ConfigInvalidError } from '../store';
 
 /** The file that keeps a generated secret under a data directory. */
 export function secretFilePath(dataDir: string, name: string): string {

@@ -6,10 +6,9 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import type { Bus } from '../bus/bus';
-import { Subjects } from '../bus/subjects';
-import { BadRequestError, TablekeeperError } from '../store/errors';
-import type { Config } from '../supervisor/config';
+import { Subjects, type Bus } from '../bus';
+import { BadRequestError, TablekeeperError } from '../store';
+import type { Config } from '../supervisor';
 import { registerAdminRoutes } from './admin-routes';
 import { resolveAdminToken } from './admin-token';
 import { bearerToken, TokenAuth, type Grant } from './auth';

@@ -9,8 +9,8 @@
  * valid key (slashes, dots and wildcards included) is safe.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { validateRequest, type RequestBodies } from '../bus/schemas';
-import { BadRequestError } from '../store/errors';
+import { validateRequest, type RequestBodies } from '../bus';
+import { BadRequestError } from '../store';
 import { callBus } from './bus-call';
 import { configuredTable, type HttpContext } from './context';
 

@@ -6,9 +6,9 @@
  * public key, so the file must be kept: a new pair orphans every subscription.
  */
 import type { Logger } from 'pino';
-import { generateVapidKeys, type VapidKeys } from '../actors/web-push';
-import { ConfigInvalidError } from '../store/errors';
-import type { NotifyConfig } from '../supervisor/config';
+import { generateVapidKeys, type VapidKeys } from '../actors';
+import { ConfigInvalidError } from '../store';
+import type { NotifyConfig } from '../supervisor';
 import { readOrCreateSecret, secretFilePath } from './secret-file';
 
 /** The key file's path under a data directory. */

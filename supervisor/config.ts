@@ -2,7 +2,7 @@ import Ajv, { type ErrorObject } from 'ajv';
 import { Cron } from 'croner';
 import * as path from 'node:path';
 import { readFileSync } from 'node:fs';
-import { ConfigInvalidError } from '../store/errors';
+import { ConfigInvalidError } from '../store';
 
 /** Durability policy of one table, as written in the config file. */
 export type SyncSetting = 'always' | 'none' | { intervalMs: number };

@@ -1,13 +1,19 @@
 import type { Logger } from 'pino';
 import { fromCallback } from 'xstate';
-import type { MaintenanceJob, MaintenanceOutcome, MaintenanceRequest } from '../actors/maintenance-job';
-import type { TableOwnerState } from '../actors/table-owner';
-import type { Bus, Message } from '../bus/bus';
-import { decodeJson, encodeJson, respondError, respondOk } from '../bus/codec';
-import { validateRequest } from '../bus/schemas';
-import { ERROR_CODES } from '../bus/error-codes';
-import { publishEvent as publishCheckedEvent } from '../bus/events';
-import { Subjects, type BackupEvent } from '../bus/subjects';
+import type { MaintenanceJob, MaintenanceOutcome, MaintenanceRequest, TableOwnerState } from '../actors';
+import {
+  decodeJson,
+  encodeJson,
+  ERROR_CODES,
+  publishEvent as publishCheckedEvent,
+  respondError,
+  respondOk,
+  Subjects,
+  validateRequest,
+  type BackupEvent,
+  type Bus,
+  type Message,
+} from '../bus';
 import { BadRequestError, TableNotFoundError, UnknownOperationError, toTablekeeperError, type StoreFs, type TableCorruptError } from '../store';
 import type { OwnerControl } from './recovery';
 import type { RecoveryJournal } from './recovery-journal';

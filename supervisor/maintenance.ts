@@ -1,9 +1,6 @@
 import type { Logger } from 'pino';
-import type { MaintenanceOutcome, MaintenanceRequest } from '../actors/maintenance-job';
-import type { Bus } from '../bus/bus';
-import { publishEvent } from '../bus/events';
-import type { BackupEvent, Subjects } from '../bus/subjects';
-import { ERROR_CODES } from '../bus/error-codes';
+import type { MaintenanceOutcome, MaintenanceRequest } from '../actors';
+import { ERROR_CODES, publishEvent, type BackupEvent, type Bus, type Subjects } from '../bus';
 import { listBackups, pruneBackups, toTablekeeperError, type BackupManifest, type StoreFs } from '../store';
 import type { Config } from './config';
 import type { HistoryEntry, HistoryStore } from './history';

@@ -26,7 +26,7 @@
  */
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { tableFilePath, type TableOwnerState } from '../actors/table-owner';
+import { tableFilePath, type TableOwnerState } from '../actors';
 import { chooseBackup, copyBackupTo, NoBackupError, RecoveryFailedError, rebuildTable, countLiveKeys, type RebuildReport } from '../store';
 import { moveToQuarantine } from './quarantine';
 import { quarantinePath, removeJournal, writeJournal, type RecoveryJournal } from './recovery-journal';

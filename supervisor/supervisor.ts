@@ -1,15 +1,13 @@
 import type { Logger } from 'pino';
 import { assign, enqueueActions, setup, type ActorRefFrom } from 'xstate';
-import type { Bus } from '../bus/bus';
-import type { MicroService } from '../bus/micro';
+import type { Bus, MicroService } from '../bus';
 import { existsSync } from 'node:fs';
-import { tableFilePath, tableOwnerMachine, type TableOwnerOutput, type TableOwnerReport, type TableOwnerState } from '../actors/table-owner';
-import type { StoreFs } from '../store';
+import { tableFilePath, tableOwnerMachine, type TableOwnerOutput, type TableOwnerReport, type TableOwnerState } from '../actors';
+import { TableCorruptError, TableUnavailableError, type StoreFs } from '../store';
 import type { Config } from './config';
 import { maintenanceActor, type MaintenanceActorReport } from './maintenance-actor';
 import { systemClock, type Clock } from './schedule';
 import { TableDispatch, tablesGateway, type GatewayEvent } from './tables-gateway';
-import { TableCorruptError, TableUnavailableError } from '../store';
 import { pendingJournals, type RecoveryJournal } from './recovery-journal';
 
 /** What the supervisor needs; everything is injected. */

@@ -1,7 +1,5 @@
 import { fromCallback } from 'xstate';
-import type { Bus, MessageHandler } from '../bus/bus';
-import { respondError } from '../bus/codec';
-import { TABLE_OPERATIONS } from '../bus/subjects';
+import { respondError, TABLE_OPERATIONS, type Bus, type MessageHandler } from '../bus';
 import { BadRequestError, TableNotFoundError, TableUnavailableError, UnknownOperationError } from '../store';
 
 const OPERATIONS: ReadonlySet<string> = new Set(TABLE_OPERATIONS);
