@@ -2,7 +2,7 @@ import Ajv, { type ErrorObject } from 'ajv';
 import { Cron } from 'croner';
 import * as path from 'node:path';
 import { readFileSync } from 'node:fs';
-import { ConfigInvalidError } from '../store';
+import { ConfigInvalidError, DEFAULT_MAX_VALUE_BYTES, DEFAULT_READ_CACHE_BYTES } from '../store';
 
 /** Durability policy of one table, as written in the config file. */
 export type SyncSetting = 'always' | 'none' | { intervalMs: number };
@@ -90,9 +90,6 @@ export const DEFAULT_TABLES = [
 export const TABLE_NAME_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
 
 const DURATION_PATTERN = '^[0-9]+(ms|s|m|h|d)$';
-const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
-/** Default read cache per table: 8 MiB (the same as the store's DEFAULT_READ_CACHE_BYTES). */
-const DEFAULT_READ_CACHE_BYTES = 8 * 1024 * 1024;
 const BODY_LIMIT_SLACK = 64 * 1024;
 
 const scheduleSchema = {
