@@ -8,6 +8,9 @@
  * reused when the file changes under them, and the owner of the cache says
  * so: `clear()` when a failed write is rolled back (the file is cut and the
  * offsets are handed out again) and when compaction switches to a new file.
+ * Each entry also keeps its key, and a lookup for another key misses: a
+ * missed clear could then at worst serve a key's own older value, never
+ * another key's.
  *
  * Why at all: a hit costs a map lookup and a copy; a miss costs a pread
  * system call and a checksum of the record, several times more. Values are
@@ -27,6 +30,7 @@
 const ENTRY_OVERHEAD_BYTES = 200;
 
 interface Entry {
+  key: string;
   value: Buffer;
   visited: boolean;
   older: Entry | undefined;
@@ -62,10 +66,10 @@ export class ReadCache {
     readonly maxEntryBytes: number = Math.min(64 * 1024, capacityBytes >>> 4),
   ) {}
 
-  /** The cached value of the record at `offset` (the cache's own buffer: copy it before handing it out). */
-  get(offset: number): Buffer | undefined {
+  /** The cached value of `key`'s record at `offset` (the cache's own buffer: copy it before handing it out). */
+  get(offset: number, key: string): Buffer | undefined {
     const e = this.map.get(offset);
-    if (e === undefined) {
+    if (e === undefined || e.key !== key) {
       this.misses++;
       return undefined;
     }
@@ -74,12 +78,12 @@ export class ReadCache {
     return e.value;
   }
 
-  /** Remembers the verified value of the record at `offset`; the cache keeps `value` itself, so pass a private copy. */
-  set(offset: number, value: Buffer): void {
+  /** Remembers the verified value of `key`'s record at `offset`; the cache keeps `value` itself, so pass a private copy. */
+  set(offset: number, key: string, value: Buffer): void {
     const cost = value.length + ENTRY_OVERHEAD_BYTES;
     if (value.length > this.maxEntryBytes || cost > this.capacityBytes || this.map.has(offset)) return;
     while (this.bytes + cost > this.capacityBytes && this.oldest !== undefined) this.evictOne();
-    const e: Entry = { value, visited: false, older: this.newest, newer: undefined, offset };
+    const e: Entry = { key, value, visited: false, older: this.newest, newer: undefined, offset };
     if (this.newest !== undefined) this.newest.newer = e;
     this.newest = e;
     if (this.oldest === undefined) this.oldest = e;

@@ -539,7 +539,7 @@ export class TableFile {
    * value: the read cache's buffer, or a view of the batch or read buffer.
    */
   private readShared(key: string, offset: number, length: number): Buffer {
-    const cached = this.cache.get(offset);
+    const cached = this.cache.get(offset, key);
     if (cached !== undefined) return cached;
     let buf: Buffer;
     let pos: number;
@@ -564,7 +564,7 @@ export class TableFile {
     const valueStart = pos + RECORD_HEADER_BYTES + buf.readUInt16LE(pos + 6);
     const value = buf.subarray(valueStart, pos + length);
     // Only records on disk: one still in a batch may yet be rolled back.
-    if (batch === undefined) this.cache.set(offset, copyOf(value));
+    if (batch === undefined) this.cache.set(offset, key, copyOf(value));
     return value;
   }
 

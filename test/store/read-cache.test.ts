@@ -12,7 +12,7 @@ const b = (s: string): Buffer => Buffer.from(s);
 // What one entry of `n` value bytes costs against the budget.
 const cost = (n: number): number => {
   const c = new ReadCache(1 << 20);
-  c.set(0, Buffer.alloc(n));
+  c.set(0, 'k0', Buffer.alloc(n));
   return c.stats().bytes;
 };
 
@@ -21,41 +21,43 @@ describe('read cache', () => {
     const entry = cost(100);
     expect(entry).toBeGreaterThan(100);
     const c = new ReadCache(entry * 3, 1000);
-    for (let i = 0; i < 5; i++) c.set(i * 1000, Buffer.alloc(100, i));
+    for (let i = 0; i < 5; i++) c.set(i * 1000, `k${i * 1000}`, Buffer.alloc(100, i));
     expect(c.stats()).toMatchObject({ entries: 3, bytes: entry * 3 });
     // First in, first out when nothing was read again: 0 and 1000 are gone.
-    expect(c.get(0)).toBeUndefined();
-    expect(c.get(1000)).toBeUndefined();
-    expect(c.get(4000)?.[0]).toBe(4);
+    expect(c.get(0, 'k0')).toBeUndefined();
+    expect(c.get(1000, 'k1000')).toBeUndefined();
+    expect(c.get(4000, 'k4000')?.[0]).toBe(4);
     expect(c.stats()).toMatchObject({ hits: 1, misses: 2 });
+    // The entry is that key's: a lookup of the offset for another key misses.
+    expect(c.get(4000, 'other')).toBeUndefined();
     c.clear();
     expect(c.stats()).toMatchObject({ entries: 0, bytes: 0 });
-    expect(c.get(4000)).toBeUndefined();
+    expect(c.get(4000, 'k4000')).toBeUndefined();
   });
 
   test('read cache - an entry read again survives a stream of one-off reads (SIEVE)', () => {
     const entry = cost(10);
     const c = new ReadCache(entry * 4, 1000);
-    c.set(1, Buffer.alloc(10));
-    for (let i = 2; i <= 4; i++) c.set(i, Buffer.alloc(10));
+    c.set(1, 'k1', Buffer.alloc(10));
+    for (let i = 2; i <= 4; i++) c.set(i, `k${i}`, Buffer.alloc(10));
     for (let i = 5; i < 50; i++) {
-      expect(c.get(1)).toBeDefined();
-      c.set(i, Buffer.alloc(10));
+      expect(c.get(1, 'k1')).toBeDefined();
+      c.set(i, `k${i}`, Buffer.alloc(10));
       expect(c.stats().bytes).toBeLessThanOrEqual(entry * 4);
     }
-    expect(c.get(1)).toBeDefined();
+    expect(c.get(1, 'k1')).toBeDefined();
     // The one-off entries went in order: only the newest three are left beside 1.
-    expect([46, 47, 48, 49].map((o) => c.get(o) !== undefined)).toEqual([false, true, true, true]);
+    expect([46, 47, 48, 49].map((o) => c.get(o, `k${o}`) !== undefined)).toEqual([false, true, true, true]);
   });
 
   test('read cache - large values and a zero budget are never cached', () => {
     const c = new ReadCache(1 << 20, 64);
-    c.set(1, Buffer.alloc(65));
-    c.set(2, Buffer.alloc(64));
+    c.set(1, 'k1', Buffer.alloc(65));
+    c.set(2, 'k2', Buffer.alloc(64));
     expect(c.stats().entries).toBe(1);
     const off = new ReadCache(0);
-    off.set(1, Buffer.alloc(0));
-    off.set(2, Buffer.alloc(1));
+    off.set(1, 'k', Buffer.alloc(0));
+    off.set(2, 'k', Buffer.alloc(1));
     expect(off.stats()).toMatchObject({ entries: 0, bytes: 0 });
   });
 
@@ -129,5 +131,83 @@ describe('read cache', () => {
     expect(ffs.calls.readSync).toBe(reads + 2);
     expect(t.stats().readCache).toMatchObject({ entries: 0, hits: 0, misses: 2 });
     await t.close();
+  });
+});
+
+describe('read cache against a model', () => {
+  /** Deterministic pseudo-random numbers in [0, n). */
+  function rng(seed: number): (n: number) => number {
+    let s = seed;
+    return (n) => {
+      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+      return (s >>> 8) % n;
+    };
+  }
+
+  test('read cache - through random writes, rolled-back writes, evictions and compactions, every read matches the acknowledged state', async () => {
+    const rand = rng(11);
+    const ffs = new FaultyFs();
+    // A budget of a few entries: evictions all the time.
+    const t = await open({ fs: ffs, readCacheBytes: 2048 });
+    const model = new Map<string, string>();
+    const keys = Array.from({ length: 24 }, (_, i) => `key-${i}`);
+    // Values of few lengths, so that a rolled-back record's offset is often reused by one of the same length.
+    const value = (): string => `v${rand(10)}`.padEnd(4 + 4 * rand(3), 'x');
+    const mismatches: string[] = [];
+    const check = (when: string, expected: Map<string, string>): void => {
+      for (let pass = 0; pass < 2; pass++) {
+        for (const k of keys) {
+          const got = t.get(k)?.toString();
+          if (got !== expected.get(k)) mismatches.push(`${when}: ${k} = ${got}, expected ${expected.get(k)}`);
+        }
+      }
+    };
+    // A delete of a key that is absent writes nothing and may answer false whatever fails later.
+    const wrote = (s: PromiseSettledResult<unknown>): boolean => s.status === 'fulfilled' && s.value !== false;
+    let rolledBack = 0;
+    for (let round = 0; round < 120; round++) {
+      const ops: [string, string | undefined][] = Array.from({ length: 1 + rand(4) }, () => [keys[rand(keys.length)], rand(4) === 0 ? undefined : value()]);
+      const after = new Map(model);
+      for (const [k, v] of ops) {
+        if (v === undefined) after.delete(k);
+        else after.set(k, v);
+      }
+      const fault = rand(10);
+      const issue = () => ops.map(([k, v]) => (v === undefined ? t.delete(k) : t.put(k, b(v))));
+      if (fault < 2) {
+        // Written, then its fdatasync fails: read (from the file, into the cache) while the sync is held.
+        const gate = ffs.hold('fdatasync');
+        ffs.failOn({ op: 'fdatasync', nth: 1 });
+        const pending = issue();
+        await gate.reached;
+        check(`round ${round}, before the failed sync`, after);
+        gate.release();
+        const settled = await Promise.allSettled(pending);
+        if (settled.some(wrote)) mismatches.push(`round ${round}: a write survived its failed fdatasync`);
+        rolledBack++;
+      } else if (fault < 3) {
+        ffs.failOn({ op: 'write', nth: 1 });
+        const settled = await Promise.allSettled(issue());
+        if (settled.some(wrote)) mismatches.push(`round ${round}: a write survived its failed write`);
+        rolledBack++;
+      } else {
+        const settled = await Promise.allSettled(issue());
+        if (settled.some((s) => s.status === 'rejected')) mismatches.push(`round ${round}: a write failed without a fault`);
+        for (const [k, v] of after) model.set(k, v);
+        for (const k of [...model.keys()]) if (!after.has(k)) model.delete(k);
+      }
+      check(`round ${round}`, model);
+      if (round % 20 === 6) {
+        await t.compact();
+        check(`round ${round}, after compaction`, model);
+      }
+    }
+    expect(mismatches).toEqual([]);
+    expect(rolledBack).toBeGreaterThan(10);
+    expect(t.stats().readCache.hits).toBeGreaterThan(0);
+    await t.close();
+    const r = await open({ readCacheBytes: 0 });
+    expect(Object.fromEntries(keys.filter((k) => r.has(k)).map((k) => [k, r.get(k)!.toString()]))).toEqual(Object.fromEntries(model));
+    await r.close();
   });
 });
