@@ -26,6 +26,25 @@ export async function medianOf<T extends { opsPerSec: number }>(runs: number, fn
   return results[Math.floor(results.length / 2)];
 }
 
+/**
+ * Runs every measure once to warm up, then `runs` rounds of all of them in
+ * turn, and returns each one's median ops/s: measures compared with each
+ * other then ran in the same stretch of time.
+ */
+export async function interleavedMedians<K extends string>(
+  runs: number,
+  measures: Record<K, () => Promise<{ opsPerSec: number }>>,
+): Promise<Record<K, number>> {
+  const names = Object.keys(measures) as K[];
+  const results = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<K, number[]>;
+  for (const n of names) await measures[n]();
+  for (let round = 0; round < runs; round++) {
+    for (const n of names) results[n].push((await measures[n]()).opsPerSec);
+  }
+  const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  return Object.fromEntries(names.map((n) => [n, median(results[n])])) as Record<K, number>;
+}
+
 /** A key like `key-00000042`, the same shape in every benchmark. */
 export function benchKey(i: number): string {
   return `key-${String(i).padStart(8, '0')}`;

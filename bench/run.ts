@@ -14,7 +14,7 @@ import { startService } from '../cli';
 import { loadConfig, type Config } from '../supervisor';
 import { scanFile, TableFile } from '../store';
 import { findNatsServerBinary, startNatsServer } from '../test/helpers/nats-server';
-import { benchKey, closedLoop, jsonValue, medianOf } from './load';
+import { benchKey, closedLoop, interleavedMedians, jsonValue, medianOf } from './load';
 import { runMaintenanceBench } from './store-maintenance';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -117,19 +117,29 @@ async function overNats(): Promise<void> {
     await waitForLine(echo, 'ready');
 
     const bus = await NatsBus.connect({ servers: nats.url, name: 'bench-client', logger: silent });
-    const ours = await putGet(bus, 100_000, 200_000);
-    const nosyncBodies = Array.from({ length: 1000 }, (_, i) => encodeJson({ key: benchKey(i), value: VALUE }));
-    const nosync = await medianOf(3, () => closedLoop(100_000, CONCURRENCY, (i) => bus.request('tables.bench_nosync.put', nosyncBodies[i % 1000])));
-    const echoBody = encodeJson({ key: benchKey(1), value: VALUE });
-    const raw = await medianOf(3, () => closedLoop(200_000, CONCURRENCY, () => bus.request('bench.echo', echoBody)));
-    await bus.close();
-
     const nc = await connect({ servers: nats.url, name: 'bench-kv' });
     const kv = await new Kvm(nc).create('bench', { history: 1 });
+    const putBodies = Array.from({ length: 1000 }, (_, i) => encodeJson({ key: benchKey(i), value: VALUE }));
+    const getBodies = Array.from({ length: 1000 }, (_, i) => encodeJson({ key: benchKey(i) }));
+    const echoBody = encodeJson({ key: benchKey(1), value: VALUE });
     const kvValue = encodeJson(VALUE);
-    const kvPut = await medianOf(3, () => closedLoop(50_000, CONCURRENCY, (i) => kv.put(benchKey(i % 1000), kvValue)));
-    const kvGet = await medianOf(3, () => closedLoop(100_000, CONCURRENCY, (i) => kv.get(benchKey(i % 1000))));
+    // Interleaved: each round runs every measure once, so that the ratios
+    // compare the same minutes of a machine whose speed drifts.
+    const r = await interleavedMedians(3, {
+      put: () => closedLoop(100_000, CONCURRENCY, (i) => bus.request('tables.bench.put', putBodies[i % 1000])),
+      get: () => closedLoop(200_000, CONCURRENCY, (i) => bus.request('tables.bench.get', getBodies[i % 1000])),
+      nosync: () => closedLoop(100_000, CONCURRENCY, (i) => bus.request('tables.bench_nosync.put', putBodies[i % 1000])),
+      echo: () => closedLoop(200_000, CONCURRENCY, () => bus.request('bench.echo', echoBody)),
+      kvPut: () => closedLoop(50_000, CONCURRENCY, (i) => kv.put(benchKey(i % 1000), kvValue)),
+      kvGet: () => closedLoop(100_000, CONCURRENCY, (i) => kv.get(benchKey(i % 1000))),
+    });
+    await bus.close();
     await nc.close();
+    const ours = { put: r.put, get: r.get };
+    const nosync = { opsPerSec: r.nosync };
+    const raw = { opsPerSec: r.echo };
+    const kvPut = { opsPerSec: r.kvPut };
+    const kvGet = { opsPerSec: r.kvGet };
 
     rows.push({ what: 'NATS put/s (ours, fsync each) vs JetStream KV put/s', ours: fmt(ours.put), peer: fmt(kvPut.opsPerSec), goal: '>= 1.0x KV', met: ours.put >= kvPut.opsPerSec });
     rows.push({ what: 'NATS get/s (ours) vs JetStream KV get/s', ours: fmt(ours.get), peer: fmt(kvGet.opsPerSec), goal: '>= 1.0x KV', met: ours.get >= kvGet.opsPerSec });
