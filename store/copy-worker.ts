@@ -7,8 +7,7 @@
  * it, while one fdatasync of the copy at a time runs in the thread pool
  * behind the writes (each covering all that was written when it started);
  * every window a finished fdatasync covers is read back from the copy and
- * compared with what was copied, by CRC-32 (zlib's, native: the source is
- * not read a second time, and the check costs ~2 ms per window). The copy never waits for a sync unless it is
+ * compared with the source. The copy never waits for a sync unless it is
  * more than MAX_AHEAD windows ahead of the synced point, so the dirty data
  * of the copy stays small (the serving thread's own fsync never waits behind
  * much of it: ext4 in data=ordered mode commits them together) without
@@ -29,12 +28,6 @@ export interface CopyJob {
   dst: number;
   /** Bytes to copy, from offset 0. */
   length: number;
-  /**
-   * Fault injection, for tests only: once the window holding this offset is
-   * written, the copy's byte there is changed on disk, as by a write that did
-   * not land as written. The read-back must then report that window.
-   */
-  flipAt?: number;
 }
 
 /** What the copy found. */
@@ -70,7 +63,6 @@ export function copyInWorker(job: CopyJob): Promise<CopyResult> {
 function copyMain(wt: typeof import('node:worker_threads')): void {
   const fs = require('node:fs') as typeof import('node:fs');
   const crypto = require('node:crypto') as typeof import('node:crypto');
-  const zlib = require('node:zlib') as typeof import('node:zlib');
   const job = wt.workerData as CopyJob & { window: number; maxAhead: number; ioBytes: number };
   const port = wt.parentPort!;
   let stage: CopyStage = 'copy';
@@ -96,8 +88,6 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
     const size = Math.min(job.window, Math.max(job.length, 1));
     const copied = Buffer.allocUnsafe(size);
     const readBack = Buffer.allocUnsafe(size);
-    // CRC-32 of each window as copied, by window number.
-    const windowCrcs: number[] = [];
     // written >= synced >= verified, all on window boundaries (or the end).
     let written = 0;
     let synced = 0;
@@ -122,13 +112,14 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
       stage = 'copy';
       throw syncError;
     };
-    // Reads back what is known to be synced and compares it with what was copied; the first differing window, if any.
+    // Reads back what is known to be synced and compares it with the source; the first differing window, if any.
     const verifySynced = (): [number, number] | undefined => {
       stage = 'verify';
       while (verified < synced) {
         const n = Math.min(size, synced - verified);
         readAt(job.dst, readBack, n, verified);
-        if (zlib.crc32(readBack.subarray(0, n)) !== windowCrcs[verified / size]) return [verified, verified + n];
+        readAt(job.src, copied, n, verified);
+        if (!readBack.subarray(0, n).equals(copied.subarray(0, n))) return [verified, verified + n];
         verified += n;
       }
       return undefined;
@@ -139,10 +130,6 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
       readAt(job.src, copied, n, written);
       writeAt(job.dst, copied, n, written);
       hash.update(copied.subarray(0, n));
-      windowCrcs.push(zlib.crc32(copied.subarray(0, n)));
-      if (job.flipAt !== undefined && job.flipAt >= written && job.flipAt < written + n) {
-        fs.writeSync(job.dst, Buffer.from([copied[job.flipAt - written] ^ 0xff]), 0, 1, job.flipAt);
-      }
       written += n;
       if (syncing === undefined) startSync();
       // One turn of this thread's loop, so a finished fdatasync is seen; and
