@@ -28,6 +28,12 @@ export interface CopyJob {
   dst: number;
   /** Bytes to copy, from offset 0. */
   length: number;
+  /**
+   * Fault injection, for tests only: once the window holding this offset is
+   * written, the copy's byte there is changed on disk, as by a write that did
+   * not land as written. The read-back must then report that window.
+   */
+  flipAt?: number;
 }
 
 /** What the copy found. */
@@ -130,6 +136,9 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
       readAt(job.src, copied, n, written);
       writeAt(job.dst, copied, n, written);
       hash.update(copied.subarray(0, n));
+      if (job.flipAt !== undefined && job.flipAt >= written && job.flipAt < written + n) {
+        fs.writeSync(job.dst, Buffer.from([copied[job.flipAt - written] ^ 0xff]), 0, 1, job.flipAt);
+      }
       written += n;
       if (syncing === undefined) startSync();
       // One turn of this thread's loop, so a finished fdatasync is seen; and

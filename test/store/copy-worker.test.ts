@@ -25,6 +25,21 @@ describe('backup copy worker', () => {
     expect(fs.readFileSync(copyFile).equals(bytes)).toBe(true);
   });
 
+  test('copy worker - a copy whose bytes on disk differ from those copied is reported with its window', async () => {
+    const bytes = randomBytes(20 * MiB);
+    const sourceFile = path.join(tmp.dir, 'source');
+    fs.writeFileSync(sourceFile, bytes);
+    const src = fs.openSync(sourceFile, 'r');
+    const dst = fs.openSync(path.join(tmp.dir, 'copy'), 'w+');
+    try {
+      const result = await copyInWorker({ src, dst, length: bytes.length, flipAt: 12 * MiB + 5 });
+      expect(result).toEqual({ sha256: '', differs: [8 * MiB, 16 * MiB] });
+    } finally {
+      fs.closeSync(src);
+      fs.closeSync(dst);
+    }
+  });
+
   test('copy worker - a source shorter than the length to copy fails in the copy stage, with its code', async () => {
     const sourceFile = path.join(tmp.dir, 'source');
     fs.writeFileSync(sourceFile, randomBytes(MiB));
