@@ -6,6 +6,7 @@ import {
   parseKeyRequest,
   PayloadTooLargeError,
   TABLE_OPERATIONS,
+  jsonMemberSpan,
   validateRequest,
   type Message,
 } from '../bus';
@@ -63,6 +64,19 @@ function foundReply(value: Uint8Array): Buffer {
   out.set(value, head);
   out[head + value.length] = CLOSE_BRACE;
   return out;
+}
+
+/**
+ * What a put stores: the value's JSON text exactly as the client wrote it
+ * (a view of the request body; the table copies it), so that nothing is
+ * lost to a parse and a stringify (digits of large integers, `1.0`).
+ * `data` has been parsed and validated as a put body.
+ */
+function storedValue(data: Uint8Array, value: unknown): Buffer {
+  const span = jsonMemberSpan(data, 'value');
+  // Always found in a body that validated; the stringify is only a safe net.
+  if (span === undefined) return Buffer.from(JSON.stringify(value));
+  return Buffer.from(data.buffer, data.byteOffset + span[0], span[1] - span[0]);
 }
 
 /**
@@ -141,7 +155,7 @@ export class TableRequests {
         }
         case 'put': {
           const body = validateRequest('put', decodeJson(msg.data)) as { key: string; value: unknown };
-          const bytes = Buffer.from(JSON.stringify(body.value));
+          const bytes = storedValue(msg.data, body.value);
           const max = this.maxPayload();
           // A value the bus could never carry back is refused now, not at the
           // first get. A key's JSON text is at most 2 + 6 bytes per UTF-16 unit,

@@ -74,3 +74,4 @@ export {
 } from './micro';
 export { checkPattern, checkSubject, isValidSubject } from './rules';
 export { VERSION } from './version';
+export { jsonMemberSpan } from './json-span';

@@ -101,6 +101,17 @@ describe('tables over nats', () => {
     expect(actor.getSnapshot().context.owners.alpha.state).toBe('serving');
   });
 
+  test('tables over nats - a value comes back exactly as it was written: digits beyond 2^53, 1.0, its inner spacing', async () => {
+    await start();
+    const raw = (text: string) => Buffer.from(text);
+    const value = '{ "id" : 12345678901234567890, "price": 1.0, "tags": ["a", "b"] }';
+    await client.request('tables.alpha.put', raw(`{"key":"exact", "value" : ${value} }`), { timeoutMs: 5000 });
+    const got = await client.request('tables.alpha.get', raw('{"key":"exact"}'), { timeoutMs: 5000 });
+    expect(Buffer.from(got.data).toString()).toBe(`{"found":true,"value":${value}}`);
+    const page = await client.request('tables.alpha.select', raw('{"prefix":"exact"}'), { timeoutMs: 5000 });
+    expect(Buffer.from(page.data).toString()).toBe(`{"items":[{"key":"exact","value":${value}}]}`);
+  });
+
   test('tables over nats - every operation reply matches its reply schema', async () => {
     await start();
     const cases: [Operation, unknown][] = [
