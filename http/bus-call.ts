@@ -50,7 +50,12 @@ export function remoteErrorOf(reply: Message): RemoteError {
  * own errors (`BusTimeoutError`, `BusNoRespondersError`, `BusClosedError`).
  */
 export async function callBus(bus: Bus, subject: string, body: unknown, timeoutMs: number): Promise<Uint8Array> {
-  const reply = await bus.request(subject, encodeJson(body), { timeoutMs });
+  return callBusBytes(bus, subject, encodeJson(body), timeoutMs);
+}
+
+/** `callBus` with a body already encoded as JSON bytes. */
+export async function callBusBytes(bus: Bus, subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+  const reply = await bus.request(subject, data, { timeoutMs });
   if (reply.headers?.[SERVICE_ERROR_CODE_HEADER] !== undefined || startsWithErrorHead(reply.data)) {
     throw remoteErrorOf(reply);
   }

@@ -40,6 +40,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** What the request's token (or event ticket) grants; set before the handler runs. */
     grant: Grant;
+    /** The JSON body's text as it came, beside its parse (set by the JSON body parser). */
+    rawJson?: string;
   }
   interface FastifyContextConfig {
     /** Who may call the route: anyone, any valid token, or the admin token. */

@@ -67,14 +67,17 @@ export function routesOf(app: FastifyInstance): readonly { method: string; url: 
   return registered.get(app) ?? [];
 }
 
-function parseJsonBody(_req: FastifyRequest, body: Buffer | string, done: (err: Error | null, body?: unknown) => void): void {
+function parseJsonBody(req: FastifyRequest, body: Buffer | string, done: (err: Error | null, body?: unknown) => void): void {
   const text = typeof body === 'string' ? body : body.toString('utf8');
   if (text.trim() === '') {
     done(null, undefined);
     return;
   }
   try {
-    done(null, JSON.parse(text) as unknown);
+    const parsed = JSON.parse(text) as unknown;
+    // Kept so that a put can store the value as written (see table-routes.ts).
+    req.rawJson = text;
+    done(null, parsed);
   } catch (cause) {
     done(new BadRequestError('body is not valid JSON', { cause }));
   }
@@ -139,6 +142,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   });
 
   app.decorateRequest('grant', 'none' as Grant);
+  app.decorateRequest('rawJson', undefined);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
 

@@ -9,9 +9,9 @@
  * valid key (slashes, dots and wildcards included) is safe.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { validateRequest, type RequestBodies } from '../bus';
+import { encodeJson, validateRequest, type RequestBodies } from '../bus';
 import { BadRequestError } from '../store';
-import { callBus } from './bus-call';
+import { callBus, callBusBytes } from './bus-call';
 import { configuredTable, type HttpContext } from './context';
 
 interface TableParams {
@@ -57,7 +57,12 @@ export function registerTableRoutes(app: FastifyInstance, ctx: HttpContext): voi
   app.put<{ Params: KeyParams; Body: unknown }>('/api/tables/:table/keys/:key', { config: { access: 'admin', operation: 'put' } }, async (req, reply) => {
     const table = configuredTable(ctx, req.params.table);
     if (req.body === undefined) throw new BadRequestError('the body must be the JSON value to store (Content-Type: application/json)');
-    return call(table, 'put', validateRequest('put', { key: req.params.key, value: req.body }), reply);
+    const body = validateRequest('put', { key: req.params.key, value: req.body });
+    // The value goes on as the client wrote it (a parse and a stringify would
+    // drop digits of large integers); it parsed, so it is one JSON value.
+    const raw = req.rawJson?.trim();
+    const data = raw === undefined ? encodeJson(body) : Buffer.from(`{"key":${JSON.stringify(body.key)},"value":${raw}}`);
+    return sendJsonBytes(reply, await callBusBytes(ctx.bus, ctx.subjects.table(table, 'put'), data, ctx.requestTimeoutMs));
   });
 
   app.delete<{ Params: KeyParams }>('/api/tables/:table/keys/:key', { config: { access: 'admin', operation: 'delete' } }, async (req, reply) => {

@@ -75,6 +75,11 @@ describe('http api on the real service', () => {
       const got = await app.inject({ method: 'GET', url: '/api/tables/events/keys/v', headers: admin });
       expect(got.json()).toEqual({ found: true, value });
     }
+    // ... and it comes back as it was written: no digits lost, no reformatting.
+    const exact = ' { "id": 12345678901234567890, "price" : 1.0 }\n';
+    expect((await app.inject({ method: 'PUT', url: '/api/tables/events/keys/exact', headers: json, payload: exact })).statusCode).toBe(200);
+    const back = await app.inject({ method: 'GET', url: '/api/tables/events/keys/exact', headers: admin });
+    expect(back.body).toBe(`{"found":true,"value":${exact.trim()}}`);
 
     const page1 = await app.inject({ method: 'GET', url: '/api/tables/orders/keys?limit=3', headers: admin });
     const sorted = [...keys].sort();
