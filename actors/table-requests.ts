@@ -74,7 +74,7 @@ function foundReply(value: Uint8Array): Buffer {
  */
 function storedValue(data: Uint8Array, value: unknown): Buffer {
   const span = jsonMemberSpan(data, 'value');
-  // Always found in a body that validated; the stringify is only a safe net.
+  // Always found in a body that validated; the stringify is only a safety net.
   if (span === undefined) return Buffer.from(JSON.stringify(value));
   return Buffer.from(data.buffer, data.byteOffset + span[0], span[1] - span[0]);
 }
