@@ -1,19 +1,11 @@
 import { jsonMemberSpan } from '../../bus/json-span';
+import { rng } from '../helpers/rng';
 
 const span = (text: string, name = 'value'): string | undefined => {
   const data = Buffer.from(text);
   const s = jsonMemberSpan(data, name);
   return s === undefined ? undefined : data.subarray(s[0], s[1]).toString();
 };
-
-/** Deterministic pseudo-random numbers in [0, n). */
-function rng(seed: number): (n: number) => number {
-  let s = seed;
-  return (n) => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    return (s >>> 8) % n;
-  };
-}
 
 describe('json member span', () => {
   test('json span - finds the exact text of a member value, of every kind, without the whitespace around it', () => {

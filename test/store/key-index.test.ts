@@ -1,15 +1,7 @@
 import { KeyIndex, NOT_ASCII } from '../../store/key-index';
 import { SortedKeys } from '../../store/key-order';
 import { ByteKeySet } from '../../store/byte-key-set';
-
-/** Deterministic pseudo-random numbers in [0, n). */
-function rng(seed: number): (n: number) => number {
-  let s = seed;
-  return (n) => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    return (s >>> 8) % n;
-  };
-}
+import { rng } from '../helpers/rng';
 
 describe('table file index', () => {
   test('table file - the key index finds keys by their UTF-8 bytes as by string, and sends non-ASCII keys to the string lookup', () => {

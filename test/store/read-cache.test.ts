@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { TableFile, TableFileOptions } from '../../store';
 import { ReadCache } from '../../store/read-cache';
 import { FaultyFs } from '../helpers/store-faulty-fs';
+import { rng } from '../helpers/rng';
 import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir();
@@ -135,15 +136,6 @@ describe('read cache', () => {
 });
 
 describe('read cache against a model', () => {
-  /** Deterministic pseudo-random numbers in [0, n). */
-  function rng(seed: number): (n: number) => number {
-    let s = seed;
-    return (n) => {
-      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-      return (s >>> 8) % n;
-    };
-  }
-
   test('read cache - through random writes, rolled-back writes, evictions and compactions, every read matches the acknowledged state', async () => {
     const rand = rng(11);
     const ffs = new FaultyFs();
