@@ -8,7 +8,7 @@ import { TableCorruptError } from './errors';
 import { KIND_DELETE, KIND_PUT, recordChecksumOk, recordLengthAt } from './format';
 import { nodeStoreFs, readFully } from './file-system';
 import { checkRangeInWorker, WORKER_MIN_BYTES } from './record-check-worker';
-import { KeyIndex } from './key-index';
+import { KeyIndex, QueuedSets } from './key-index';
 import { RecordCursor, RecordView } from './record-cursor';
 import type { CompactionHost } from './compaction';
 import { CompactionOutput } from './compaction-output';
@@ -28,8 +28,9 @@ export interface CopyContext {
 
 /** Copies the records that stay, range by range; holds the new index and the counts. */
 export class RecordCopier {
-  /** The new file's index (key -> new offset and length). */
-  readonly next: KeyIndex;
+  private readonly nextIndex: KeyIndex;
+  // The copied puts, on their way into nextIndex (see KeyIndex.setMany).
+  private readonly nextSets: QueuedSets;
   /** Old-file offset up to which records have been processed. */
   copied: number;
   /** Records written to the new file, tombstones included. */
@@ -49,7 +50,14 @@ export class RecordCopier {
   ) {
     this.copied = start;
     // Sized for the live keys now, so that building it never rehashes.
-    this.next = new KeyIndex(ctx.host.index.size + 1024);
+    this.nextIndex = new KeyIndex(ctx.host.index.size + 1024);
+    this.nextSets = new QueuedSets(this.nextIndex);
+  }
+
+  /** The new file's index (key -> new offset and length), with every copied record in it. */
+  get next(): KeyIndex {
+    this.nextSets.flush();
+    return this.nextIndex;
   }
 
   /**
@@ -174,7 +182,7 @@ export class RecordCopier {
       // The live index holds the same string unless the key was removed since (or is not ASCII).
       key = slot >= 0 ? live.keyOf(slot) : r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
     }
-    this.next.set(key, this.ctx.output.append(r), r.length);
+    this.nextSets.add(key, this.ctx.output.append(r), r.length);
     this.records++;
     this.noteSeq(r, true);
   }
@@ -225,7 +233,7 @@ export class RecordCopier {
     let written = false;
     if (r.kind === KIND_PUT) {
       if (location === r.offset) {
-        this.next.set(key, this.ctx.output.append(r), r.length);
+        this.nextSets.add(key, this.ctx.output.append(r), r.length);
         this.records++;
         written = true;
       }

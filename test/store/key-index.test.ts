@@ -1,4 +1,4 @@
-import { KeyIndex, NOT_ASCII } from '../../store/key-index';
+import { KeyIndex, NOT_ASCII, SET_MANY_MAX } from '../../store/key-index';
 import { SortedKeys } from '../../store/key-order';
 import { ByteKeySet } from '../../store/byte-key-set';
 import { rng } from '../helpers/rng';
@@ -54,6 +54,44 @@ describe('table file index', () => {
     index.clear();
     expect(index.size).toBe(0);
     expect(index.slotOf('key:1')).toBe(-1);
+  });
+
+  test('table file - setMany leaves the index as the same sets one by one would, through repeats in a batch and growth', () => {
+    const rand = rng(3);
+    // No size given: the batches grow the table past several resizes.
+    const batched = new KeyIndex();
+    const single = new KeyIndex();
+    const keys: string[] = [];
+    const offsets = new Float64Array(SET_MANY_MAX);
+    const lengths = new Uint32Array(SET_MANY_MAX);
+    let addedBatched = 0;
+    let addedSingle = 0;
+    for (let round = 0; round < 400; round++) {
+      const count = round === 0 ? SET_MANY_MAX : rand(SET_MANY_MAX + 1);
+      for (let i = 0; i < count; i++) {
+        // A key space small enough that a batch often names a key twice (the later set wins).
+        keys[i] = `key:${rand(round < 200 ? 100 : 15000)}`;
+        offsets[i] = rand(1e9) * 1024;
+        lengths[i] = rand(5000) + 21;
+        if (single.set(keys[i], offsets[i], lengths[i])) addedSingle++;
+      }
+      addedBatched += batched.setMany(keys, offsets, lengths, count);
+      if (rand(4) === 0) {
+        const gone = `key:${rand(100)}`;
+        expect(batched.remove(gone)).toBe(single.remove(gone));
+      }
+    }
+    expect(addedBatched).toBe(addedSingle);
+    expect(batched.size).toBe(single.size);
+    expect(batched.liveBytes).toBe(single.liveBytes);
+    const mismatches: string[] = [];
+    for (const key of single.keys()) {
+      const a = batched.slotOf(key);
+      const b = single.slotOf(key);
+      if (a < 0 || batched.offsetOf(a) !== single.offsetOf(b) || batched.lengthOf(a) !== single.lengthOf(b)) mismatches.push(key);
+    }
+    expect(mismatches).toEqual([]);
+    expect(() => batched.setMany(new Array<string>(SET_MANY_MAX + 1).fill('k'), new Float64Array(SET_MANY_MAX + 1), new Uint32Array(SET_MANY_MAX + 1), SET_MANY_MAX + 1)).toThrow(RangeError);
   });
 
   test('table file - sorted keys match a sorted array through inserts and removals across leaf splits', () => {
