@@ -326,7 +326,7 @@ describe('table file compaction', () => {
       const t0 = await open({ sync: 'none' });
       const value = 'v'.repeat(4000);
       const keys = Math.ceil((BACKGROUND_SYNC_BYTES * 1.2) / recordBytes(8, value.length + 6));
-      const writes: Promise<void>[] = [];
+      const writes: Promise<unknown>[] = [];
       for (let k = 0; k < keys; k++) writes.push(t0.put(`k${String(k).padStart(7, '0')}`, b(`${k}:${value}`)));
       // Dead records, so there is something to drop.
       for (let k = 0; k < keys; k += 50) writes.push(t0.delete(`k${String(k).padStart(7, '0')}`));
