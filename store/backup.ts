@@ -32,7 +32,8 @@
  */
 import { createHash, Hash } from 'node:crypto';
 import * as path from 'node:path';
-import pino, { Logger } from 'pino';
+import type { Logger } from 'pino';
+import { tableLogger } from './table-logger';
 import { BackupFailedError, BadRequestError } from './errors';
 import { decodeFileHeader, FILE_HEADER_BYTES, FORMAT_VERSION, KIND_PUT } from './format';
 import { isErrno, nodeStoreFs, readFully, StoreFs, writeFully } from './file-system';
@@ -100,11 +101,12 @@ const NAME_PATTERN = /^(.+)-(\d{8}T\d{9}Z)-g(\d+)(?:-\d{3})?$/;
  * for anything else; a failed backup leaves no files.
  */
 export function backupTable(file: TableFile, backupDir: string, opts: BackupOptions = {}): Promise<BackupManifest> {
-  const logger = (opts.logger ?? pino({ level: 'silent' })).child({ table: file.table });
-  return file.runMaintenance('backup', () => takeBackup(file, backupDir, opts.now ?? new Date(), logger));
+  const logger = tableLogger(opts.logger, file.table);
+  return file.runMaintenance('backup', (signal) => takeBackup(file, backupDir, opts.now ?? new Date(), logger, signal));
 }
 
-async function takeBackup(file: TableFile, backupDir: string, now: Date, logger: Logger): Promise<BackupManifest> {
+/** takeBackup gives up when `signal` is aborted (the table is closing) before the copy is renamed: it deletes what it made and rejects with the signal's reason. */
+async function takeBackup(file: TableFile, backupDir: string, now: Date, logger: Logger, signal: AbortSignal): Promise<BackupManifest> {
   const { table } = file;
   const sfs = file.fileSystem;
   const started = performance.now();
@@ -115,6 +117,7 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
   const liveAt = new LiveKeysAt(file);
   try {
     await file.sync();
+    signal.throwIfAborted();
     // Below this nothing changes any more (see the module doc).
     const length = file.durableLength;
     const liveKeys = liveAt.countAt(length);
@@ -129,9 +132,11 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     ours.push(partial, data, `${manifestFile}.tmp`, manifestFile);
 
     stage = 'copy';
-    const found = await copyAndVerify(sfs, file.path, partial, length, file.stats().records, (next) => {
+    const found = await copyAndVerify(sfs, file.path, partial, length, file.stats().records, signal, (next) => {
       stage = next;
     });
+    // From the rename on, the backup is whole and verified: it is finished even if the table is closing.
+    signal.throwIfAborted();
     // The in-process read-back counts them too: both must agree.
     if (found.problems.length === 0 && found.liveKeys !== undefined && found.liveKeys !== liveKeys) {
       found.problems.push(`the copy has ${found.liveKeys} live keys, the table's index ${liveKeys}`);
@@ -157,11 +162,16 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     stage = 'manifest';
     await writeFileDurably(sfs, manifestFile, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
     await sfs.syncDir(dir);
-    logger.info({ name, bytes: length, records: manifest.records, ms: Math.round(performance.now() - started) }, 'backup done');
+    logger.info({ op: 'backup', backup: name, bytes: length, records: manifest.records, ms: Math.round(performance.now() - started) }, 'backup done');
     return manifest;
   } catch (err) {
     liveAt.stop();
     for (const f of ours) await sfs.unlink(f).catch(() => undefined);
+    if (signal.aborted) {
+      // Not a failure of the backup: the table is closing (the service is stopping, or recovering the table).
+      logger.info({ stage, ms: Math.round(performance.now() - started) }, 'backup cancelled: the table is closing; nothing was kept');
+      throw signal.reason;
+    }
     const error = err instanceof BackupFailedError ? err : new BackupFailedError(table, stage, { cause: err });
     logger.error({ err: error, stage }, 'backup failed; nothing was kept');
     throw error;
@@ -285,7 +295,7 @@ export async function pruneBackups(
       if (verify === true || (verify === 'until-verified' && !confirmed)) {
         const check = trusted.has(m.name) ? { ok: true, problems: [] } : await verifyBackup(m, backupDir, opts);
         if (!check.ok) {
-          opts.logger?.warn({ table, name: m.name, problems: check.problems }, 'damaged backup does not count toward keep');
+          opts.logger?.warn({ table, backup: m.name, problems: check.problems }, 'damaged backup does not count toward keep');
           continue;
         }
         confirmed = true;
@@ -345,21 +355,22 @@ async function copyAndVerify(
   to: string,
   length: number,
   keysHint: number,
+  signal: AbortSignal,
   setStage: (stage: string) => void,
 ): Promise<CopyReport> {
   const src = await sfs.open(from, 'r');
   try {
     const dst = await sfs.open(to, 'w+');
     try {
-      if (sfs === nodeStoreFs && length >= WORKER_MIN_BYTES) return await copyAndVerifyInWorkers(sfs, src, dst, length, setStage);
-      await copyPrefix(sfs, src, dst, length);
+      if (sfs === nodeStoreFs && length >= WORKER_MIN_BYTES) return await copyAndVerifyInWorkers(sfs, src, dst, length, signal, setStage);
+      await copyPrefix(sfs, src, dst, length, signal);
       // The copy's bytes are what the read-back sees whether or not they are on disk yet, so the two overlap; the manifest waits for both.
       const syncing = sfs.fdatasync(dst).then(
         () => undefined,
         (err: unknown) => ({ err }),
       );
       setStage('verify');
-      const reading = inspectCopy(sfs, to, length, keysHint, src).then(
+      const reading = inspectCopy(sfs, to, length, keysHint, src, signal).then(
         (found) => ({ found }),
         (err: unknown) => ({ err }),
       );
@@ -379,7 +390,7 @@ async function copyAndVerify(
 }
 
 /** copyAndVerify on the real disk, in two worker threads (see there). */
-async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, length: number, setStage: (stage: string) => void): Promise<CopyReport> {
+async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, length: number, signal: AbortSignal, setStage: (stage: string) => void): Promise<CopyReport> {
   const report: CopyReport = { sha256: '', generation: undefined, records: 0, liveKeys: undefined, maxSeq: 0, problems: [] };
   const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
   const got = await readFully(sfs, src, headerBuf, 0, FILE_HEADER_BYTES, 0);
@@ -389,8 +400,8 @@ async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, le
   if (report.problems.length > 0) return report;
   // Both settle before the descriptors are closed (a closed number may be reused by another open).
   const [copy, records] = await Promise.allSettled([
-    copyInWorker({ src, dst, length }),
-    checkRangeInWorker({ fd: src, start: FILE_HEADER_BYTES, end: length }),
+    copyInWorker({ src, dst, length }, signal),
+    checkRangeInWorker({ fd: src, start: FILE_HEADER_BYTES, end: length }, signal),
   ]);
   if (copy.status === 'rejected') {
     setStage((copy.reason as { stage?: string }).stage ?? 'copy');
@@ -410,8 +421,8 @@ async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, le
   return report;
 }
 
-/** Copies bytes [0, length) of `src` to `dst`; the read of the next chunk overlaps the write of this one. */
-async function copyPrefix(sfs: StoreFs, src: number, dst: number, length: number): Promise<void> {
+/** Copies bytes [0, length) of `src` to `dst`; the read of the next chunk overlaps the write of this one. Stops (rejecting) when `signal` is aborted. */
+async function copyPrefix(sfs: StoreFs, src: number, dst: number, length: number, signal: AbortSignal): Promise<void> {
   const bufs = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
   const readAt = async (pos: number, buf: Buffer): Promise<number> => {
     const n = Math.min(COPY_CHUNK_BYTES, length - pos);
@@ -428,9 +439,10 @@ async function copyPrefix(sfs: StoreFs, src: number, dst: number, length: number
     // Settled below; these keep a failure from being reported as unhandled meanwhile.
     writing.catch(() => undefined);
     pos += n;
-    reading = pos < length ? readAt(pos, bufs[(i + 1) % 2]) : undefined;
+    reading = pos < length && !signal.aborted ? readAt(pos, bufs[(i + 1) % 2]) : undefined;
     reading?.catch(() => undefined);
     await writing;
+    signal.throwIfAborted();
   }
 }
 
@@ -450,9 +462,10 @@ interface CopyReport {
  * and every record (checksums, damage, counts). Works in time slices;
  * `keysHint` sizes the live key set (no rehash pauses when about right).
  * With `source` (a descriptor of the file it was copied from), also checks
- * that every byte read equals the source's byte at the same offset.
+ * that every byte read equals the source's byte at the same offset. Rejects
+ * with the signal's reason, at its next read, once `signal` is aborted.
  */
-async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint: number, source?: number): Promise<CopyReport> {
+async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint: number, source?: number, signal?: AbortSignal): Promise<CopyReport> {
   const report: CopyReport = { sha256: '', generation: undefined, records: 0, liveKeys: 0, maxSeq: 0, problems: [] };
   const hash = createHash('sha256');
   const compare = source === undefined ? undefined : sameAsSource(sfs, source, report);
@@ -467,7 +480,7 @@ async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint:
     const header = decodeFileHeader(headerBuf.subarray(0, got));
     if (typeof header === 'string') report.problems.push(`header: ${header}`);
     else report.generation = header.generation;
-    if (report.problems.length === 0 && length > FILE_HEADER_BYTES) await scanCopy(sfs, fd, length, report, hash, keysHint, compare);
+    if (report.problems.length === 0 && length > FILE_HEADER_BYTES) await scanCopy(sfs, fd, length, report, hash, keysHint, compare, signal);
   } finally {
     await sfs.close(fd).catch(() => undefined);
   }
@@ -506,6 +519,7 @@ async function scanCopy(
   hash: Hash,
   keysHint: number,
   compare: SourceCompare | undefined,
+  signal: AbortSignal | undefined,
 ): Promise<void> {
   const keys = new ByteKeySet(Math.min(keysHint, 64 * 1024 * 1024));
   let unhashed: { buf: Buffer; start: number; end: number; position: number } | undefined;
@@ -532,6 +546,7 @@ async function scanCopy(
       report.records++;
       if (slicer.due()) await slicer.yield();
     } else if (step === 'more') {
+      signal?.throwIfAborted();
       await cursor.fill();
       await hashRead();
       slicer.restart();

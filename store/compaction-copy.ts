@@ -73,7 +73,7 @@ export class RecordCopier {
     // records; the round counts only if the worker found them all intact.
     const checking =
       host.sfs === nodeStoreFs && target - this.copied >= WORKER_MIN_BYTES
-        ? checkRangeInWorker({ fd: host.fd, start: this.copied, end: target }).then(
+        ? checkRangeInWorker({ fd: host.fd, start: this.copied, end: target }, host.signal).then(
             (found) => found,
             (err: unknown) => ({ error: err }),
           )
@@ -87,6 +87,8 @@ export class RecordCopier {
     if (checking !== undefined) {
       // Always awaited: the worker reads host.fd, which must stay open until it is done.
       const found = await checking;
+      // A worker stopped because the table is closing: that is the failure to report.
+      if (failure === undefined && host.signal.aborted) failure = { error: host.signal.reason };
       if (failure === undefined) {
         if ('error' in found) await this.ctx.io('read', () => Promise.reject(found.error));
         else if (found.damage !== undefined) {

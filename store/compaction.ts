@@ -145,8 +145,8 @@ export interface CompactionHost {
   readonly seq: number;
   /** The live index (changes with every write). */
   readonly index: KeyIndex;
-  /** True once close() was called: give up unless already renamed. */
-  readonly closeRequested: boolean;
+  /** Aborted when the table is about to close: give up unless already renamed (its reason is the error). */
+  readonly signal: AbortSignal;
   /** Sets or clears the append observer. */
   observe(observer: AppendObserver | undefined): void;
   /** Switches the table to the new file (synchronously; the queue is already switched). */
@@ -378,7 +378,8 @@ class Compaction implements CopyContext {
 
   /** Gives up when the table is closing or its writes have failed. */
   private checkLive(): void {
-    if (this.host.closeRequested) throw new TableClosedError(this.host.table, { details: { during: 'compaction' } });
+    const { signal } = this.host;
+    if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new TableClosedError(this.host.table, { details: { during: 'compaction' } });
     const failed = this.host.queue.failed;
     if (failed !== undefined) throw failed;
   }

@@ -58,9 +58,10 @@ const MAX_AHEAD = 8;
  */
 const IO_BYTES = 1024 * 1024;
 
-/** Runs `job` in a new worker thread. Rejects (with `stage` on the error) when the worker cannot run or a file operation fails. */
-export function copyInWorker(job: CopyJob): Promise<CopyResult> {
-  return runSourceWorker<CopyResult>(copyMain, { ...job, window: WINDOW_BYTES, maxAhead: MAX_AHEAD, ioBytes: IO_BYTES }, 'copy worker').catch((err: unknown) => {
+/** Runs `job` in a new worker thread. Rejects (with `stage` on the error) when the worker cannot run or a file operation fails, and with the signal's reason when aborted (see runSourceWorker). */
+export function copyInWorker(job: CopyJob, signal?: AbortSignal): Promise<CopyResult> {
+  return runSourceWorker<CopyResult>(copyMain, { ...job, window: WINDOW_BYTES, maxAhead: MAX_AHEAD, ioBytes: IO_BYTES }, 'copy worker', signal).catch((err: unknown) => {
+    if (signal?.aborted === true && err === signal.reason) throw err;
     throw Object.assign(err as object, { stage: (err as { stage?: CopyStage }).stage ?? 'copy' });
   });
 }

@@ -18,6 +18,7 @@ export { backupTable, backupName, listBackups, verifyBackup, pruneBackups } from
 export type { BackupManifest, BackupOptions, BackupDirOptions, BackupCheck } from './backup';
 export type { SyncPolicy } from './write-queue';
 export { validateKey } from './key-rules';
+export { tableLogger } from './table-logger';
 export {
   FILE_MAGIC,
   FORMAT_VERSION,

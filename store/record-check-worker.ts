@@ -54,9 +54,9 @@ export interface RangeCheckResult {
 /** Ranges shorter than this are not worth a thread (starting one costs ~20-40 ms). */
 export const WORKER_MIN_BYTES = 4 * 1024 * 1024;
 
-/** Runs `job` in a new worker thread. Rejects when the worker cannot run or a read fails. */
-export function checkRangeInWorker(job: RangeCheckJob): Promise<RangeCheckResult> {
-  return runSourceWorker<RangeCheckResult>(workerMain, { ...job, maxKeyBytes: MAX_KEY_BYTES }, 'record check worker');
+/** Runs `job` in a new worker thread. Rejects when the worker cannot run or a read fails, and with the signal's reason when aborted (see runSourceWorker). */
+export function checkRangeInWorker(job: RangeCheckJob, signal?: AbortSignal): Promise<RangeCheckResult> {
+  return runSourceWorker<RangeCheckResult>(workerMain, { ...job, maxKeyBytes: MAX_KEY_BYTES }, 'record check worker', signal);
 }
 
 /**

@@ -51,11 +51,12 @@ export interface ScrubReport {
 /**
  * Checks every record of a serving table (see the module doc). Rejects
  * MaintenanceConflictError while a backup or compaction of the table runs,
- * TableClosedError when it is closed, StoreIoError when reading fails, and
- * the signal's reason when aborted.
+ * TableClosedError when it is closed or starts closing (the scrub gives up
+ * at its next yield), StoreIoError when reading fails, and the signal's
+ * reason when aborted.
  */
 export function scrubTable(file: TableFile, opts: ScrubOptions = {}): Promise<ScrubReport> {
-  return file.runMaintenance('scrub', () => scrub(file, opts));
+  return file.runMaintenance('scrub', (closing) => scrub(file, { ...opts, signal: opts.signal === undefined ? closing : AbortSignal.any([opts.signal, closing]) }));
 }
 
 async function scrub(file: TableFile, opts: ScrubOptions): Promise<ScrubReport> {
@@ -92,7 +93,9 @@ async function scrub(file: TableFile, opts: ScrubOptions): Promise<ScrubReport> 
     if (scanEnd > FILE_HEADER_BYTES) await scanRecords(fd, file, scanEnd, report, opts);
     if (size < end) report.damaged.push(shrunk(size, end));
   } catch (err) {
-    if ((opts.signal?.aborted && err === opts.signal.reason) || err instanceof TablekeeperError) throw err;
+    // Aborted (or the table closing): whatever failed meanwhile, the answer is the reason.
+    if (opts.signal?.aborted === true) throw opts.signal.reason;
+    if (err instanceof TablekeeperError) throw err;
     // Bytes below the durable length never go away: a file that shrank under
     // the scan lost fsynced records, which is damage, not a read failure.
     const size = end < 0 ? undefined : await sfs.size(fd).catch(() => undefined);
@@ -117,8 +120,7 @@ async function scanRecords(fd: number, file: TableFile, end: number, report: Scr
   const slicer = new TimeSlicer(opts.sliceMs ?? SLICE_MS);
   const pause = async (): Promise<void> => {
     if (opts.pauseMs !== undefined && opts.pauseMs > 0) {
-      const ms = opts.pauseMs;
-      await new Promise<void>((resolve) => setTimeout(resolve, ms));
+      await sleep(opts.pauseMs, opts.signal);
       slicer.restart();
     } else {
       await slicer.yield();
@@ -144,4 +146,20 @@ async function scanRecords(fd: number, file: TableFile, end: number, report: Scr
       await pause();
     }
   }
+}
+
+/** Waits `ms`, or until `signal` is aborted, whichever comes first. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted === true) return resolve();
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }

@@ -13,12 +13,19 @@ export type SourceWorkerMessage<T> = { ok: true; result: T } | { ok: false; mess
  * Starts `main` (called with `node:worker_threads`) in a worker with
  * `workerData`; resolves with its result. Rejects with its failure (`code`
  * and any other fields of the message kept), or when the worker cannot run or exits without answering (`what`
- * names it then).
+ * names it then). When `signal` is aborted first, the worker is terminated
+ * and the promise rejects with the signal's reason once the worker has
+ * exited (so the descriptors it used can be closed then).
  */
-export function runSourceWorker<T>(main: (wt: typeof import('node:worker_threads')) => void, workerData: unknown, what: string): Promise<T> {
+export function runSourceWorker<T>(main: (wt: typeof import('node:worker_threads')) => void, workerData: unknown, what: string, signal?: AbortSignal): Promise<T> {
+  if (signal?.aborted === true) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
     const worker = new Worker(`(${main.toString()})(require('node:worker_threads'));`, { eval: true, workerData });
     let settled = false;
+    const onAbort = (): void => {
+      if (!settled) void worker.terminate();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     worker.once('message', (msg: SourceWorkerMessage<T>) => {
       settled = true;
       if (msg.ok) resolve(msg.result);
@@ -33,7 +40,10 @@ export function runSourceWorker<T>(main: (wt: typeof import('node:worker_threads
       reject(err);
     });
     worker.once('exit', (code) => {
-      if (!settled) reject(new Error(`${what} exited with code ${code}`));
+      signal?.removeEventListener('abort', onAbort);
+      if (settled) return;
+      settled = true;
+      reject(signal?.aborted === true ? signal.reason : new Error(`${what} exited with code ${code}`));
     });
   });
 }

@@ -21,7 +21,8 @@
  * table (MaintenanceConflictError).
  */
 import { fstat } from 'node:fs';
-import pino, { Logger } from 'pino';
+import type { Logger } from 'pino';
+import { tableLogger } from './table-logger';
 import { BadRequestError, MaintenanceConflictError, StoreIoError, TableClosedError, TableCorruptError, ValueTooLargeError } from './errors';
 import { AppendObserver, COMPACT_SUFFIX, compactTable, CompactionHost, CompactionResult, CompactionSwitch, CompactOptions } from './compaction';
 import { FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, MAX_VALUE_FIELD, RECORD_HEADER_BYTES, recordBytes, recordChecksumOk } from './format';
@@ -145,8 +146,8 @@ export class TableFile {
   private closing: Promise<void> | undefined;
   private observer: AppendObserver | undefined;
   private maintenance: MaintenanceKind | undefined;
-  // Settles when the running compaction has finished (close waits for it).
-  private compaction: Promise<void> | undefined;
+  // The running maintenance run: aborting tells it to give up; `settled` settles when it has.
+  private running: { abort: AbortController; settled: Promise<void> } | undefined;
 
   private constructor(opts: TableFileOptions, fd: number, loaded: LoadedTable, report: OpenReport, logger: Logger) {
     this.path = opts.path;
@@ -180,7 +181,7 @@ export class TableFile {
   static async open(opts: TableFileOptions): Promise<TableFile> {
     const started = performance.now();
     const sfs = opts.fs ?? nodeStoreFs;
-    const logger = (opts.logger ?? pino({ level: 'silent' })).child({ table: opts.table });
+    const logger = tableLogger(opts.logger, opts.table);
     await removeLeftover(sfs, opts.path + COMPACT_SUFFIX, logger);
     const fd = await openOrCreate(sfs, opts.table, opts.path, opts.generation ?? 1);
     try {
@@ -340,7 +341,6 @@ export class TableFile {
    * on the new file, in the failed state: see `failed`.)
    */
   compact(opts: CompactOptions = {}): Promise<CompactionResult> {
-    let release: () => void;
     try {
       this.checkOpen();
       const keep = opts.keepTombstonesAbove;
@@ -348,34 +348,49 @@ export class TableFile {
         throw new BadRequestError(`keepTombstonesAbove must be a non-negative integer, got ${keep}`);
       }
       if (this.queue.failed !== undefined) throw new StoreIoError(this.table, 'compact', { cause: this.queue.failed, details: { failed: true } });
-      release = this.acquire('compaction');
     } catch (err) {
       return Promise.reject(err);
     }
-    const run = compactTable(this.compactionHost(), opts).finally(() => {
-      this.compaction = undefined;
-      release();
-    });
-    this.compaction = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run;
+    return this.runMaintenance('compaction', (signal) => compactTable(this.compactionHost(signal), opts));
   }
 
   /**
-   * Runs `fn` while holding the table's maintenance slot (for backupTable);
-   * rejects MaintenanceConflictError without running it when a compaction or
-   * backup already runs, TableClosedError when closed.
+   * Runs `fn` while holding the table's maintenance slot (for backupTable and
+   * scrubTable); rejects MaintenanceConflictError without running it when a
+   * compaction, backup or scrub already runs, TableClosedError when closed.
+   * `signal` is aborted, with a TableClosedError as its reason, when the
+   * table is about to close (close, preserveIfMissing): `fn` should then give
+   * up soon, clean up and reject with that reason; the close waits for it.
    */
-  async runMaintenance<T>(kind: MaintenanceKind, fn: () => Promise<T>): Promise<T> {
-    this.checkOpen();
-    const release = this.acquire(kind);
+  runMaintenance<T>(kind: MaintenanceKind, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    let release: () => void;
     try {
-      return await fn();
-    } finally {
-      release();
+      this.checkOpen();
+      release = this.acquire(kind);
+    } catch (err) {
+      return Promise.reject(err);
     }
+    const abort = new AbortController();
+    let run: Promise<T>;
+    try {
+      run = fn(abort.signal);
+    } catch (err) {
+      run = Promise.reject(err);
+    }
+    const done = run.finally(() => {
+      this.running = undefined;
+      release();
+    });
+    this.running = { abort, settled: done.then(() => undefined, () => undefined) };
+    return done;
+  }
+
+  /** Asks the running maintenance run (if any) to give up, and waits until it has settled. */
+  private async stopMaintenance(): Promise<void> {
+    const running = this.running;
+    if (running === undefined) return;
+    if (!running.abort.signal.aborted) running.abort.abort(new TableClosedError(this.table, { details: { during: this.maintenance } }));
+    await running.settled;
   }
 
   /**
@@ -401,8 +416,9 @@ export class TableFile {
   close(): Promise<void> {
     if (this.closing === undefined) {
       this.closing = (async () => {
-        // A running compaction gives up at its next step (or, past its rename, finishes the switch).
-        await this.compaction;
+        // A running compaction, backup or scrub gives up at its next step (a
+        // compaction past its rename finishes the switch), and cleans up.
+        await this.stopMaintenance();
         try {
           await this.queue.close();
         } finally {
@@ -458,8 +474,8 @@ export class TableFile {
    */
   async preserveIfMissing(): Promise<boolean> {
     this.checkOpen();
-    // A running compaction renames its own file over the path, and switches descriptors.
-    await this.compaction;
+    // A running compaction renames its own file over the path, and switches descriptors: it is stopped first.
+    await this.stopMaintenance();
     if (await this.pathExists()) return false;
     await this.queue.sync().catch(() => undefined);
     const length = this.queue.durableLength;
@@ -583,7 +599,7 @@ export class TableFile {
   }
 
   /** The view of this table that a compaction works on. */
-  private compactionHost(): CompactionHost {
+  private compactionHost(signal: AbortSignal): CompactionHost {
     const self = this;
     return {
       table: this.table,
@@ -603,9 +619,7 @@ export class TableFile {
       get index() {
         return self.index;
       },
-      get closeRequested() {
-        return self.closing !== undefined;
-      },
+      signal,
       observe(observer) {
         self.observer = observer;
       },

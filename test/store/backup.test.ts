@@ -453,6 +453,39 @@ describe('table backups', () => {
     await t.close();
   });
 
+  test('backup - closing the table cancels a backup under way: it rejects TableClosedError and leaves no file', async () => {
+    // In-process copy: held at its first write, then the table is closed.
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    for (let i = 0; i < 2000; i++) await t.put(`k${i}`, b(`v${i}`));
+    const gate = ffs.hold('write');
+    const backup = backupTable(t, backupDir(), { now: at(1) }).catch((err: unknown) => err);
+    await gate.reached;
+    const closing = t.close();
+    gate.release();
+    expect(await backup).toMatchObject({ name: 'TableClosedError', details: { table: 't', during: 'backup' } });
+    await closing;
+    expect(backupFiles()).toEqual([]);
+
+    // A table big enough for the copy in worker threads, closed at once: the
+    // backup stops at its first step (that the workers themselves stop is
+    // tested in source-worker.test.ts).
+    fs.rmSync(dataDir(), { recursive: true });
+    const big = await open();
+    const value = Buffer.alloc(1000, 'v');
+    for (let i = 0; big.durableLength < WORKER_MIN_BYTES * 2; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => big.put(`k${i + j}`, value)));
+    const records = big.stats().records;
+    const cancelled = backupTable(big, backupDir(), { now: at(2) }).catch((err: unknown) => err);
+    await big.close();
+    expect(await cancelled).toMatchObject({ name: 'TableClosedError', details: { during: 'backup' } });
+    expect(backupFiles()).toEqual([]);
+    const again = await open();
+    expect(again.stats().records).toBe(records);
+    const m = await backupTable(again, backupDir(), { now: at(3) });
+    expect(await verifyBackup(m, backupDir())).toEqual({ ok: true, problems: [] });
+    await again.close();
+  });
+
   test('backup - backup and compaction of one table never run at the same time', async () => {
     const ffs = new FaultyFs();
     const t = await open(ffs);

@@ -15,6 +15,7 @@ import {
 } from '../../store';
 import { LiveOffsets } from '../../store/compaction-copy';
 import { BACKGROUND_SYNC_BYTES } from '../../store/compaction-output';
+import { WORKER_MIN_BYTES } from '../../store/record-check-worker';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 import { contents, crashProblems, snapshotDir, Workload } from '../helpers/store-workload';
@@ -661,10 +662,15 @@ describe('table file compaction', () => {
     await expect(t.compact()).rejects.toBeInstanceOf(TableClosedError);
   });
 
-  test('compaction - close during a compaction stops it and leaves the old file', async () => {
+  test.each([
+    ['in-process', 10000, 110, 0],
+    // Over WORKER_MIN_BYTES: the checksums of round one are checked by a worker thread, which is stopped too.
+    ['in a worker', 12000, 700, WORKER_MIN_BYTES],
+  ])('compaction - close during a compaction stops it and leaves the old file (checksums checked %s)', async (_name, keys, valueBytes, minBytes) => {
     const t = await open();
-    const w = new Workload(t, { keys: 10000, valueBytes: 110 });
+    const w = new Workload(t, { keys, valueBytes });
     await w.fill();
+    expect(t.stats().fileBytes).toBeGreaterThan(minBytes);
     let closing: Promise<void> | undefined;
     const compaction = t.compact({
       onStep: (step) => {

@@ -110,6 +110,20 @@ describe('scrub', () => {
     await t.close();
   });
 
+  test('scrub - closing the table stops a scrub, even one waiting out its throttle pause', async () => {
+    const t = await filled(3000);
+    // A pause after every slice that would outlast the test: only the close can end it.
+    const scrub = scrubTable(t, { sliceMs: 0, pauseMs: 600_000 });
+    const outcome = scrub.then(
+      () => 'finished',
+      (err: unknown) => err,
+    );
+    // Let it start its scan (and its first pause) before closing.
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    await t.close();
+    expect(await outcome).toMatchObject({ name: 'TableClosedError', details: { during: 'scrub' } });
+  });
+
   test('scrub - it takes the maintenance slot: not beside a backup, and not on a closed table', async () => {
     const t = await filled(2000);
     const backup = backupTable(t, path.join(tmp.dir, 'backups'));

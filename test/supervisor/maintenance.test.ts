@@ -219,6 +219,40 @@ describe('maintenance', () => {
     await until(() => events.filter((e) => e.subject === 'backups.backup_complete').length === 1, 'the backup after the restart');
   });
 
+  test('maintenance - a stop during a scheduled backup cancels it: nothing kept or recorded, and the run is due again at the next start', async () => {
+    const fs = new FaultyFs();
+    const clock = new SimulatedClock();
+    clock.set(Date.UTC(2026, 0, 1, 0, 0, 0));
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config, { clock, fs });
+    await fill('alpha', 20);
+    await requestJson(bus, 'admin.health', {}); // answered once the schedules are armed
+    // Nothing else writes through the owners' file access now: the next write is the backup's copy.
+    const gate = fs.hold('write');
+    clock.increment(0); // the first-ever backup is due at once
+    await within(gate.reached, "the backup's first write");
+    const stopped = toPromise(actor!);
+    actor!.send({ type: 'STOP' });
+    // The write in flight finishes; the backup then sees the stop and gives up.
+    gate.release();
+    await within(stopped, 'the supervisor to stop');
+    actor = undefined;
+    await bus.flush();
+    const dir = path.join(config.backupDir, 'alpha');
+    expect(existsSync(dir) ? readdirSync(dir) : []).toEqual([]);
+    expect(events.filter((e) => e.subject.startsWith('backups.backup'))).toEqual([]);
+
+    // Not recorded as run: the next start backs the table up at once.
+    const clock2 = new SimulatedClock();
+    clock2.set(Date.UTC(2026, 0, 1, 0, 10, 0));
+    await start(config, { clock: clock2 });
+    const history = (await requestJson(bus, 'admin.history', {})) as { entries: unknown[] };
+    expect(history.entries).toEqual([]);
+    clock2.increment(0);
+    await until(() => count('backup_complete') === 1, 'the backup after the restart');
+    expect(backupFiles(config, 'alpha')).toHaveLength(1);
+  });
+
   const iso = (ms: number) => new Date(ms).toISOString();
   const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
   const tick = async () => {
