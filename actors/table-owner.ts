@@ -9,6 +9,7 @@ import {
   TableCorruptError,
   TableFile,
   TableUnavailableError,
+  tableLogger,
   toTablekeeperError,
   type StoreFs,
   type TablekeeperError,
@@ -139,7 +140,7 @@ const openTable = fromPromise<TableFile, TableOwnerInput>(async ({ input }) => {
     await markTableCreated(input.dataDir, table);
   } catch (err) {
     // The table serves; only the "missing file" check of a later start is weaker.
-    input.logger.error({ table, op: 'open', err }, 'could not record the table in the registry of created tables');
+    input.logger.error({ op: 'open', err }, 'could not record the table in the registry of created tables');
   }
   return opened;
 });
@@ -171,9 +172,9 @@ const closeTable = fromPromise<void, { file: TableFile | null; logger: Logger }>
   // A file deleted while open still lives in the descriptor: put it back
   // before closing, so recovery (or the next start) finds every record.
   try {
-    if (await input.file.preserveIfMissing()) input.logger.error({ table: input.file.table, op: 'close' }, 'table file was deleted while open; rewrote it from the open descriptor');
+    if (await input.file.preserveIfMissing()) input.logger.error({ op: 'close' }, 'table file was deleted while open; rewrote it from the open descriptor');
   } catch (err) {
-    input.logger.error({ table: input.file.table, op: 'close', err }, 'could not rewrite the deleted table file');
+    input.logger.error({ op: 'close', err }, 'could not rewrite the deleted table file');
   }
   await input.file.close();
 });
@@ -231,7 +232,17 @@ export const tableOwnerMachine = setup({
   },
 }).createMachine({
   id: 'tableOwner',
-  context: ({ input }) => ({ input, file: null, error: null, failed: false, job: null, stopRequested: false, source: 'read', reply: null }),
+  // Everything the owner and its helpers log names the table (bound once, see tableLogger).
+  context: ({ input }) => ({
+    input: { ...input, logger: tableLogger(input.logger, input.table.name) },
+    file: null,
+    error: null,
+    failed: false,
+    job: null,
+    stopRequested: false,
+    source: 'read',
+    reply: null,
+  }),
   invoke: { id: 'router', src: 'requestRouter', input: ({ context }) => context.input },
   on: {
     // Outside `serving.idle` a maintenance job is refused at once.
@@ -269,7 +280,7 @@ export const tableOwnerMachine = setup({
       entry: [
         { type: 'route', params: ({ context }) => ({ state: 'serving', file: context.file as TableFile }) },
         { type: 'report', params: 'serving' },
-        ({ context }) => context.input.logger.info({ table: context.input.table.name, ...context.file?.stats() }, 'table serving'),
+        ({ context }) => context.input.logger.info({ op: 'open', ...context.file?.stats() }, 'table serving'),
       ],
       on: {
         STOP: 'stopping',
@@ -317,7 +328,7 @@ export const tableOwnerMachine = setup({
         { type: 'report', params: 'corrupt' },
         ({ context }) => {
           const error = context.error as TableCorruptError;
-          context.input.logger.error({ table: context.input.table.name, offset: error.offset, reason: error.reason }, 'table corrupt');
+          context.input.logger.error({ offset: error.offset, reason: error.reason }, 'table corrupt');
         },
         sendParent(({ context }): TableOwnerReport => ({
           type: 'OWNER_CORRUPT',
@@ -339,7 +350,7 @@ export const tableOwnerMachine = setup({
         onError: {
           target: 'stopped',
           actions: ({ context, event }) =>
-            context.input.logger.error({ table: context.input.table.name, err: event.error }, 'table close failed'),
+            context.input.logger.error({ op: 'close', err: event.error }, 'table close failed'),
         },
       },
     },
@@ -350,10 +361,9 @@ export const tableOwnerMachine = setup({
         assign({ failed: true }),
         ({ context }) => {
           const log = context.input.logger;
-          const table = context.input.table.name;
-          log.error({ table, err: context.error }, 'table owner failed');
+          log.error({ err: context.error }, 'table owner failed');
           // Best effort: release the descriptor; the supervisor reopens the file.
-          context.file?.close().catch((err: unknown) => log.warn({ table, err }, 'close after failure failed'));
+          context.file?.close().catch((err: unknown) => log.warn({ op: 'close', err }, 'close after failure failed'));
         },
       ],
     },

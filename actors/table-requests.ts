@@ -94,6 +94,7 @@ export class TableRequests {
 
   constructor(
     private readonly table: string,
+    /** Bound to the table (its lines carry the `table` field already). */
     private readonly log: Logger,
     private readonly report: (r: RequestHandlerReport) => void,
     /** The bus's current message limit (NATS `max_payload`); undefined for none. */
@@ -131,7 +132,7 @@ export class TableRequests {
         const body = validateRequest('corruption', decodeJson(msg.data)) as { reason: string; offset?: number; source?: 'operator' | 'scrub' | 'owner' };
         const error = new TableCorruptError(this.table, body.offset ?? 0, body.reason, { details: { reported: true } });
         const source = body.source ?? 'operator';
-        this.log.warn({ table: this.table, op, source, reason: body.reason, offset: body.offset }, 'corruption reported');
+        this.log.warn({ op, source, reason: body.reason, offset: body.offset }, 'corruption reported');
         this.report({ type: 'CORRUPTION_DETECTED', error, source, reply: msg.reply ? (reply) => void msg.respond(encodeJson(reply)) : undefined });
       } catch (err) {
         this.fail(msg, err);
@@ -233,18 +234,18 @@ export class TableRequests {
     if (err instanceof TableCorruptError) {
       // Never a wrong value and never silence: the caller may retry once the
       // table has been recovered; the owner leaves the serving state.
-      this.log.error({ table: this.table, op, offset: err.offset, reason: err.reason }, 'corruption detected');
+      this.log.error({ op, offset: err.offset, reason: err.reason }, 'corruption detected');
       this.report({ type: 'CORRUPTION_DETECTED', error: err, source: 'read' });
       return this.fail(msg, new TableUnavailableError(this.table, 'recovering', { cause: err }));
     }
     if (err instanceof TablekeeperError && err.code === 'IO_ERROR') {
-      this.log.error({ table: this.table, op, err }, 'table write failed');
+      this.log.error({ op, err }, 'table write failed');
       if (this.mode.state === 'serving' && this.mode.file.failed) this.report({ type: 'FILE_FAILED', error: err });
     } else if (err instanceof PayloadTooLargeError && op !== 'put') {
       // A stored value (or a page of them) is larger than the bus can carry.
-      this.log.warn({ table: this.table, op, err }, 'reply too large for the bus');
+      this.log.warn({ op, err }, 'reply too large for the bus');
     } else if (!(err instanceof TablekeeperError)) {
-      this.log.error({ table: this.table, op, err }, 'request failed unexpectedly');
+      this.log.error({ op, err }, 'request failed unexpectedly');
     }
     return this.fail(msg, err);
   }

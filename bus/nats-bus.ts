@@ -134,7 +134,7 @@ export class NatsBus implements Bus {
       // Async stack traces cost an Error per request; our errors say enough.
       noAsyncTraces: true,
     });
-    log.info({ server: nc.getServer(), name: opts.name }, 'nats connected');
+    log.info({ server: nc.getServer(), connectionName: opts.name }, 'nats connected');
     return new NatsBus(nc, log, opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
   }
 

@@ -117,7 +117,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     const route = routeOf(req);
     const operation = req.routeOptions.config?.operation;
     if (a.unexpected) log.error({ op: operation ?? 'http', route, err }, 'request failed unexpectedly');
-    else if (a.status >= 500) log.warn({ op: operation ?? 'http', route, status: a.status, code: a.body.error.code, msg: a.body.error.message }, 'request failed');
+    else if (a.status >= 500) log.warn({ op: operation ?? 'http', route, status: a.status, code: a.body.error.code, error: a.body.error.message }, 'request failed');
     if (operation !== undefined) ctx.metrics.countError(operation, a.body.error.code);
     return reply.code(a.status).headers(a.headers).send(a.body);
   };
