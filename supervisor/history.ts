@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { mkdir, rename } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { TableCorruptError, TableFile } from '../store';
+import { TableCorruptError, TableFile, tableLogger } from '../store';
 import { ensureQuarantineDir, quarantinePath, syncDir } from './recovery-journal';
 
 /** One maintenance run, as kept in history and returned by `admin.history`. */
@@ -124,12 +124,19 @@ function lowerBound(list: string[], key: string): number {
  * and the counts of a table cost no file reads; it compacts itself once dead
  * records pass a threshold.
  */
+// History files being closed in this process, by path: an open waits for
+// the close of an earlier store of the same file (a maintenance actor
+// restarted after a crash opens it again while the old one still closes;
+// two stores would be two writers of one log).
+const closingFiles = new Map<string, Promise<void>>();
+
 export class HistoryStore {
   private seq = 0;
   // Every entry key, sorted (time, then counter).
   private readonly entries: string[] = [];
   private readonly groups = new Map<string, Group>();
   private compacting: Promise<void> | undefined;
+  private closed = false;
 
   private constructor(
     private readonly file: HistoryTable,
@@ -138,6 +145,8 @@ export class HistoryStore {
     private readonly logger: Logger | undefined,
     /** Set when the file could not be opened and was replaced by an empty one. */
     readonly reset: HistoryReset | undefined,
+    /** Path of the history file (also when the history is kept in memory). */
+    private readonly path: string,
   ) {}
 
   /**
@@ -153,16 +162,18 @@ export class HistoryStore {
   ): Promise<HistoryStore> {
     const dir = path.join(dataDir, '.tablekeeper');
     const file = path.join(dir, 'history.tkt');
+    const logger = opts.logger && tableLogger(opts.logger, '_history');
     const make = async (table: HistoryTable, reset?: HistoryReset): Promise<HistoryStore> => {
-      const store = new HistoryStore(table, opts.limit ?? 1000, opts.compaction ?? DEFAULT_COMPACTION, opts.logger, reset);
+      const store = new HistoryStore(table, opts.limit ?? 1000, opts.compaction ?? DEFAULT_COMPACTION, logger, reset, file);
       await store.load();
       return store;
     };
+    await closingFiles.get(file);
     let reason: string;
     let moved: string | null = null;
     try {
       await mkdir(dir, { recursive: true });
-      return await make(await TableFile.open({ table: '_history', path: file, logger: opts.logger }));
+      return await make(await TableFile.open({ table: '_history', path: file, logger }));
     } catch (err) {
       reason = err instanceof Error ? err.message : String(err);
       // Only damage is moved aside: a file that failed to open for another reason (EMFILE, EACCES) may be whole.
@@ -173,9 +184,9 @@ export class HistoryStore {
           await rename(file, to);
           moved = to;
           await syncDir(dir);
-          return await make(await TableFile.open({ table: '_history', path: file, logger: opts.logger }), { reason, quarantined: to, persisted: true });
+          return await make(await TableFile.open({ table: '_history', path: file, logger }), { reason, quarantined: to, persisted: true });
         } catch (moveErr) {
-          opts.logger?.error({ err: moveErr, table: '_history', op: 'open' }, 'could not replace the damaged history table');
+          logger?.error({ err: moveErr, op: 'open' }, 'could not replace the damaged history table');
         }
       }
     }
@@ -244,6 +255,8 @@ export class HistoryStore {
     group.keys.splice(at, 0, key);
     group.results.splice(at, 0, entry.result);
     if (at === group.keys.length - 1) group.last = entry;
+    // Written while the store closes: the entry is durable; trimming waits for the next open.
+    if (this.closed) return;
     await this.trim(group);
     this.maybeCompact();
   }
@@ -300,23 +313,38 @@ export class HistoryStore {
    * go on meanwhile. A failure is logged and leaves the old file serving.
    */
   private maybeCompact(): void {
-    if (this.compacting) return;
+    if (this.compacting || this.closed) return;
     const { deadBytes, fragmentation } = this.file.stats();
     if (deadBytes < this.compaction.deadBytes || fragmentation < this.compaction.fragmentation) return;
     this.compacting = this.file
       .compact()
       .then(
-        (r) => this.logger?.info({ table: '_history', op: 'compact', before: r.bytesBefore, after: r.bytesAfter }, 'history compacted'),
-        (err: unknown) => this.logger?.warn({ table: '_history', op: 'compact', err }, 'history compaction failed'),
+        (r) => this.logger?.info({ op: 'compact', before: r.bytesBefore, after: r.bytesAfter }, 'history compacted'),
+        (err: unknown) => this.logger?.warn({ op: 'compact', err }, 'history compaction failed'),
       )
       .finally(() => {
         this.compacting = undefined;
       });
   }
 
-  /** Waits for a running compaction, then closes the file. */
-  async close(): Promise<void> {
-    await this.compacting;
-    await this.file.close();
+  /** Closes the file (a running compaction gives up first); a later open of the same file waits for this. */
+  close(): Promise<void> {
+    this.closed = true;
+    const done = (async () => {
+      try {
+        await this.file.close();
+      } finally {
+        await this.compacting;
+      }
+    })();
+    const settled = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    closingFiles.set(this.path, settled);
+    void settled.then(() => {
+      if (closingFiles.get(this.path) === settled) closingFiles.delete(this.path);
+    });
+    return done;
   }
 }

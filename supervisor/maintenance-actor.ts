@@ -256,21 +256,37 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
         respondError(msg, err);
       }
     };
-    let sub: ReturnType<Bus['subscribe']>;
+    let sub: ReturnType<Bus['subscribe']> | undefined;
+    // Idempotent. Also run when the actor crashes (xstate runs no cleanup for
+    // a callback actor that throws, while it starts or in `receive`), so that
+    // what has begun (history open, journals, schedules, the admin
+    // subscription) goes no further and a restarted actor is the only one at
+    // work; a history store opened again waits for this one's close.
+    const cleanup = (): void => {
+      if (stopped) return;
+      stopped = true;
+      sub?.unsubscribe();
+      for (const s of schedules.values()) s.stop();
+      // Every history write is durable when acknowledged; closing only releases the file.
+      void ready.then(({ history }) => history.close()).catch(() => undefined);
+    };
     try {
       sub = bus.subscribe(`${adminRoot}>`, onAdmin);
     } catch (err) {
-      // xstate runs no cleanup for a callback actor that throws while it
-      // starts: stop here what has begun, so the start under way (history
-      // open, journals, schedules) goes no further and a restarted actor is
-      // the only one at work.
-      stopped = true;
-      for (const s of schedules.values()) s.stop();
-      void ready.then(({ history }) => history.close()).catch(() => undefined);
+      cleanup();
       throw err;
     }
 
     receive((event) => {
+      try {
+        handle(event);
+      } catch (err) {
+        cleanup();
+        throw err;
+      }
+    });
+
+    function handle(event: MaintenanceActorEvent): void {
       if (event.type === 'OWNER_STATE') {
         states.set(event.table, event.state);
         if (event.restarts !== undefined) restarts.set(event.table, event.restarts);
@@ -313,14 +329,8 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
           },
           (err: unknown) => reply({ status: 'error', table, error: { code: wireCode(toTablekeeperError(err).code), message: (err as Error).message } }),
         );
-    });
+    }
 
-    return () => {
-      stopped = true;
-      sub.unsubscribe();
-      for (const s of schedules.values()) s.stop();
-      // Every history write is durable when acknowledged; closing only releases the file.
-      void ready.then(({ history }) => history.close()).catch(() => undefined);
-    };
+    return cleanup;
   },
 );

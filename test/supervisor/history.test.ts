@@ -44,6 +44,24 @@ describe('history', () => {
     await h.close();
   });
 
+  test('history - a store opened while an earlier one of the same file is closing waits for it, and finds what it wrote last', async () => {
+    const first = await HistoryStore.open(tmp.dir);
+    // Not awaited: the close writes them (after the open of the second store began, without the wait).
+    const adds = [0, 1, 2].map((i) => first.add(entry(i, 'backup', 'a')));
+    let closed = false;
+    const closing = first.close().then(() => (closed = true));
+    const second = await HistoryStore.open(tmp.dir);
+    expect(closed).toBe(true);
+    await Promise.all(adds);
+    await closing;
+    expect(second.recent(10).map((e) => e.durationMs)).toEqual([2, 1, 0]);
+    await second.add(entry(3, 'backup', 'a'));
+    await second.close();
+    const third = await HistoryStore.open(tmp.dir);
+    expect(third.recent(10)).toHaveLength(4);
+    await third.close();
+  });
+
   test('history - an entry from a clock set back sorts by its time and does not become the last', async () => {
     const h = await HistoryStore.open(tmp.dir);
     await h.add(entry(10, 'compaction', 'a'));

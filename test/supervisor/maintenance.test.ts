@@ -253,6 +253,54 @@ describe('maintenance', () => {
     expect(backupFiles(config, 'alpha')).toHaveLength(1);
   });
 
+  test('maintenance - an actor that crashes after its start leaves no schedule or subscription behind: the restarted one runs alone', async () => {
+    const clock = new SimulatedClock();
+    clock.set(Date.UTC(2026, 0, 1, 0, 0, 0));
+    const config = configFor(tmp.dir, ['alpha']);
+    const a = await start(config, { clock });
+    await requestJson(bus, 'admin.health', {}); // answered once the schedules are armed
+    clock.increment(0);
+    await until(() => count('backup_complete') === 1, 'the first backup');
+    await nextBackupIs('2026-01-01T01:00:00.000Z');
+    // An event whose reading throws: the actor's `receive` fails, as a bug in it would.
+    const poisoned = { type: 'OWNER_STATE', table: 'alpha', state: 'serving' } as Record<string, unknown>;
+    Object.defineProperty(poisoned, 'restarts', {
+      get: () => {
+        throw new Error('injected fault in the maintenance actor');
+      },
+    });
+    a.getSnapshot().children.maintenance!.send(poisoned as never);
+    await within(waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1), 'the crash to be noticed');
+    clock.increment(1000); // past the restart backoff
+    await within(waitFor(a, (s) => s.children.maintenance?.getSnapshot().status === 'active'), 'the restart');
+    await nextBackupIs('2026-01-01T01:00:00.000Z');
+    // The next run is made once, by the restarted actor: the crashed one's
+    // schedule would start a second backup at the same time, which the table
+    // refuses (a conflict, recorded as failed).
+    clock.increment(3_600_000);
+    await until(() => count('backup_complete') === 2, 'the second backup');
+    await nextBackupIs('2026-01-01T02:00:00.000Z');
+    await bus.flush();
+    expect(count('backup_failed')).toBe(0);
+    expect(count('backup_complete')).toBe(2);
+    const history = (await requestJson(bus, 'admin.history', {})) as { entries: { kind: string; result: string }[] };
+    expect(history.entries.map((e) => [e.kind, e.result])).toEqual([
+      ['backup', 'ok'],
+      ['backup', 'ok'],
+    ]);
+    // One actor takes admin requests: a second subscriber would run this backup twice (or fail one as a conflict).
+    await requestJson(bus, 'admin.backup.alpha', {});
+    await requestJson(bus, 'admin.health', {}); // a round trip after it
+    await bus.flush();
+    expect([count('backup_complete'), count('backup_failed')]).toEqual([3, 0]);
+    const after = (await requestJson(bus, 'admin.history', {})) as { entries: { kind: string; result: string; trigger: string }[] };
+    expect(after.entries.map((e) => [e.kind, e.result, e.trigger])).toEqual([
+      ['backup', 'ok', 'manual'],
+      ['backup', 'ok', 'scheduled'],
+      ['backup', 'ok', 'scheduled'],
+    ]);
+  });
+
   const iso = (ms: number) => new Date(ms).toISOString();
   const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
   const tick = async () => {
