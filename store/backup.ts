@@ -97,15 +97,16 @@ const NAME_PATTERN = /^(.+)-(\d{8}T\d{9}Z)-g(\d+)(?:-\d{3})?$/;
  * Takes a verified point-in-time backup of `file` into `<backupDir>/<table>/`
  * while the table keeps serving; resolves with its manifest. Rejects
  * MaintenanceConflictError when a compaction or backup of the table runs,
- * TableClosedError when it is closed, and BackupFailedError (cause chained)
- * for anything else; a failed backup leaves no files.
+ * TableClosedError when it is closed or starts closing before the copy is
+ * verified (the backup is then cancelled), and BackupFailedError (cause
+ * chained) for anything else; a failed or cancelled backup leaves no files.
  */
 export function backupTable(file: TableFile, backupDir: string, opts: BackupOptions = {}): Promise<BackupManifest> {
   const logger = tableLogger(opts.logger, file.table);
   return file.runMaintenance('backup', (signal) => takeBackup(file, backupDir, opts.now ?? new Date(), logger, signal));
 }
 
-/** takeBackup gives up when `signal` is aborted (the table is closing) before the copy is renamed: it deletes what it made and rejects with the signal's reason. */
+/** See backupTable. When `signal` is aborted (the table is closing) before the copy is renamed, it deletes what it made and rejects with the signal's reason. */
 async function takeBackup(file: TableFile, backupDir: string, now: Date, logger: Logger, signal: AbortSignal): Promise<BackupManifest> {
   const { table } = file;
   const sfs = file.fileSystem;

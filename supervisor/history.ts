@@ -116,6 +116,12 @@ function lowerBound(list: string[], key: string): number {
   return lo;
 }
 
+// History files being closed in this process, by path: an open waits for
+// the close of an earlier store of the same file (a maintenance actor
+// restarted after a crash opens it again while the old one still closes;
+// two stores would be two writers of one log).
+const closingFiles = new Map<string, Promise<void>>();
+
 /**
  * Maintenance history and schedule state, persisted in an internal table
  * (`<dataDir>/.tablekeeper/history.tkt`, outside the configured tables'
@@ -124,12 +130,6 @@ function lowerBound(list: string[], key: string): number {
  * and the counts of a table cost no file reads; it compacts itself once dead
  * records pass a threshold.
  */
-// History files being closed in this process, by path: an open waits for
-// the close of an earlier store of the same file (a maintenance actor
-// restarted after a crash opens it again while the old one still closes;
-// two stores would be two writers of one log).
-const closingFiles = new Map<string, Promise<void>>();
-
 export class HistoryStore {
   private seq = 0;
   // Every entry key, sorted (time, then counter).
