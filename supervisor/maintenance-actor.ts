@@ -268,7 +268,12 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
       sub?.unsubscribe();
       for (const s of schedules.values()) s.stop();
       // Every history write is durable when acknowledged; closing only releases the file.
-      void ready.then(({ history }) => history.close()).catch(() => undefined);
+      void ready
+        .then(({ maintenance, history }) => {
+          maintenance.stop();
+          return history.close();
+        })
+        .catch(() => undefined);
     };
     try {
       sub = bus.subscribe(`${adminRoot}>`, onAdmin);

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { MaintenanceOutcome, MaintenanceRequest } from '../actors';
 import { ERROR_CODES, publishEvent, type BackupEvent, type Bus, type Subjects } from '../bus';
-import { listBackups, pruneBackups, toTablekeeperError, type BackupManifest, type StoreFs } from '../store';
+import { listBackups, pruneBackups, TableUnavailableError, toTablekeeperError, type BackupManifest, type StoreFs } from '../store';
 import type { Config } from './config';
 import type { HistoryEntry, HistoryStore } from './history';
 import type { Clock } from './schedule';
@@ -108,12 +108,25 @@ export class Maintenance {
   // report now is about that owner's file and needs a run of its own.
   private readonly recoveries = new Map<string, { replies: ((body: unknown) => void)[]; run: Promise<RecoveryOutcome>; started: boolean }>();
 
+  private stopped = false;
+
   constructor(private readonly deps: MaintenanceDeps) {}
 
-  /** Runs `fn` after every earlier maintenance of `table` has settled. */
+  /**
+   * Starts no more work: each run's next table, and anything queued, is
+   * refused as not serving (TABLE_UNAVAILABLE), so a scheduled run counts it
+   * as not run. For an actor that crashed: its restarted successor takes
+   * over. What is already on an owner finishes there.
+   */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** Runs `fn` after every earlier maintenance of `table` has settled (unless stopped by then). */
   private exclusive<T>(table: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.chains.get(table) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
+    const guarded = (): Promise<T> => (this.stopped ? Promise.reject(new TableUnavailableError(table, 'not served by this maintenance actor any more (it stopped)')) : fn());
+    const run = previous.then(guarded, guarded);
     const tail = run.then(
       () => undefined,
       () => undefined,

@@ -301,6 +301,45 @@ describe('maintenance', () => {
     ]);
   });
 
+  test('maintenance - a run of a crashed actor goes no further than the table it was on', async () => {
+    const fs = new FaultyFs();
+    const clock = new SimulatedClock();
+    clock.set(Date.UTC(2026, 0, 1, 0, 0, 0));
+    const config = configFor(tmp.dir, ['alpha', 'beta']);
+    const a = await start(config, { clock, fs });
+    await fill('alpha', 20);
+    await fill('beta', 20);
+    await requestJson(bus, 'admin.health', {}); // answered once the schedules are armed
+    const gate = fs.hold('write'); // alpha's backup's first write: the run holds there
+    clock.increment(0);
+    await within(gate.reached, "alpha's backup");
+    const poisoned = { type: 'OWNER_STATE', table: 'alpha', state: 'serving' } as Record<string, unknown>;
+    Object.defineProperty(poisoned, 'restarts', {
+      get: () => {
+        throw new Error('injected fault in the maintenance actor');
+      },
+    });
+    a.getSnapshot().children.maintenance!.send(poisoned as never);
+    await within(waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1), 'the crash to be noticed');
+    gate.release();
+    // The crashed actor's run ends with alpha: beta is left to the restarted actor.
+    clock.increment(1000);
+    await within(waitFor(a, (s) => s.children.maintenance?.getSnapshot().status === 'active'), 'the restart');
+    await requestJson(bus, 'admin.health', {});
+    clock.increment(0); // the restarted actor's first run: nothing was recorded as run
+    await until(() => events.some((e) => e.subject === 'backups.backup_complete' && e.body.tables.some((t: { table: string }) => t.table === 'beta')), "beta's backup");
+    await bus.flush();
+    expect(count('backup_failed')).toBe(0);
+    // The restarted actor found alpha still busy with the crashed actor's backup: alpha waits for a retry.
+    expect(backupFiles(config, 'alpha')).toHaveLength(1);
+    clock.increment(1000);
+    await until(() => backupFiles(config, 'alpha').length === 2, "alpha's backup by the restarted actor");
+    await bus.flush();
+    expect(count('backup_failed')).toBe(0);
+    // beta was backed up once: by the restarted actor, not by the crashed one's run too.
+    expect(backupFiles(config, 'beta')).toHaveLength(1);
+  });
+
   const iso = (ms: number) => new Date(ms).toISOString();
   const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
   const tick = async () => {
