@@ -8,33 +8,10 @@ import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervis
 import type { StoreFs } from '../../store';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
+import { until, within } from '../helpers/wait';
 
 const silent = pino({ level: process.env.TK_TEST_LOG ?? 'silent' });
 
-/** Waits until `cond` holds (bus events are not actor snapshots, so waitFor cannot see them). */
-// Every wait of this file gives up by itself, well before jest's own timeout,
-// and says what it waited for: a hang then names its step.
-const WAIT_MS = 20_000;
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  // A deadline, not a count of polls: on a loaded machine a 5 ms timer can take far longer.
-  const deadline = Date.now() + WAIT_MS;
-  while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-  if (!cond()) throw new Error(`gave up waiting for ${what}`);
-}
-
-/** `p`, or a failure naming `what` once WAIT_MS have passed. */
-async function within<T>(p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), WAIT_MS);
-  });
-  try {
-    return await Promise.race([p, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 const HOUR = 3_600_000;
 
 function configFor(dir: string, tables: string[], extra: Partial<Config> = {}): Config {

@@ -10,14 +10,10 @@ import { loadConfig, type Config } from '../../supervisor/config';
 import { journalDir, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
 import { useTempDir } from '../helpers/store-temp';
+import { until, within } from '../helpers/wait';
 
 const silent = pino({ level: process.env.TK_TEST_LOG ?? 'silent' });
 const HOUR = 3_600_000;
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 4000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-  if (!cond()) throw new Error(`gave up waiting for ${what}`);
-}
 
 function configFor(dir: string, tables: string[]): Config {
   const base = loadConfig({ env: { TABLEKEEPER_DATA_DIR: path.join(dir, 'data') } });
@@ -75,7 +71,7 @@ describe('recovery', () => {
   async function stop(): Promise<void> {
     if (actor && actor.getSnapshot().status === 'active') {
       actor.send({ type: 'STOP' });
-      await toPromise(actor);
+      await within(toPromise(actor), 'the supervisor to stop');
     }
     actor = undefined;
   }
@@ -84,12 +80,12 @@ describe('recovery', () => {
   async function start(config: Config, clock = new SimulatedClock(), fs?: StoreFs): Promise<SupervisorRef> {
     actor = createActor(supervisorMachine, { input: { config, bus, logger: silent, clock, fs }, clock });
     actor.start();
-    await requestJson(bus, 'admin.health', {}); // answered once the history is open and schedules armed
+    await within(requestJson(bus, 'admin.health', {}, { timeoutMs: 20_000 }), 'admin.health after the start'); // answered once the history is open and schedules armed
     return actor;
   }
 
   async function serving(table: string): Promise<void> {
-    await waitFor(actor!, (s) => s.context.owners[table].state === 'serving' && !s.context.owners[table].recovering);
+    await within(waitFor(actor!, (s) => s.context.owners[table].state === 'serving' && !s.context.owners[table].recovering), `${table} to serve`);
   }
 
   const named = (name: string) => events.filter((e) => e.subject === `backups.${name}`);
