@@ -230,6 +230,18 @@ describe('maintenance', () => {
     expect(backupFiles(config, 'alpha')).toHaveLength(1);
   });
 
+  /** Makes the maintenance actor's `receive` throw, as a bug in it would (an event whose reading throws), and waits until the supervisor has seen it. */
+  async function crashMaintenanceActor(a: SupervisorRef): Promise<void> {
+    const poisoned = { type: 'OWNER_STATE', table: 'alpha', state: 'serving' } as Record<string, unknown>;
+    Object.defineProperty(poisoned, 'restarts', {
+      get: () => {
+        throw new Error('injected fault in the maintenance actor');
+      },
+    });
+    a.getSnapshot().children.maintenance!.send(poisoned as never);
+    await within(waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1), 'the crash to be noticed');
+  }
+
   test('maintenance - an actor that crashes after its start leaves no schedule or subscription behind: the restarted one runs alone', async () => {
     const clock = new SimulatedClock();
     clock.set(Date.UTC(2026, 0, 1, 0, 0, 0));
@@ -239,15 +251,7 @@ describe('maintenance', () => {
     clock.increment(0);
     await until(() => count('backup_complete') === 1, 'the first backup');
     await nextBackupIs('2026-01-01T01:00:00.000Z');
-    // An event whose reading throws: the actor's `receive` fails, as a bug in it would.
-    const poisoned = { type: 'OWNER_STATE', table: 'alpha', state: 'serving' } as Record<string, unknown>;
-    Object.defineProperty(poisoned, 'restarts', {
-      get: () => {
-        throw new Error('injected fault in the maintenance actor');
-      },
-    });
-    a.getSnapshot().children.maintenance!.send(poisoned as never);
-    await within(waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1), 'the crash to be noticed');
+    await crashMaintenanceActor(a);
     clock.increment(1000); // past the restart backoff
     await within(waitFor(a, (s) => s.children.maintenance?.getSnapshot().status === 'active'), 'the restart');
     await nextBackupIs('2026-01-01T01:00:00.000Z');
@@ -290,14 +294,7 @@ describe('maintenance', () => {
     const gate = fs.hold('write'); // alpha's backup's first write: the run holds there
     clock.increment(0);
     await within(gate.reached, "alpha's backup");
-    const poisoned = { type: 'OWNER_STATE', table: 'alpha', state: 'serving' } as Record<string, unknown>;
-    Object.defineProperty(poisoned, 'restarts', {
-      get: () => {
-        throw new Error('injected fault in the maintenance actor');
-      },
-    });
-    a.getSnapshot().children.maintenance!.send(poisoned as never);
-    await within(waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1), 'the crash to be noticed');
+    await crashMaintenanceActor(a);
     gate.release();
     // The crashed actor's run ends with alpha: beta is left to the restarted actor.
     clock.increment(1000);
