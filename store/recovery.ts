@@ -13,7 +13,8 @@
  */
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
-import pino, { Logger } from 'pino';
+import type { Logger } from 'pino';
+import { tableLogger } from './table-logger';
 import { BackupManifest, listBackups, verifyBackup } from './backup';
 import { BadRequestError, RecoveryFailedError, TablekeeperError } from './errors';
 import { nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
@@ -104,7 +105,7 @@ export async function rebuildTable(opts: RebuildOptions): Promise<RebuildReport>
   const started = performance.now();
   const { table } = opts;
   const sfs = opts.fs ?? nodeStoreFs;
-  const log = (opts.logger ?? pino({ level: 'silent' })).child({ table });
+  const log = tableLogger(opts.logger, table);
   if (opts.damagedPath !== undefined && path.resolve(opts.damagedPath) === path.resolve(opts.outPath)) {
     throw new BadRequestError('the rebuilt file must not be written over the damaged file');
   }

@@ -27,7 +27,7 @@
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { tableFilePath, type TableOwnerState } from '../actors';
-import { chooseBackup, copyBackupTo, NoBackupError, RecoveryFailedError, rebuildTable, countLiveKeys, type RebuildReport } from '../store';
+import { chooseBackup, copyBackupTo, NoBackupError, RecoveryFailedError, rebuildTable, countLiveKeys, tableLogger, type RebuildReport } from '../store';
 import { moveToQuarantine } from './quarantine';
 import { quarantinePath, removeJournal, writeJournal, type RecoveryJournal } from './recovery-journal';
 
@@ -197,7 +197,8 @@ async function build(deps: RecoveryDeps, journal: RecoveryJournal, tablePath: st
     damagedPath: existsSync(journal.quarantine) ? journal.quarantine : undefined,
     backupDir: deps.backupDir,
     outPath: tablePath,
-    logger: log,
+    // Bound to the table only: the rebuild's lines carry their own `op`.
+    logger: tableLogger(deps.logger, journal.table),
   });
   log.info(
     {

@@ -6,6 +6,7 @@ import { connect } from '@nats-io/transport-node';
 
 type NatsConnection = Awaited<ReturnType<typeof connect>>;
 import { startNatsServer, type NatsServer as NatsServerHandle } from '../helpers/nats-server';
+import { repeatedFields } from '../helpers/log-fields';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const MAIN = path.join(ROOT, 'dist', 'cli', 'main.js');
@@ -34,25 +35,6 @@ function startServe(env: Record<string, string>): Promise<{ child: ChildProcess;
     child.stderr!.on('data', (chunk: Buffer) => logs.push(chunk.toString()));
     child.once('exit', (code) => reject(new Error(`serve exited early with ${code}: ${logs.join('\n')}`)));
   });
-}
-
-/** The names of the top-level members of a JSON object text, in order, repeats included (JSON.parse keeps only the last). */
-function topLevelKeys(json: string): string[] {
-  const keys: string[] = [];
-  let depth = 0;
-  for (let i = 0; i < json.length; i++) {
-    const c = json[i];
-    if (c === '"') {
-      let j = i + 1;
-      while (json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
-      let k = j + 1;
-      while (json[k] === ' ') k++;
-      if (depth === 1 && json[k] === ':') keys.push(JSON.parse(json.slice(i, j + 1)) as string);
-      i = j;
-    } else if (c === '{' || c === '[') depth++;
-    else if (c === '}' || c === ']') depth--;
-  }
-  return keys;
 }
 
 function exited(child: ChildProcess): Promise<number | null> {
@@ -199,11 +181,7 @@ describe('serve over NATS (end to end)', () => {
     expect(await exited(serve!)).toBe(0);
     expect(logs.some((l) => l.includes('"tablekeeper stopped"'))).toBe(true);
     // Every line is one JSON object that names each field once.
-    const repeats = logs.flatMap((line) => {
-      const keys = topLevelKeys(line);
-      return keys.filter((k, i) => keys.indexOf(k) !== i).map((k) => `${k} in ${line}`);
-    });
-    expect(repeats).toEqual([]);
+    expect(repeatedFields(logs)).toEqual([]);
     expect(logs.filter((l) => l.includes('"table serving"')).map((l) => (JSON.parse(l) as { table: string }).table).sort()).toEqual(['events', 'orders']);
 
     const again = await startServe({

@@ -1,6 +1,5 @@
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import pino from 'pino';
 import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
 import { decodeJson, InProcessBus, requestJson } from '../../bus';
 import { loadConfig, type Config } from '../../supervisor/config';
@@ -8,9 +7,11 @@ import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervis
 import type { StoreFs } from '../../store';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
+import { fieldCheckingLogger } from '../helpers/log-fields';
 import { until, within } from '../helpers/wait';
 
-const silent = pino({ level: process.env.TK_TEST_LOG ?? 'silent' });
+// Every line logged is checked (at every level) for a field named twice.
+const { logger: silent, repeats } = fieldCheckingLogger();
 
 const HOUR = 3_600_000;
 
@@ -40,6 +41,7 @@ describe('maintenance', () => {
   afterEach(async () => {
     await stop();
     await bus.close();
+    expect(repeats.splice(0)).toEqual([]);
   });
 
   async function stop(): Promise<void> {

@@ -1,6 +1,5 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
-import pino from 'pino';
 import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
 import { tableFilePath } from '../../actors/table-owner';
 import { encodeJson, InProcessBus, requestJson, type Bus } from '../../bus';
@@ -9,6 +8,7 @@ import { loadConfig, type Config } from '../../supervisor/config';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
+import { fieldCheckingLogger } from '../helpers/log-fields';
 import type { OpenMode } from '../../store';
 
 /** Fails the first open of the one file named `name` with EIO; everything else passes through. */
@@ -24,7 +24,8 @@ class FailsFirstOpenOf extends FaultyFs {
   }
 }
 
-const silent = pino({ level: 'silent' });
+// Every line logged is checked (at every level) for a field named twice.
+const { logger: silent, repeats } = fieldCheckingLogger();
 
 function configFor(dataDir: string, tables: string[], supervisor?: Partial<Config['supervisor']>): Config {
   const base = loadConfig({ env: { TABLEKEEPER_DATA_DIR: dataDir } });
@@ -61,6 +62,7 @@ describe('supervisor', () => {
     }
     actor = undefined;
     await bus.close();
+    expect(repeats.splice(0)).toEqual([]);
   });
 
   function start(config: Config, extra: { fs?: FaultyFs; clock?: SimulatedClock } = {}): SupervisorRef {
