@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
-import pino from 'pino';
 import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
 import { decodeJson, InProcessBus, requestJson } from '../../bus';
 import { tableFilePath } from '../../actors/table-owner';
@@ -11,8 +10,10 @@ import { journalDir, quarantineDir, writeJournal } from '../../supervisor/recove
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
 import { useTempDir } from '../helpers/store-temp';
 import { until, within } from '../helpers/wait';
+import { fieldCheckingLogger } from '../helpers/log-fields';
 
-const silent = pino({ level: process.env.TK_TEST_LOG ?? 'silent' });
+// Every line logged is checked (at every level) for a field named twice.
+const { logger: silent, repeats, warnings } = fieldCheckingLogger();
 const HOUR = 3_600_000;
 
 function configFor(dir: string, tables: string[]): Config {
@@ -66,6 +67,7 @@ describe('recovery', () => {
   afterEach(async () => {
     await stop();
     await bus.close();
+    expect(repeats.splice(0)).toEqual([]);
   });
 
   async function stop(): Promise<void> {
@@ -85,7 +87,13 @@ describe('recovery', () => {
   }
 
   async function serving(table: string): Promise<void> {
-    await within(waitFor(actor!, (s) => s.context.owners[table].state === 'serving' && !s.context.owners[table].recovering), `${table} to serve`);
+    try {
+      await within(waitFor(actor!, (s) => s.context.owners[table].state === 'serving' && !s.context.owners[table].recovering), `${table} to serve`);
+    } catch (err) {
+      // Say where the owner is, to tell a hang from a wrong turn.
+      const { restarts, gaveUpAt, ...owner } = actor!.getSnapshot().context.owners[table];
+      throw new Error(`${(err as Error).message}: owner ${JSON.stringify({ ...owner, restarts: restarts.length, gaveUpAt })}; last warnings:\n${warnings.join('\n')}`);
+    }
   }
 
   const named = (name: string) => events.filter((e) => e.subject === `backups.${name}`);
