@@ -13,8 +13,6 @@ import { StoreFs, writeFully } from './file-system';
 
 /** Size of each of the two write buffers. */
 export const WRITE_BUFFER_BYTES = 1024 * 1024;
-/** Bytes written to the new file after which an fdatasync of it starts in the background. */
-export const BACKGROUND_SYNC_BYTES = 32 * 1024 * 1024;
 
 /** The new file being built: its descriptor and everything written or buffered so far. */
 export class CompactionOutput {
@@ -24,9 +22,6 @@ export class CompactionOutput {
   // New-file offset of outBuf[0]: bytes written or being written before it.
   private written = 0;
   private writing: Promise<void> = Promise.resolve();
-  // An fdatasync started while the copy goes on, and the file length it was started after.
-  private syncing: Promise<void> | undefined;
-  private syncedAt = 0;
   private runBuf: Buffer | undefined;
   private runStart = 0;
   private runLen = 0;
@@ -116,19 +111,6 @@ export class CompactionOutput {
     this.writing = this.io('write', () => writeFully(this.sfs, this.fd, buf, 0, len, at));
     // Awaited by the next flush; this only keeps a failure from being reported as unhandled meanwhile.
     this.writing.catch(() => undefined);
-    if (this.written - this.syncedAt >= BACKGROUND_SYNC_BYTES && this.syncing === undefined) {
-      // Write back what is written so far while the copy goes on, so the
-      // fdatasync that must be waited for (before the swap) has little left.
-      this.syncedAt = this.written;
-      const syncing = this.writing.then(() => this.io('fdatasync', () => this.sfs.fdatasync(this.fd)));
-      this.syncing = syncing;
-      syncing.then(
-        () => {
-          if (this.syncing === syncing) this.syncing = undefined;
-        },
-        () => undefined,
-      );
-    }
     if (wait) await this.writing;
     await this.onFlushed();
   }
@@ -136,15 +118,12 @@ export class CompactionOutput {
   /** Writes everything noted so far and fdatasyncs the file. */
   async sync(): Promise<void> {
     await this.flush(true);
-    // A failed background fdatasync fails the compaction (its error is lost to the kernel once reported).
-    await this.syncing;
     await this.io('fdatasync', () => this.sfs.fdatasync(this.fd));
   }
 
-  /** Waits for the write and fdatasync in flight, ignoring their failure (before closing the file after an error). */
+  /** Waits for the write in flight, ignoring its failure (before closing the file after an error). */
   async settle(): Promise<void> {
     await this.writing.catch(() => undefined);
-    await this.syncing?.catch(() => undefined);
   }
 
   private reserve(bytes: number): void {

@@ -14,7 +14,6 @@ import {
   TableFile,
 } from '../../store';
 import { LiveOffsets } from '../../store/compaction-copy';
-import { BACKGROUND_SYNC_BYTES } from '../../store/compaction-output';
 import { WORKER_MIN_BYTES } from '../../store/record-check-worker';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
@@ -320,66 +319,6 @@ describe('table file compaction', () => {
         expect(err).toMatchObject({ code: 'IO_ERROR', details: { table: 't', operation: 'compact', step: fault.op } });
       });
       expect(ffs.fired).toHaveLength(1);
-    });
-
-    /** A table whose live records outgrow BACKGROUND_SYNC_BYTES, reopened through `ffs`; returns its contents. */
-    async function bigTable(ffs: FaultyFs): Promise<{ t: TableFile; expected: Map<string, string> }> {
-      const t0 = await open({ sync: 'none' });
-      const value = 'v'.repeat(4000);
-      const keys = Math.ceil((BACKGROUND_SYNC_BYTES * 1.2) / recordBytes(8, value.length + 6));
-      const writes: Promise<unknown>[] = [];
-      for (let k = 0; k < keys; k++) writes.push(t0.put(`k${String(k).padStart(7, '0')}`, b(`${k}:${value}`)));
-      // Dead records, so there is something to drop.
-      for (let k = 0; k < keys; k += 50) writes.push(t0.delete(`k${String(k).padStart(7, '0')}`));
-      await Promise.all(writes);
-      await t0.close();
-      const t = await open({ sync: 'none', fs: ffs });
-      return { t, expected: contents(t) };
-    }
-
-    test('compaction - a large copy is fdatasynced while it goes on, and a failure of that fdatasync rejects with StoreIoError', async () => {
-      const ffs = new FaultyFs();
-      const { t, expected } = await bigTable(ffs);
-      const syncs: Partial<Record<CompactionStep, number>> = {};
-      const result = await t.compact({ onStep: (step) => void (syncs[step] = ffs.calls.fdatasync) });
-      // One or more while copying, then the bulk's, then the pause's.
-      expect(syncs['caught-up']! - syncs.started!).toBeGreaterThanOrEqual(2);
-      expect(syncs['before-rename']! - syncs['caught-up']!).toBe(1);
-      expect(result.bytesAfter).toBeGreaterThan(BACKGROUND_SYNC_BYTES);
-      expect(contents(t)).toEqual(expected);
-      await t.close();
-
-      // Again, on a new table, with the first fdatasync of the copy failing.
-      fs.rmSync(dataDir(), { recursive: true });
-      const ffs2 = new FaultyFs();
-      const { t: t2, expected: expected2 } = await bigTable(ffs2);
-      const original = fs.readFileSync(file());
-      let writesAtFailure = -1;
-      let syncsAtStart = 0;
-      const err = await t2
-        .compact({
-          onStep: (step) => {
-            if (step !== 'started') return;
-            syncsAtStart = ffs2.calls.fdatasync;
-            ffs2.failOn({ op: 'fdatasync', nth: 1 });
-            void ffs2.completed('fdatasync').then(() => (writesAtFailure = ffs2.calls.write));
-          },
-        })
-        .catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(StoreIoError);
-      expect(err).toMatchObject({ details: { table: 't', operation: 'compact', step: 'fdatasync' } });
-      expect(ffs2.fired).toHaveLength(1);
-      // The copy went on after the failed fdatasync (so it was the one made
-      // while copying), and no fdatasync followed it.
-      expect(writesAtFailure).toBeGreaterThan(0);
-      expect(ffs2.calls.write).toBeGreaterThan(writesAtFailure);
-      expect(ffs2.calls.fdatasync).toBe(syncsAtStart + 1);
-      expect(t2.failed).toBeUndefined();
-      expect(t2.generation).toBe(1);
-      expect(fs.readdirSync(dataDir())).toEqual(['t.tkt']);
-      expect(fs.readFileSync(file()).equals(original)).toBe(true);
-      expect(contents(t2)).toEqual(expected2);
-      await t2.close();
     });
 
     test('compaction - a record that fails its checksum aborts with TableCorruptError and nothing changes', async () => {
