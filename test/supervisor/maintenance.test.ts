@@ -11,7 +11,7 @@ import { fieldCheckingLogger } from '../helpers/log-fields';
 import { until, within } from '../helpers/wait';
 
 // Every line logged is checked (at every level) for a field named twice.
-const { logger: silent, repeats } = fieldCheckingLogger();
+const { logger: silent, repeats, warnings } = fieldCheckingLogger();
 
 const HOUR = 3_600_000;
 
@@ -61,7 +61,13 @@ describe('maintenance', () => {
     actor.start();
     if (opts.noWait) return actor;
     for (const t of config.tables) {
-      await within(waitFor(actor, (s) => s.context.owners[t.name].state === 'serving'), `${t.name} to serve`);
+      try {
+        await within(waitFor(actor, (s) => s.context.owners[t.name].state === 'serving'), `${t.name} to serve`);
+      } catch (err) {
+        // Say where the owner is, to tell a hang from a wrong turn.
+        const { restarts, gaveUpAt, ...owner } = actor.getSnapshot().context.owners[t.name];
+        throw new Error(`${(err as Error).message}: owner ${JSON.stringify({ ...owner, restarts: restarts.length, gaveUpAt })}; last warnings:\n${warnings.join('\n')}`);
+      }
     }
     return actor;
   }
