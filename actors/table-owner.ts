@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { assign, fromCallback, fromPromise, sendParent, sendTo, setup, type ActorRefFrom } from 'xstate';
@@ -126,6 +127,9 @@ const openTable = fromPromise<TableFile, TableOwnerInput>(async ({ input }) => {
     if ((await listBackups(input.backupDir, table, { fs: input.fs })).length > 0) {
       throw new TableCorruptError(table, 0, 'the table file is missing but backups of it exist');
     }
+    // A new table: its directory may not exist yet (the service makes it at
+    // start, but an owner must not depend on who else runs first).
+    await mkdir(input.dataDir, { recursive: true });
   }
   const opened = await TableFile.open({
     table,
