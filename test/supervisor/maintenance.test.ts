@@ -238,6 +238,30 @@ describe('maintenance', () => {
     expect(backupFiles(config, 'alpha')).toHaveLength(1);
   });
 
+  test('maintenance - a stop during a backup asked for over the bus answers it as failed (TABLE_CLOSED), records and publishes that, and keeps nothing', async () => {
+    const fs = new FaultyFs();
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config, { fs });
+    await fill('alpha', 20);
+    const gate = fs.hold('write'); // the backup's copy
+    const reply = requestJson(bus, 'admin.backup.alpha', {}, { timeoutMs: 20_000 }) as Promise<{ results: any[] }>;
+    await within(gate.reached, "the backup's first write");
+    const stopped = toPromise(actor!);
+    actor!.send({ type: 'STOP' });
+    gate.release();
+    const answer = await within(reply, 'the answer to admin.backup.alpha');
+    expect(answer.results).toEqual([expect.objectContaining({ table: 'alpha', status: 'failed', error: expect.objectContaining({ code: 'TABLE_CLOSED' }) })]);
+    await within(stopped, 'the supervisor to stop');
+    actor = undefined;
+    await bus.flush();
+    expect(count('backup_failed')).toBe(1);
+    const dir = path.join(config.backupDir, 'alpha');
+    expect(existsSync(dir) ? readdirSync(dir) : []).toEqual([]);
+    await start(config);
+    const history = (await requestJson(bus, 'admin.history', {})) as { entries: any[] };
+    expect(history.entries).toEqual([expect.objectContaining({ kind: 'backup', table: 'alpha', result: 'failed', trigger: 'manual' })]);
+  });
+
   /** Makes the maintenance actor's `receive` throw, as a bug in it would (an event whose reading throws), and waits until the supervisor has seen it. */
   async function crashMaintenanceActor(a: SupervisorRef): Promise<void> {
     const poisoned = { type: 'OWNER_STATE', table: 'alpha', state: 'serving' } as Record<string, unknown>;
