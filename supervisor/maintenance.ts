@@ -322,7 +322,8 @@ export class Maintenance {
             break;
           }
           logger.warn({ table, op: 'compact', attempt: attempts, err }, 'compaction failed');
-          if (attempts >= 2) result = { table, status: 'error', durationMs, attempts, error: errorBody(err) };
+          // A table that could not run it (not serving, closing, busy) is not tried again at once.
+          if (attempts >= 2 || couldNotRun(err)) result = { table, status: 'error', durationMs, attempts, error: errorBody(err) };
         }
       }
       if (!result) {

@@ -262,6 +262,26 @@ describe('maintenance', () => {
     expect(history.entries).toEqual([expect.objectContaining({ kind: 'backup', table: 'alpha', result: 'failed', trigger: 'manual' })]);
   });
 
+  test('maintenance - a stop during a compaction asked for over the bus answers it as failed (TABLE_CLOSED) after one attempt, and leaves the old file', async () => {
+    const fs = new FaultyFs();
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config, { fs });
+    await fill('alpha', 20, 2);
+    const gate = fs.hold('write'); // the new file's header
+    const reply = requestJson(bus, 'admin.compact.alpha', { force: true }, { timeoutMs: 20_000 }) as Promise<{ results: any[] }>;
+    await within(gate.reached, "the compaction's first write");
+    const stopped = toPromise(actor!);
+    actor!.send({ type: 'STOP' });
+    gate.release();
+    const answer = await within(reply, 'the answer to admin.compact.alpha');
+    expect(answer.results).toEqual([expect.objectContaining({ table: 'alpha', status: 'error', attempts: 1, error: expect.objectContaining({ code: 'TABLE_CLOSED' }) })]);
+    await within(stopped, 'the supervisor to stop');
+    actor = undefined;
+    expect(readdirSync(config.dataDir).filter((f) => f.startsWith('alpha'))).toEqual(['alpha.tkt']);
+    await start(config);
+    expect(await requestJson(bus, 'tables.alpha.get', { key: 'k7' })).toEqual({ found: true, value: { r: 1, i: 7 } });
+  });
+
   /** Makes the maintenance actor's `receive` throw, as a bug in it would (an event whose reading throws), and waits until the supervisor has seen it. */
   async function crashMaintenanceActor(a: SupervisorRef): Promise<void> {
     const poisoned = { type: 'OWNER_STATE', table: 'alpha', state: 'serving' } as Record<string, unknown>;
