@@ -162,7 +162,8 @@ function warmFreeMemory(bytes: number): void {
 
 /**
  * Reads a file through, so that its pages are in the page cache: this
- * machine's kernel evicts page-cache pages left unused for a few seconds.
+ * machine's kernel can evict page-cache pages left unused (DAMON-based
+ * reclaim runs on it).
  */
 async function readThrough(file: string): Promise<void> {
   const handle = await fs.promises.open(file, 'r');
