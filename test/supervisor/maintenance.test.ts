@@ -238,21 +238,31 @@ describe('maintenance', () => {
     expect(backupFiles(config, 'alpha')).toHaveLength(1);
   });
 
+  /**
+   * Sends `subject`, holds its first write (nothing else writes through `fs`
+   * meanwhile), stops the supervisor while it is held, then lets it go.
+   * Resolves with the answer once the supervisor has stopped.
+   */
+  async function stopDuringRequest(fs: FaultyFs, subject: string, body: unknown): Promise<{ results: any[] }> {
+    const gate = fs.hold('write');
+    const reply = requestJson(bus, subject, body, { timeoutMs: 20_000 }) as Promise<{ results: any[] }>;
+    await within(gate.reached, `the first write of ${subject}`);
+    const stopped = toPromise(actor!);
+    actor!.send({ type: 'STOP' });
+    gate.release();
+    const answer = await within(reply, `the answer to ${subject}`);
+    await within(stopped, 'the supervisor to stop');
+    actor = undefined;
+    return answer;
+  }
+
   test('maintenance - a stop during a backup asked for over the bus answers it as failed (TABLE_CLOSED), records and publishes that, and keeps nothing', async () => {
     const fs = new FaultyFs();
     const config = configFor(tmp.dir, ['alpha']);
     await start(config, { fs });
     await fill('alpha', 20);
-    const gate = fs.hold('write'); // the backup's copy
-    const reply = requestJson(bus, 'admin.backup.alpha', {}, { timeoutMs: 20_000 }) as Promise<{ results: any[] }>;
-    await within(gate.reached, "the backup's first write");
-    const stopped = toPromise(actor!);
-    actor!.send({ type: 'STOP' });
-    gate.release();
-    const answer = await within(reply, 'the answer to admin.backup.alpha');
+    const answer = await stopDuringRequest(fs, 'admin.backup.alpha', {}); // held at the backup's copy
     expect(answer.results).toEqual([expect.objectContaining({ table: 'alpha', status: 'failed', error: expect.objectContaining({ code: 'TABLE_CLOSED' }) })]);
-    await within(stopped, 'the supervisor to stop');
-    actor = undefined;
     await bus.flush();
     expect(count('backup_failed')).toBe(1);
     const dir = path.join(config.backupDir, 'alpha');
@@ -267,16 +277,8 @@ describe('maintenance', () => {
     const config = configFor(tmp.dir, ['alpha']);
     await start(config, { fs });
     await fill('alpha', 20, 2);
-    const gate = fs.hold('write'); // the new file's header
-    const reply = requestJson(bus, 'admin.compact.alpha', { force: true }, { timeoutMs: 20_000 }) as Promise<{ results: any[] }>;
-    await within(gate.reached, "the compaction's first write");
-    const stopped = toPromise(actor!);
-    actor!.send({ type: 'STOP' });
-    gate.release();
-    const answer = await within(reply, 'the answer to admin.compact.alpha');
+    const answer = await stopDuringRequest(fs, 'admin.compact.alpha', { force: true }); // held at the new file's header
     expect(answer.results).toEqual([expect.objectContaining({ table: 'alpha', status: 'error', attempts: 1, error: expect.objectContaining({ code: 'TABLE_CLOSED' }) })]);
-    await within(stopped, 'the supervisor to stop');
-    actor = undefined;
     expect(readdirSync(config.dataDir).filter((f) => f.startsWith('alpha'))).toEqual(['alpha.tkt']);
     await start(config);
     expect(await requestJson(bus, 'tables.alpha.get', { key: 'k7' })).toEqual({ found: true, value: { r: 1, i: 7 } });
