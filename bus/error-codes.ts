@@ -32,7 +32,7 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeMapping>> = {
   TABLE_UNAVAILABLE: { wire: 'unavailable', status: 503, doc: 'The table is opening, recovering or restarting; retry later.' },
   TABLE_CLOSED: { wire: 'unavailable', status: 503, doc: 'The table is closed (the service is stopping); retry later.' },
   TABLE_CORRUPT: { wire: 'corrupt', status: 503, doc: 'Stored bytes failed their checksum; the table is being recovered.' },
-  IO_ERROR: { wire: 'internal', status: 500, doc: 'The file system failed; the operation did not take effect.' },
+  IO_ERROR: { wire: 'internal', status: 500, doc: 'The file system failed; the operation did not take effect, unless the message says it could not be undone on disk (see [Durability](#durability)).' },
   MAINTENANCE_CONFLICT: { wire: 'unavailable', status: 409, doc: 'A compaction or backup of the table is already running; retry later.' },
   BACKUP_FAILED: { wire: 'internal', status: 500, doc: 'The backup could not be written or did not verify; no backup was kept.' },
   NO_BACKUP: { wire: 'not_found', status: 404, doc: 'A restore was asked for but the table has no backup that verifies.' },

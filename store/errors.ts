@@ -126,14 +126,29 @@ export class TableCorruptError extends TablekeeperError {
   }
 }
 
-/** The file layer failed (write, fsync, rename, ...); the operation did not take effect. */
+/**
+ * The file layer failed (write, fsync, rename, ...); the operation did not
+ * take effect. Except with `details.undone === false`: a rejected write that
+ * could not be cut off the file (see cut-marker.ts), which may be there once
+ * the table is reopened; the message says so.
+ */
 export class StoreIoError extends TablekeeperError {
   constructor(table: string, operation: string, options: ErrorOptions = {}) {
     const cause = options.cause instanceof Error ? `: ${options.cause.message}` : '';
-    super('IO_ERROR', `table '${table}': ${operation} failed${cause}`, {
+    const uncertain = options.details?.undone === false ? '; the write could not be undone on disk and may be there once the table reopens' : '';
+    super('IO_ERROR', `table '${table}': ${operation} failed${cause}${uncertain}`, {
       ...options,
       details: { table, operation, ...options.details },
     });
+  }
+}
+
+/** Runs one file operation of `table`, turning a failure into StoreIoError naming `operation`. */
+export async function storeIo<T>(table: string, operation: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw new StoreIoError(table, operation, { cause: err });
   }
 }
 

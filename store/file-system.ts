@@ -172,6 +172,19 @@ export async function writeFully(
   }
 }
 
+/** Identity of a file (device and inode), to tell whether a path still names an open file. */
+export interface FileId {
+  dev: bigint;
+  ino: bigint;
+}
+
+/** Device and inode of an open descriptor (fstat, outside the StoreFs seam: metadata only). */
+export function fileIdOf(fd: number): Promise<FileId> {
+  return new Promise((resolve, reject) =>
+    fs.fstat(fd, { bigint: true }, (err, st) => (err ? reject(err) : resolve({ dev: st.dev, ino: st.ino }))),
+  );
+}
+
 /** True when `err` is a Node errno error with this code. */
 export function isErrno(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;

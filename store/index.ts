@@ -11,7 +11,7 @@ export {
   SELECT_MAX_LIMIT,
 } from './table-file';
 export type { ReadCacheStats } from './read-cache';
-export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult, MaintenanceKind, FileId } from './table-file';
+export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult, MaintenanceKind } from './table-file';
 export { COMPACT_SUFFIX } from './compaction';
 export type { CompactOptions, CompactionResult, CompactionStep } from './compaction';
 export { backupTable, backupName, listBackups, verifyBackup, pruneBackups } from './backup';
@@ -34,7 +34,7 @@ export {
 } from './format';
 export type { FileHeader, RecordKind } from './format';
 export { NodeStoreFs, nodeStoreFs, readFully, writeFully, isErrno, parentDir } from './file-system';
-export type { StoreFs, StoreFsOp, OpenMode } from './file-system';
+export type { StoreFs, StoreFsOp, OpenMode, FileId } from './file-system';
 export { RecordCursor, CHUNK_BYTES } from './record-cursor';
 export type { CursorStep, RecordView, DamageView, RecordCursorOptions } from './record-cursor';
 export { scanRecords } from './record-scan';

@@ -10,10 +10,9 @@
 import * as path from 'node:path';
 import { BadRequestError } from './errors';
 import { FileHeader } from './format';
-import { isErrno, nodeStoreFs, StoreFs } from './file-system';
+import { fileIdOf, isErrno, nodeStoreFs, StoreFs, type FileId } from './file-system';
 import { DamageSpan, RebuildMerge } from './rebuild-merge';
 import { TableWriter } from './rebuild-output';
-import { fileIdOf, type FileId } from './table-file';
 
 /** Suffix of the file salvageFile writes before renaming it to the output. */
 export const SALVAGE_SUFFIX = '.partial';

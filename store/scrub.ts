@@ -15,10 +15,10 @@
  */
 import { FILE_HEADER_BYTES, decodeFileHeader } from './format';
 import { StoreIoError, TablekeeperError } from './errors';
-import { isErrno, readFully } from './file-system';
+import { fileIdOf, isErrno, readFully } from './file-system';
 import { RecordCursor } from './record-cursor';
 import type { DamagedRange } from './record-scan';
-import { fileIdOf, TableFile } from './table-file';
+import { TableFile } from './table-file';
 import { SLICE_MS, TimeSlicer } from './time-slicer';
 
 const SCRUB_CHUNK_BYTES = 1024 * 1024;

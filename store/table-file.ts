@@ -20,19 +20,20 @@
  * backupTable (backup.ts) copies it; at most one of them runs at a time per
  * table (MaintenanceConflictError).
  */
-import { fstat } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import type { Logger } from 'pino';
 import { tableLogger } from './table-logger';
 import { BadRequestError, MaintenanceConflictError, StoreIoError, TableClosedError, TableCorruptError, ValueTooLargeError } from './errors';
 import { AppendObserver, COMPACT_SUFFIX, compactTable, CompactionHost, CompactionResult, CompactionSwitch, CompactOptions } from './compaction';
 import { FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, MAX_VALUE_FIELD, RECORD_HEADER_BYTES, recordBytes, recordChecksumOk } from './format';
-import { isErrno, nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
+import { fileIdOf, FileId, isErrno, nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
 import { KeyIndex } from './key-index';
 import { validateKey } from './key-rules';
 import { SortedKeys } from './key-order';
 import { ReadCache, ReadCacheStats } from './read-cache';
 import { scanRecords, ScanItem } from './record-scan';
 import { LoadedTable, loadTable, openOrCreate, removeLeftover } from './table-load';
+import { applyCutMarker, writeCutMarker } from './cut-marker';
 import { WriteBatch } from './write-batch';
 import { SyncPolicy, WriteQueue } from './write-queue';
 
@@ -117,11 +118,8 @@ export interface SelectResult {
 /** The kinds of maintenance that need a table to themselves. */
 export type MaintenanceKind = 'compaction' | 'backup' | 'scrub';
 
-/** Identity of a file (device and inode), to tell whether a path still names the open file. */
-export interface FileId {
-  dev: bigint;
-  ino: bigint;
-}
+/** Closes in progress, by absolute path of the table file. */
+const closingFiles = new Map<string, Promise<void>>();
 
 /** One table file, open for reads and appends. Create with `TableFile.open`. */
 export class TableFile {
@@ -170,6 +168,7 @@ export class TableFile {
       logger,
       end: loaded.end,
       undo: (batch) => this.undo(batch),
+      keepCut: (length) => writeCutMarker(this.sfs, this.fd, this.path, length, this.logger),
     });
   }
 
@@ -182,9 +181,13 @@ export class TableFile {
     const started = performance.now();
     const sfs = opts.fs ?? nodeStoreFs;
     const logger = tableLogger(opts.logger, opts.table);
+    // A table of the same file that is still closing finishes first: the file is never in two hands.
+    await closingFiles.get(resolvePath(opts.path))?.catch(() => undefined);
     await removeLeftover(sfs, opts.path + COMPACT_SUFFIX, logger);
     const fd = await openOrCreate(sfs, opts.table, opts.path, opts.generation ?? 1);
     try {
+      // Before the scan: writes rejected before the last close that could not be cut then must not be read.
+      await applyCutMarker(sfs, fd, opts.table, opts.path, logger);
       const loaded = await loadTable(sfs, fd, opts.table, opts.path, logger);
       const report: OpenReport = { records: loaded.records, tornTailBytes: loaded.tornTailBytes, durationMs: performance.now() - started };
       if (loaded.tornTailFile !== undefined) report.tornTailFile = loaded.tornTailFile;
@@ -415,7 +418,7 @@ export class TableFile {
    */
   close(): Promise<void> {
     if (this.closing === undefined) {
-      this.closing = (async () => {
+      const closing = (this.closing = (async () => {
         // A running compaction, backup or scrub gives up at its next step (a
         // compaction past its rename finishes the switch), and cleans up.
         await this.stopMaintenance();
@@ -426,7 +429,14 @@ export class TableFile {
           this.index.clear();
           this.order = undefined;
         }
-      })();
+      })());
+      // An open of the same path waits for this close (it may still cut the file, see WriteQueue.close).
+      const key = resolvePath(this.path);
+      closingFiles.set(key, closing);
+      const forget = () => {
+        if (closingFiles.get(key) === closing) closingFiles.delete(key);
+      };
+      closing.then(forget, forget);
     }
     return this.closing;
   }
@@ -653,13 +663,6 @@ function copyOf(bytes: Buffer): Buffer {
   const out = Buffer.allocUnsafe(bytes.length);
   bytes.copy(out);
   return out;
-}
-
-/** Device and inode of an open descriptor. */
-export function fileIdOf(fd: number): Promise<FileId> {
-  return new Promise((resolve, reject) =>
-    fstat(fd, { bigint: true }, (err, st) => (err ? reject(err) : resolve({ dev: st.dev, ino: st.ino }))),
-  );
 }
 
 function selectLimit(limit: number | undefined): number {

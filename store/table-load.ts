@@ -25,7 +25,7 @@
  * records) so stays salvageable (`tablekeeper salvage`).
  */
 import type { Logger } from 'pino';
-import { StoreIoError, TableCorruptError } from './errors';
+import { StoreIoError, storeIo, TableCorruptError } from './errors';
 import { decodeFileHeader, encodeFileHeader, FILE_HEADER_BYTES, KIND_PUT } from './format';
 import { isErrno, parentDir, readFully, StoreFs, writeFully } from './file-system';
 import { KeyIndex } from './key-index';
@@ -89,9 +89,9 @@ export async function removeLeftover(sfs: StoreFs, file: string, logger: Logger)
 
 /** Reads and checks the header, rebuilds the index, truncates a torn tail. Closes nothing. `logger` carries the table binding. */
 export async function loadTable(sfs: StoreFs, fd: number, table: string, path: string, logger: Logger): Promise<LoadedTable> {
-  const size = await io(table, 'stat', () => sfs.size(fd));
+  const size = await storeIo(table, 'stat', () => sfs.size(fd));
   const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
-  const got = await io(table, 'read', () => readFully(sfs, fd, headerBuf, 0, FILE_HEADER_BYTES, 0));
+  const got = await storeIo(table, 'read', () => readFully(sfs, fd, headerBuf, 0, FILE_HEADER_BYTES, 0));
   const header = decodeFileHeader(headerBuf.subarray(0, got));
   if (typeof header === 'string') throw new TableCorruptError(table, 0, header);
 
@@ -110,12 +110,12 @@ export async function loadTable(sfs: StoreFs, fd: number, table: string, path: s
       if (r.seq > seq) seq = r.seq;
       records++;
     } else if (step === 'more') {
-      await io(table, 'read', () => cursor.fill());
+      await storeIo(table, 'read', () => cursor.fill());
     } else if (step === 'end') {
       break;
     } else {
       const { offset, reason } = cursor.damage;
-      const next = await io(table, 'read', () => cursor.resync());
+      const next = await storeIo(table, 'read', () => cursor.resync());
       if (next >= 0) {
         throw new TableCorruptError(table, offset, reason, { details: { nextValidRecord: next } });
       }
@@ -128,12 +128,12 @@ export async function loadTable(sfs: StoreFs, fd: number, table: string, path: s
   let tornTailFile: string | undefined;
   if (tornTailBytes > 0) {
     tornTailFile = await keepTornTail(sfs, fd, table, path, header.generation, end, size);
-    await io(table, 'truncate', () => sfs.truncate(fd, end));
+    await storeIo(table, 'truncate', () => sfs.truncate(fd, end));
     logger.warn({ bytes: tornTailBytes, offset: end, reason: cursor.damage.reason, keptIn: tornTailFile }, 'torn tail truncated');
   }
   // Also makes durableLength honest: bytes a previous process wrote without
   // fsync (policy none) may still be only in the page cache.
-  await io(table, 'fsync', () => sfs.fdatasync(fd));
+  await storeIo(table, 'fsync', () => sfs.fdatasync(fd));
   return { fd, generation: header.generation, index, seq, records, end, tornTailBytes, tornTailFile };
 }
 
@@ -149,7 +149,7 @@ async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: strin
   const buf = Buffer.allocUnsafe(Math.min(TAIL_CHUNK_BYTES, size - end));
   let zeros = true;
   for (let pos = end; pos < size && zeros; pos += buf.length) {
-    const n = await io(table, 'read', () => readFully(sfs, fd, buf, 0, Math.min(buf.length, size - pos), pos));
+    const n = await storeIo(table, 'read', () => readFully(sfs, fd, buf, 0, Math.min(buf.length, size - pos), pos));
     for (let i = 0; i < n; i++) {
       if (buf[i] !== 0) {
         zeros = false;
@@ -160,7 +160,7 @@ async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: strin
   if (zeros) return undefined;
   // The time keeps a second cut at the same offset (another crash) from overwriting the first.
   const file = `${path}.torn-${end}-${Date.now()}`;
-  await io(table, 'keep-torn-tail', async () => {
+  await storeIo(table, 'keep-torn-tail', async () => {
     const out = await sfs.open(file, 'w+');
     let kept = false;
     try {
@@ -181,13 +181,4 @@ async function keepTornTail(sfs: StoreFs, fd: number, table: string, path: strin
     await sfs.syncDir(parentDir(path));
   });
   return file;
-}
-
-/** Runs one file operation, turning an I/O failure into StoreIoError. */
-async function io<T>(table: string, operation: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw new StoreIoError(table, operation, { cause: err });
-  }
 }

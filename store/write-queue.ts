@@ -44,6 +44,12 @@ export interface WriteQueueOptions {
   end: number;
   /** Restores the index to its state before the batch's records (newest batch first). */
   undo(batch: WriteBatch): void;
+  /**
+   * Called when the file could not be cut back to `length` after a failed
+   * write or fsync: durably records that the next open must cut it (see
+   * cut-marker.ts). Resolves false when that failed too.
+   */
+  keepCut(length: number): Promise<boolean>;
 }
 
 interface Waiter {
@@ -71,6 +77,8 @@ export class WriteQueue {
   private syncWaiter: Waiter | undefined;
   private looping = false;
   private failure: StoreIoError | undefined;
+  // Set when a rollback could not cut the file: the length it must be cut to.
+  private uncut: number | undefined;
   private spare: Buffer | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly always: boolean;
@@ -189,11 +197,12 @@ export class WriteQueue {
     this.fail(error);
   }
 
-  /** Stops the interval timer and makes everything appended durable (unless failed). */
+  /** Stops the interval timer and makes everything appended durable (unless failed; then retries a rollback cut that failed). */
   async close(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     if (this.failure === undefined) await this.sync();
+    else await this.retryCut();
   }
 
   private schedule(): void {
@@ -265,12 +274,12 @@ export class WriteQueue {
    * them in the index, and truncates the file back to writtenEnd.
    */
   private async recoverFromWrite(cause: unknown, batch: WriteBatch, syncWaiter: Waiter | undefined): Promise<void> {
-    const error = new StoreIoError(this.opts.table, 'write', { cause, details: { offset: batch.base } });
     this.opts.logger.error({ err: cause, offset: batch.base, bytes: batch.len }, 'write failed; rolling back');
     this.inflight = undefined;
     const dropped = this.abandon(batch);
-    await this.truncateTo(this.writtenEnd);
+    const undone = await this.truncateTo(this.writtenEnd);
     // Rejected only now, so a caller that sees the error finds the file consistent.
+    const error = new StoreIoError(this.opts.table, 'write', { cause, details: { offset: batch.base, ...(undone ? {} : { undone }) } });
     for (const b of dropped) b.reject(error);
     syncWaiter?.reject(error);
   }
@@ -283,17 +292,19 @@ export class WriteQueue {
    * the queue fails and the owner must reopen the file.
    */
   private async recoverFromSync(cause: unknown, batch: WriteBatch | undefined, syncWaiter: Waiter | undefined): Promise<void> {
-    const error = new StoreIoError(this.opts.table, 'fsync', { cause, details: { durableLength: this.durableLength } });
+    const durableLength = this.durableLength;
     if (!this.always) {
+      const error = new StoreIoError(this.opts.table, 'fsync', { cause, details: { durableLength } });
       syncWaiter?.reject(error);
       this.fail(error);
       return;
     }
-    this.opts.logger.error({ err: cause, bytes: this.fileEnd - this.durableLength }, 'fsync failed; rolling back');
+    this.opts.logger.error({ err: cause, bytes: this.fileEnd - durableLength }, 'fsync failed; rolling back');
     // Set first: abandon() moves fileEnd back to writtenEnd.
-    this.writtenEnd = this.durableLength;
+    this.writtenEnd = durableLength;
     const dropped = this.abandon(batch);
-    await this.truncateTo(this.durableLength);
+    const undone = await this.truncateTo(durableLength);
+    const error = new StoreIoError(this.opts.table, 'fsync', { cause, details: { durableLength, ...(undone ? {} : { undone }) } });
     for (const b of dropped) b.reject(error);
     syncWaiter?.reject(error);
   }
@@ -315,15 +326,40 @@ export class WriteQueue {
     return dropped;
   }
 
-  /** Cuts the file back to a record boundary and fsyncs the cut; fails the queue if that fails. */
-  private async truncateTo(length: number): Promise<void> {
+  /**
+   * Cuts the file back to a record boundary and fsyncs the cut. If that
+   * fails, the queue fails, and the cut is left to the next open (a cut
+   * marker) or, failing that too, to close (`retryCut`). Resolves true when
+   * the rejected records are sure to be gone: cut now, or at the next open.
+   */
+  private async truncateTo(length: number): Promise<boolean> {
     try {
       await this.opts.sfs.truncate(this.fd, length);
       await this.opts.sfs.fdatasync(this.fd);
       // The fsync after the cut covers every byte below it.
       this.durableLength = length;
+      return true;
     } catch (err) {
       this.fail(new StoreIoError(this.opts.table, 'truncate', { cause: err, details: { length } }));
+      this.uncut = length;
+      return this.opts.keepCut(length);
+    }
+  }
+
+  /**
+   * On close of a failed queue whose rollback could not cut the file: tries
+   * the cut once more (the failure may have passed). Never throws.
+   */
+  private async retryCut(): Promise<void> {
+    const length = this.uncut;
+    if (length === undefined) return;
+    try {
+      await this.opts.sfs.truncate(this.fd, length);
+      await this.opts.sfs.fdatasync(this.fd);
+      this.uncut = undefined;
+      this.opts.logger.warn({ op: 'rollback', offset: length }, 'cut the rejected writes off the file at close');
+    } catch (err) {
+      this.opts.logger.error({ err, op: 'rollback', offset: length }, 'could not cut the rejected writes off the file at close either');
     }
   }
 

@@ -128,12 +128,17 @@ describe('table file faults', () => {
     expect(await reopenContents()).toEqual({ a: '1', c: '4' });
   });
 
-  test('table file - when the rollback itself fails the file enters the failed state and reopens cleanly', async () => {
+  test('table file - when the rollback cut fails the file enters the failed state, and a cut marker makes the next open cut the rejected bytes', async () => {
     const ffs = new FaultyFs();
     const t = await open(ffs);
     await t.put('a', b('1'));
+    const good = t.durableLength;
     ffs.failOn({ op: 'write', nth: 1, partialBytes: 7 }).failOn({ op: 'truncate', nth: 1 });
-    await expect(t.put('b', b('2'))).rejects.toThrow(StoreIoError);
+    const err = await t.put('b', b('2')).catch((e: unknown) => e);
+    // Undone: the marker guarantees the cut, so the rejection says nothing of "may be there".
+    expect(err).toBeInstanceOf(StoreIoError);
+    expect((err as StoreIoError).details.undone).toBeUndefined();
+    expect((err as StoreIoError).message).not.toMatch(/may be there/);
     expect(t.failed).toBeInstanceOf(StoreIoError);
     expect(t.failed?.details).toMatchObject({ operation: 'truncate' });
     await expect(t.put('c', b('3'))).rejects.toMatchObject({ code: 'IO_ERROR', details: { failed: true } });
@@ -142,13 +147,99 @@ describe('table file faults', () => {
     // Reads still work.
     expect(t.get('a')?.toString()).toBe('1');
     expect(t.has('b')).toBe(false);
+    expect(JSON.parse(fs.readFileSync(`${file()}.cut`, 'utf8'))).toMatchObject({ length: good });
+    // Keep the 7 torn bytes on disk (as if the retry at close failed too): the marker alone must cut them.
+    ffs.failOn({ op: 'truncate', nth: 1 });
     await t.close();
-    // The 7 torn bytes are still on disk: reopen cuts them as a torn tail.
+    expect(fs.statSync(file()).size).toBe(good + 7);
     const r = await open();
-    expect(r.openReport.tornTailBytes).toBe(7);
+    expect(r.openReport.tornTailBytes).toBe(0);
     expect(r.get('a')?.toString()).toBe('1');
     expect(r.has('b')).toBe(false);
     await r.close();
+    expect(fs.readdirSync(tmp.dir)).toEqual(['t.tkt']);
+  });
+
+  test('table file - an fsynced write rejected after a failed fsync is never read back when the cut fails: the marker cuts it', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    await t.put('a', b('1'));
+    await t.put('gone', b('x'));
+    ffs.failOn({ op: 'fdatasync', nth: 1 }).failOn({ op: 'truncate', nth: 1 }).failOn({ op: 'truncate', nth: 2 });
+    const results = await outcomes([t.put('b', b('2')), t.delete('gone')]);
+    for (const r of results) expect(r).toMatchObject({ name: 'StoreIoError', details: { operation: 'fsync' } });
+    // Whole records of the rejected batch are still in the file, past the acknowledged ones.
+    await t.close();
+    expect(fs.existsSync(`${file()}.cut`)).toBe(true);
+    expect(await reopenContents()).toEqual({ a: '1', gone: 'x' });
+    expect(fs.existsSync(`${file()}.cut`)).toBe(false);
+  });
+
+  test('table file - when neither the cut nor a marker can be made, the rejection says the write may be there, and close tries the cut again', async () => {
+    for (const closeCut of ['succeeds', 'fails'] as const) {
+      fs.rmSync(file(), { force: true });
+      const ffs = new FaultyFs();
+      const t = await open(ffs);
+      await t.put('a', b('1'));
+      // Every fdatasync from now fails (the batch's and the marker's), and so does the cut (at close too, in the second run).
+      ffs.failOn({ op: 'fdatasync', nth: 1, sticky: true }).failOn({ op: 'truncate', nth: 1, sticky: closeCut === 'fails' });
+      const err = await t.put('b', b('2')).catch((e: unknown) => e);
+      expect(err).toMatchObject({ name: 'StoreIoError', code: 'IO_ERROR', details: { operation: 'fsync', undone: false } });
+      expect((err as Error).message).toMatch(/could not be undone on disk and may be there once the table reopens/);
+      expect(t.has('b')).toBe(false);
+      expect(fs.readdirSync(tmp.dir)).toEqual(['t.tkt']);
+      if (closeCut === 'succeeds') ffs.heal();
+      await t.close();
+      const r = await open();
+      expect(r.get('a')?.toString()).toBe('1');
+      // The one outcome the error allowed for: the write is back only when the cut never happened.
+      expect(r.get('b')?.toString()).toBe(closeCut === 'succeeds' ? undefined : '2');
+      await r.close();
+    }
+  });
+
+  test('table file - an open of a file whose table is still closing waits for that close, which may still cut the file', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    await t.put('a', b('1'));
+    ffs.failOn({ op: 'fdatasync', nth: 1, sticky: true }).failOn({ op: 'truncate', nth: 1 });
+    await expect(t.put('b', b('2'))).rejects.toMatchObject({ details: { undone: false } });
+    ffs.heal();
+    // The close's second try at the cut is held; an owner restarting meanwhile opens the same file.
+    const gate = ffs.hold('truncate');
+    const closed = t.close();
+    await gate.reached;
+    const ffs2 = new FaultyFs();
+    const reopening = open(ffs2);
+    // It has not touched the file: it waits for the close.
+    expect(Object.values(ffs2.calls).every((n) => n === 0)).toBe(true);
+    gate.release();
+    await closed;
+    const r = await reopening;
+    expect(r.has('b')).toBe(false);
+    expect(r.get('a')?.toString()).toBe('1');
+    await r.put('c', b('3'));
+    await r.close();
+    expect(await reopenContents()).toEqual({ a: '1', c: '3' });
+  });
+
+  test('table file - a cut marker of a file that was replaced since, or one that cannot be read, is removed unused', async () => {
+    const t = await open();
+    await t.put('a', b('1'));
+    await t.put('b', b('2'));
+    await t.close();
+    const size = fs.statSync(file()).size;
+    const st = fs.statSync(file(), { bigint: true });
+    // A marker for this very file, then the file replaced by a copy (a restore renames a new file into place).
+    fs.writeFileSync(`${file()}.cut`, JSON.stringify({ length: 16, dev: String(st.dev), ino: String(st.ino) }));
+    fs.copyFileSync(file(), `${file()}.new`);
+    fs.renameSync(`${file()}.new`, file());
+    expect(await reopenContents()).toEqual({ a: '1', b: '2' });
+    expect(fs.existsSync(`${file()}.cut`)).toBe(false);
+    fs.writeFileSync(`${file()}.cut`, 'not json');
+    expect(await reopenContents()).toEqual({ a: '1', b: '2' });
+    expect(fs.readdirSync(tmp.dir)).toEqual(['t.tkt']);
+    expect(fs.statSync(file()).size).toBe(size);
   });
 
   test("table file - an fsync failure under 'none' fails sync() and the file", async () => {

@@ -1,0 +1,121 @@
+/**
+ * The cut marker: how a rolled-back write stays rolled back when the file
+ * cannot be cut.
+ *
+ * A failed write or fsync under `always` is undone by cutting the file back
+ * to the end of the acknowledged records. When that truncate (or its fsync)
+ * fails too, the rejected records are still in the file, and the next open
+ * would read them back: a write whose caller was told it failed would
+ * reappear. So the table writes `<table file>.cut` (temp name, fdatasync,
+ * rename, directory fsync) naming the length to cut to and the file it
+ * applies to (device and inode), and only then rejects the writes as undone.
+ * The next open cuts the file to that length before it reads it, and
+ * removes the marker.
+ *
+ * A marker that names another file (the table file was replaced since: a
+ * restore or a recovery renames a new file into place) is stale and removed
+ * unused. When the marker cannot be written either, the writes are rejected
+ * with `undone: false`: they may be there after the next open.
+ */
+import type { Logger } from 'pino';
+import { StoreIoError, storeIo } from './errors';
+import { fileIdOf, isErrno, parentDir, readFully, StoreFs, writeFully } from './file-system';
+
+/** Suffix of the marker file beside the table file. */
+export const CUT_SUFFIX = '.cut';
+
+interface CutMarker {
+  /** Length the table file must be cut to. */
+  length: number;
+  /** The table file it applies to (bigints as decimal strings). */
+  dev: string;
+  ino: string;
+}
+
+const MAX_MARKER_BYTES = 4096;
+
+/**
+ * Durably records that the file open at `fd` (the table file at `path`) must
+ * be cut to `length` at its next open. Resolves false (after logging why)
+ * when the marker could not be made durable.
+ */
+export async function writeCutMarker(sfs: StoreFs, fd: number, path: string, length: number, logger: Logger): Promise<boolean> {
+  const tmp = `${path}${CUT_SUFFIX}.tmp`;
+  try {
+    const id = await fileIdOf(fd);
+    const marker: CutMarker = { length, dev: String(id.dev), ino: String(id.ino) };
+    const bytes = Buffer.from(`${JSON.stringify(marker)}\n`);
+    const out = await sfs.open(tmp, 'w+');
+    try {
+      await writeFully(sfs, out, bytes, 0, bytes.length, 0);
+      await sfs.fdatasync(out);
+    } finally {
+      await sfs.close(out).catch(() => undefined);
+    }
+    await sfs.rename(tmp, path + CUT_SUFFIX);
+    await sfs.syncDir(parentDir(path));
+    logger.warn({ op: 'rollback', length }, 'could not cut the rejected writes off the file; the next open cuts them (marker written)');
+    return true;
+  } catch (err) {
+    await sfs.unlink(tmp).catch(() => undefined);
+    logger.error({ err, op: 'rollback', length }, 'could not cut the rejected writes off the file nor write a cut marker; they may be read back at the next open');
+    return false;
+  }
+}
+
+/**
+ * At open, before the file is read: applies and removes the cut marker of
+ * the table file open at `fd`, if there is one. Rejects StoreIoError when
+ * the marker applies but the cut fails (the open must not read the
+ * rejected records); a stale or unreadable marker is removed and logged.
+ */
+export async function applyCutMarker(sfs: StoreFs, fd: number, table: string, path: string, logger: Logger): Promise<void> {
+  const file = path + CUT_SUFFIX;
+  // A marker that never got its name (the disk failed while it was written) counts for nothing.
+  await sfs.unlink(`${file}.tmp`).catch(() => undefined);
+  let text: string;
+  try {
+    const mfd = await sfs.open(file, 'r');
+    try {
+      const buf = Buffer.alloc(MAX_MARKER_BYTES);
+      text = buf.toString('utf8', 0, await readFully(sfs, mfd, buf, 0, buf.length, 0));
+    } finally {
+      await sfs.close(mfd).catch(() => undefined);
+    }
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return;
+    throw new StoreIoError(table, 'read-cut-marker', { cause: err, details: { path: file } });
+  }
+  const marker = parseMarker(text);
+  const id = await fileIdOf(fd).catch((err: unknown) => {
+    throw new StoreIoError(table, 'stat', { cause: err });
+  });
+  if (marker === undefined) {
+    logger.warn({ file }, 'removed an unreadable cut marker');
+  } else if (marker.dev !== String(id.dev) || marker.ino !== String(id.ino)) {
+    logger.warn({ file }, 'removed a cut marker of a table file that has since been replaced');
+  } else {
+    const size = await storeIo(table, 'stat', () => sfs.size(fd));
+    if (size > marker.length) {
+      await storeIo(table, 'truncate', () => sfs.truncate(fd, marker.length));
+      await storeIo(table, 'fsync', () => sfs.fdatasync(fd));
+      logger.warn({ op: 'rollback', bytes: size - marker.length, offset: marker.length }, 'cut the writes rejected before the last close');
+    }
+  }
+  await storeIo(table, 'remove-cut-marker', async () => {
+    await sfs.unlink(file);
+    await sfs.syncDir(parentDir(path));
+  });
+}
+
+function parseMarker(text: string): CutMarker | undefined {
+  try {
+    const m = JSON.parse(text) as Partial<CutMarker>;
+    if (Number.isSafeInteger(m.length) && (m.length as number) >= 0 && typeof m.dev === 'string' && typeof m.ino === 'string') {
+      return m as CutMarker;
+    }
+  } catch {
+    // Unreadable: treated as stale below.
+  }
+  return undefined;
+}
