@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
-import { backupTable, StoreFsOp, StoreIoError, TableFile, TablekeeperError } from '../../store';
+import { backupTable, listBackups, pruneBackups, StoreFsOp, verifyBackup, StoreIoError, TableFile, TablekeeperError } from '../../store';
 import { Fault, FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 
@@ -166,6 +166,8 @@ describe('table file fault campaign', () => {
     const file = path.join(tmp.dir, 'c.tkt');
     const backups = path.join(tmp.dir, 'backups');
     const model = new Model();
+    // Files a failed backup could not delete because the delete was failed too.
+    const leftovers = new Set<string>();
     await (await TableFile.open({ table: 'c', path: file, logger: silent })).close();
     for (let round = 0; round < ROUNDS; round++) {
       const rand = new Rand(Number(process.env.CAMPAIGN_SEED ?? 1000) + round);
@@ -207,6 +209,18 @@ describe('table file fault campaign', () => {
       // No leftovers counted as data: only the table file, its backups and kept torn tails.
       const extra = fs.readdirSync(tmp.dir).filter((n) => n !== 'c.tkt' && n !== 'backups' && !n.startsWith('c.tkt.torn-'));
       if (extra.length > 0) throw new Error(`${where(steps)}: left behind ${extra.join(', ')}`);
+      // Every backup that counts (has a manifest) verifies; a failed one left nothing, unless its clean-up was failed too.
+      await pruneBackups(backups, 'c', 3);
+      for (const manifest of await listBackups(backups, 'c')) {
+        const check = await verifyBackup(manifest, backups);
+        if (!check.ok) throw new Error(`${where(steps)}: backup ${manifest.name} does not verify: ${check.problems.join('; ')}`);
+      }
+      const partial = fs.existsSync(path.join(backups, 'c')) ? fs.readdirSync(path.join(backups, 'c')).filter((n) => !n.endsWith('.tkt') && !n.endsWith('.json')) : [];
+      const unlinkFailed = ffs.fired.some((f) => f.op === 'unlink');
+      for (const name of partial) {
+        if (unlinkFailed) leftovers.add(name);
+        else if (!leftovers.has(name)) throw new Error(`${where(steps)}: a backup left ${name}`);
+      }
     }
     // The seeds reach every outcome: rejected writes of both kinds, maintenance done and failed.
     for (const what of ['write undone', 'write unknown', 'compaction done', 'compaction failed', 'backup done', 'backup failed']) {
