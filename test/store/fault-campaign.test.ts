@@ -1,10 +1,10 @@
 /**
  * A seeded fault campaign against one table file: round after round of
- * concurrent puts and deletes, compactions and backups, with failures
- * injected at random calls of the file system (failed and torn writes,
- * failed fsyncs, truncates, renames, directory fsyncs, reads, opens...). After
- * every round the table is closed and reopened on the real disk, and every
- * key must hold a value the outcomes allow:
+ * concurrent puts and deletes, compactions and backups, under each sync
+ * policy, with failures injected at random calls of the file system (failed
+ * and torn writes, failed fsyncs, truncates, renames, directory fsyncs,
+ * reads, opens...). After every round the table is closed and reopened on
+ * the real disk, and every key must hold a value the outcomes allow:
  * - an acknowledged write is there unless a later one replaced it;
  * - a write rejected as undone is never seen, in memory or after reopen;
  * - a write rejected with `undone: false` (the engine could not cut it off
@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
-import { backupTable, listBackups, pruneBackups, StoreFsOp, verifyBackup, StoreIoError, TableFile, TablekeeperError } from '../../store';
+import { backupTable, listBackups, pruneBackups, StoreFsOp, SyncPolicy, verifyBackup, StoreIoError, TableFile, TablekeeperError } from '../../store';
 import { Fault, FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 
@@ -172,8 +172,9 @@ describe('table file fault campaign', () => {
     for (let round = 0; round < ROUNDS; round++) {
       const rand = new Rand(Number(process.env.CAMPAIGN_SEED ?? 1000) + round);
       const ffs = new FaultyFs();
-      // Mostly 'always'; 'none' too, whose acknowledged writes must also survive (nothing here loses the page cache).
-      const sync = rand.chance(0.75) ? 'always' : 'none';
+      // Mostly 'always'; the others too, whose acknowledged writes must also survive (nothing here loses the page cache).
+      const policy = rand.int(8);
+      const sync: SyncPolicy = policy < 6 ? 'always' : policy === 6 ? 'none' : { intervalMs: 2 };
       const t = await TableFile.open({ table: 'c', path: file, fs: ffs, logger: silent, sync });
       const faults = 1 + rand.int(3);
       for (let f = 0; f < faults; f++) {
@@ -182,7 +183,7 @@ describe('table file fault campaign', () => {
         if (op === 'write' && rand.chance(0.5)) fault.partialBytes = rand.int(600);
         ffs.failOn(fault);
       }
-      const where = (step: number) => `round ${round} step ${step}, sync ${sync} (faults ${JSON.stringify(ffs.fired)})`;
+      const where = (step: number) => `round ${round} step ${step}, sync ${JSON.stringify(sync)} (faults ${JSON.stringify(ffs.fired)})`;
       const steps = 4 + rand.int(8);
       for (let step = 0; step < steps; step++) {
         const kind = rand.int(10);
