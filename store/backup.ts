@@ -36,7 +36,7 @@ import type { Logger } from 'pino';
 import { tableLogger } from './table-logger';
 import { BackupFailedError, BadRequestError } from './errors';
 import { decodeFileHeader, FILE_HEADER_BYTES, FORMAT_VERSION, KIND_PUT } from './format';
-import { isErrno, nodeStoreFs, readFully, StoreFs, writeFully } from './file-system';
+import { isErrno, nodeStoreFs, readFully, readWholeFile, StoreFs, writeFileDurably, writeFully } from './file-system';
 import { ByteKeySet } from './byte-key-set';
 import { checkRangeInWorker, WORKER_MIN_BYTES } from './record-check-worker';
 import { copyInWorker } from './copy-worker';
@@ -615,31 +615,6 @@ class LiveKeysAt {
 
   stop(): void {
     this.file.observeAppends(undefined);
-  }
-}
-
-/** Writes `data` to `file` through a temp file: write, fdatasync, rename (the caller fsyncs the directory). */
-async function writeFileDurably(sfs: StoreFs, file: string, data: Buffer): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fd = await sfs.open(tmp, 'w+');
-  try {
-    await writeFully(sfs, fd, data, 0, data.length, 0);
-    await sfs.fdatasync(fd);
-  } finally {
-    await sfs.close(fd).catch(() => undefined);
-  }
-  await sfs.rename(tmp, file);
-}
-
-async function readWholeFile(sfs: StoreFs, file: string): Promise<Buffer> {
-  const fd = await sfs.open(file, 'r');
-  try {
-    const size = await sfs.size(fd);
-    const buf = Buffer.alloc(size);
-    const got = await readFully(sfs, fd, buf, 0, size, 0);
-    return buf.subarray(0, got);
-  } finally {
-    await sfs.close(fd).catch(() => undefined);
   }
 }
 

@@ -19,7 +19,7 @@
  */
 import type { Logger } from 'pino';
 import { StoreIoError, storeIo } from './errors';
-import { fileIdOf, isErrno, parentDir, readFully, StoreFs, writeFully } from './file-system';
+import { fileIdOf, isErrno, parentDir, readWholeFile, StoreFs, writeFileDurably } from './file-system';
 
 /** Suffix of the marker file beside the table file. */
 export const CUT_SUFFIX = '.cut';
@@ -32,32 +32,22 @@ interface CutMarker {
   ino: string;
 }
 
-const MAX_MARKER_BYTES = 4096;
-
 /**
  * Durably records that the file open at `fd` (the table file at `path`) must
  * be cut to `length` at its next open. Resolves false (after logging why)
  * when the marker could not be made durable.
  */
 export async function writeCutMarker(sfs: StoreFs, fd: number, path: string, length: number, logger: Logger): Promise<boolean> {
-  const tmp = `${path}${CUT_SUFFIX}.tmp`;
+  const file = path + CUT_SUFFIX;
   try {
     const id = await fileIdOf(fd);
     const marker: CutMarker = { length, dev: String(id.dev), ino: String(id.ino) };
-    const bytes = Buffer.from(`${JSON.stringify(marker)}\n`);
-    const out = await sfs.open(tmp, 'w+');
-    try {
-      await writeFully(sfs, out, bytes, 0, bytes.length, 0);
-      await sfs.fdatasync(out);
-    } finally {
-      await sfs.close(out).catch(() => undefined);
-    }
-    await sfs.rename(tmp, path + CUT_SUFFIX);
+    await writeFileDurably(sfs, file, Buffer.from(`${JSON.stringify(marker)}\n`));
     await sfs.syncDir(parentDir(path));
     logger.warn({ op: 'rollback', length }, 'could not cut the rejected writes off the file; the next open cuts them (marker written)');
     return true;
   } catch (err) {
-    await sfs.unlink(tmp).catch(() => undefined);
+    await sfs.unlink(`${file}.tmp`).catch(() => undefined);
     logger.error({ err, op: 'rollback', length }, 'could not cut the rejected writes off the file nor write a cut marker; they may be read back at the next open');
     return false;
   }
@@ -75,13 +65,7 @@ export async function applyCutMarker(sfs: StoreFs, fd: number, table: string, pa
   await sfs.unlink(`${file}.tmp`).catch(() => undefined);
   let text: string;
   try {
-    const mfd = await sfs.open(file, 'r');
-    try {
-      const buf = Buffer.alloc(MAX_MARKER_BYTES);
-      text = buf.toString('utf8', 0, await readFully(sfs, mfd, buf, 0, buf.length, 0));
-    } finally {
-      await sfs.close(mfd).catch(() => undefined);
-    }
+    text = (await readWholeFile(sfs, file)).toString('utf8');
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return;
     throw new StoreIoError(table, 'read-cut-marker', { cause: err, details: { path: file } });

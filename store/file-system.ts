@@ -172,6 +172,32 @@ export async function writeFully(
   }
 }
 
+/** Writes `data` to `file` through a temp file: write, fdatasync, rename (the caller fsyncs the directory). */
+export async function writeFileDurably(sfs: StoreFs, file: string, data: Buffer): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const fd = await sfs.open(tmp, 'w+');
+  try {
+    await writeFully(sfs, fd, data, 0, data.length, 0);
+    await sfs.fdatasync(fd);
+  } finally {
+    await sfs.close(fd).catch(() => undefined);
+  }
+  await sfs.rename(tmp, file);
+}
+
+/** The whole content of `file`. */
+export async function readWholeFile(sfs: StoreFs, file: string): Promise<Buffer> {
+  const fd = await sfs.open(file, 'r');
+  try {
+    const size = await sfs.size(fd);
+    const buf = Buffer.alloc(size);
+    const got = await readFully(sfs, fd, buf, 0, size, 0);
+    return buf.subarray(0, got);
+  } finally {
+    await sfs.close(fd).catch(() => undefined);
+  }
+}
+
 /** Identity of a file (device and inode), to tell whether a path still names an open file. */
 export interface FileId {
   dev: bigint;

@@ -14,6 +14,7 @@ import { startService, type RunningService } from '../../cli';
 import { loadConfig, type Config } from '../../supervisor';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { ADMIN_TOKEN, testConfig } from '../http/http-helpers';
+import { SeededRandom } from '../helpers/seeded-random';
 import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir('tk-fuzz-');
@@ -21,22 +22,8 @@ const REQUESTS = Number(process.env.FUZZ_REQUESTS ?? 2500);
 const KEYS = ['a', 'b', 'k1', 'ключ', '🔑', 'x'.repeat(1024), 'é'.repeat(512)];
 const TABLE_OPS = ['get', 'put', 'delete', 'select', 'stats', 'compact'] as const;
 
-class Rand {
-  constructor(private seed: number) {}
-  int(n: number): number {
-    this.seed = (Math.imul(this.seed, 1103515245) + 12345) >>> 0;
-    return (this.seed >>> 8) % n;
-  }
-  chance(p: number): boolean {
-    return this.int(1000) < p * 1000;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-}
-
 /** A JSON text of any kind, some of it unusual: big integers, exponents, escapes, deep nesting. */
-function jsonText(r: Rand, depth = 0): string {
+function jsonText(r: SeededRandom, depth = 0): string {
   const atoms = ['null', 'true', 'false', '0', '-0', '1.0', '1e2', '12345678901234567890', '-1.5E-7', '1e400', '"x"', '""', '"\\u0000"', '"\\ud83d\\udd11"', '"\\ud800"', '"tab\\there"', '"é€🔑"'];
   const kind = depth > 3 ? 0 : r.int(6);
   if (kind === 0 || kind === 1) return r.pick(atoms);
@@ -48,13 +35,13 @@ function jsonText(r: Rand, depth = 0): string {
   return `${'['.repeat(n)}${']'.repeat(n)}`;
 }
 
-function keyText(r: Rand): string {
+function keyText(r: SeededRandom): string {
   if (r.chance(0.85)) return JSON.stringify(r.pick(KEYS));
   return r.pick(['""', '42', 'null', '["a"]', '{"k":1}', JSON.stringify('x'.repeat(1025)), JSON.stringify('€'.repeat(342)), '"\\ud800"', '"a\\u0000b"', '"a.b"', '"*"', '">"']);
 }
 
 /** A body for `op`: mostly well formed, often not. */
-function body(r: Rand, op: string): Buffer {
+function body(r: SeededRandom, op: string): Buffer {
   let text: string;
   switch (op) {
     case 'get':
@@ -87,7 +74,7 @@ function body(r: Rand, op: string): Buffer {
   return bytes;
 }
 
-function subject(r: Rand): { subject: string; op?: Operation } {
+function subject(r: SeededRandom): { subject: string; op?: Operation } {
   const which = r.int(20);
   if (which < 14) {
     const op = r.pick(TABLE_OPS);
@@ -140,7 +127,7 @@ describe.each(['embedded', 'nats'] as const)('request fuzz over the %s bus', (tr
 
   test(`request fuzz - ${REQUESTS} seeded random requests are each answered with a valid reply or a structured error, and the table holds exactly what was accepted`, async () => {
     let bus = await start();
-    const r = new Rand(Number(process.env.FUZZ_SEED ?? 20261202));
+    const r = new SeededRandom(Number(process.env.FUZZ_SEED ?? 20261202));
     // Key -> the exact JSON text of its value, from the puts and deletes that were accepted.
     const model = new Map<string, string>();
     const answered: Record<string, number> = {};
@@ -203,7 +190,7 @@ describe('request fuzz over HTTP', () => {
   });
 
   const segments = ['orders', 'events', 'nosuch', '..', '%2F', 'a.b', '*', '>', '%zz', '%', 'x'.repeat(3000), '%F0%9F%94%91', '%C3%28', ''];
-  const pathFor = (r: Rand): string => {
+  const pathFor = (r: SeededRandom): string => {
     const seg = () => r.pick(segments);
     return r.pick([
       () => `/api/tables/${seg()}/keys/${seg()}`,
@@ -220,7 +207,7 @@ describe('request fuzz over HTTP', () => {
   test('request fuzz - seeded random HTTP requests (methods, paths, encodings, tokens, bodies) each get a structured answer, and the service keeps serving', async () => {
     service = await startService(testConfig(tmp.dir), pino({ level: 'silent' }));
     const app = service.http;
-    const r = new Rand(Number(process.env.FUZZ_SEED ?? 20261202));
+    const r = new SeededRandom(Number(process.env.FUZZ_SEED ?? 20261202));
     const statuses: Record<number, number> = {};
     for (let i = 0; i < REQUESTS / 2; i++) {
       const method = r.pick(['GET', 'PUT', 'DELETE', 'POST', 'PATCH'] as const);

@@ -15,6 +15,7 @@ import { startService, type RunningService } from '../../cli';
 import type { StoreFsOp } from '../../store';
 import { loadConfig, type Config } from '../../supervisor';
 import { FaultyFs, type Fault } from '../helpers/store-faulty-fs';
+import { SeededRandom } from '../helpers/seeded-random';
 import { useTempDir } from '../helpers/store-temp';
 import { WAIT_MS } from '../helpers/wait';
 
@@ -22,17 +23,6 @@ const tmp = useTempDir('tk-svcfaults-');
 const ROUNDS = Number(process.env.CAMPAIGN_ROUNDS ?? 40);
 const KEYS = 24;
 const FAULT_OPS: readonly StoreFsOp[] = ['write', 'write', 'fdatasync', 'fdatasync', 'truncate', 'rename', 'syncDir', 'read', 'readSync', 'open'];
-
-class Rand {
-  constructor(private seed: number) {}
-  int(n: number): number {
-    this.seed = (Math.imul(this.seed, 1103515245) + 12345) >>> 0;
-    return (this.seed >>> 8) % n;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-}
 
 type Outcome = 'acked' | 'refused' | 'unknown' | 'pending';
 
@@ -122,7 +112,7 @@ describe('service under file-system faults', () => {
     let next = 0;
     const seen: Record<string, number> = {};
     for (let round = 0; round < ROUNDS; round++) {
-      const r = new Rand(Number(process.env.CAMPAIGN_SEED ?? 1) + round);
+      const r = new SeededRandom(Number(process.env.CAMPAIGN_SEED ?? 1) + round);
       // Every third round or so, a failed write whose rollback fails too (the owner's file fails then).
       if (r.int(3) === 0) ffs.failOn({ op: r.pick(['write', 'fdatasync'] as const), nth: 1 + r.int(10) }).failOn({ op: 'truncate', nth: 1, sticky: r.int(3) === 0 });
       for (let f = 0; f < 1 + r.int(2); f++) {

@@ -18,6 +18,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { backupTable, listBackups, pruneBackups, StoreFsOp, SyncPolicy, verifyBackup, StoreIoError, TableFile, TablekeeperError } from '../../store';
 import { Fault, FaultyFs } from '../helpers/store-faulty-fs';
+import { SeededRandom } from '../helpers/seeded-random';
 import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir('tk-campaign-');
@@ -33,21 +34,6 @@ interface Op {
   /** The value a put wrote; undefined for a delete. */
   value: string | undefined;
   outcome: Outcome;
-}
-
-/** Deterministic pseudo-random numbers. */
-class Rand {
-  constructor(private seed: number) {}
-  int(n: number): number {
-    this.seed = (Math.imul(this.seed, 1103515245) + 12345) >>> 0;
-    return (this.seed >>> 8) % n;
-  }
-  chance(p: number): boolean {
-    return this.int(1_000_000) < p * 1_000_000;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
 }
 
 const FAULT_OPS: readonly StoreFsOp[] = ['write', 'write', 'fdatasync', 'fdatasync', 'truncate', 'rename', 'syncDir', 'open', 'read', 'readSync', 'close', 'unlink', 'size'];
@@ -103,7 +89,7 @@ function rejection(err: unknown): Outcome {
 }
 
 /** Issues `n` random puts and deletes in one tick; resolves when all have settled. */
-async function burst(t: TableFile, model: Model, rand: Rand, n: number): Promise<void> {
+async function burst(t: TableFile, model: Model, rand: SeededRandom, n: number): Promise<void> {
   const settled: Promise<void>[] = [];
   for (let i = 0; i < n; i++) {
     const key = keyName(rand.int(KEYS));
@@ -170,7 +156,7 @@ describe('table file fault campaign', () => {
     const leftovers = new Set<string>();
     await (await TableFile.open({ table: 'c', path: file, logger: silent })).close();
     for (let round = 0; round < ROUNDS; round++) {
-      const rand = new Rand(Number(process.env.CAMPAIGN_SEED ?? 1000) + round);
+      const rand = new SeededRandom(Number(process.env.CAMPAIGN_SEED ?? 1000) + round);
       const ffs = new FaultyFs();
       // Mostly 'always'; the others too, whose acknowledged writes must also survive (nothing here loses the page cache).
       const policy = rand.int(8);
