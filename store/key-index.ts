@@ -289,8 +289,13 @@ export class KeyIndex {
     }
     const slot = this.slotCount++;
     const chunk = slot >>> CHUNK_BITS;
-    if (chunk === this.keyChunks.length) this.keyChunks.push([]);
-    this.keyChunks[chunk].push(key);
+    // The first chunk grows as keys come (a small table stays small); later
+    // ones are made whole at once. Grown by push, a chunk's backing store is
+    // copied again and again in the young generation, and once the index
+    // has more than one chunk, the scavenges that copy and promote them
+    // stalled compaction for 5-10 ms.
+    if (chunk === this.keyChunks.length) this.keyChunks.push(chunk === 0 ? [] : new Array<string | undefined>(CHUNK_SIZE));
+    this.keyChunks[chunk][slot & CHUNK_MASK] = key;
     if (slot === this.offsets.length) {
       // Grow by 1.5x: bounds the slack at a third of the arrays.
       const capacity = Math.ceil(slot * 1.5);

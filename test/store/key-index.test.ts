@@ -56,6 +56,40 @@ describe('table file index', () => {
     expect(index.slotOf('key:1')).toBe(-1);
   });
 
+  test('table file - the key index stays exact past its first key chunk (65,536 slots), through removals and slot reuse', () => {
+    const index = new KeyIndex();
+    const model = new Map<string, number>();
+    const rand = rng(7);
+    const mismatches: string[] = [];
+    const check = (at: string): void => {
+      for (const [k, offset] of model) {
+        const slot = index.slotOf(k);
+        if (slot < 0 || index.offsetOf(slot) !== offset || index.slotKey(slot) !== k) mismatches.push(`lookup ${k} ${at}`);
+      }
+      expect({ at, mismatches, size: index.size }).toEqual({ at, mismatches: [], size: model.size });
+      const keys = index.keys();
+      expect(keys.length).toBe(model.size);
+      expect(new Set(keys)).toEqual(new Set(model.keys()));
+    };
+    // Three chunks' worth of keys, then churn that frees slots in every chunk and reuses them.
+    for (let i = 0; i < 150_000; i++) {
+      index.set(`k${i}`, i * 64, 40);
+      model.set(`k${i}`, i * 64);
+    }
+    check('after the inserts');
+    for (let i = 0; i < 200_000; i++) {
+      const key = `k${rand(180_000)}`;
+      if (rand(2) === 0) {
+        if (index.remove(key) !== model.delete(key)) mismatches.push(`remove ${key}`);
+      } else {
+        index.set(key, i * 64 + 1, 40);
+        model.set(key, i * 64 + 1);
+      }
+    }
+    check('after the churn');
+    expect(index.slotLimit).toBeGreaterThan(2 * 65_536);
+  });
+
   test('table file - setMany leaves the index as the same sets one by one would, through repeats in a batch and growth', () => {
     const rand = rng(3);
     // No size given: the batches grow the table past several resizes.
