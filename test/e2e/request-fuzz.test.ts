@@ -14,7 +14,7 @@ import { startService, type RunningService } from '../../cli';
 import { loadConfig, type Config } from '../../supervisor';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { ADMIN_TOKEN, testConfig } from '../http/http-helpers';
-import { SeededRandom } from '../helpers/seeded-random';
+import { SeededRandom } from '../helpers/rng';
 import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir('tk-fuzz-');

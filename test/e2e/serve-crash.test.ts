@@ -14,6 +14,7 @@ import pino from 'pino';
 import { decodeJson, encodeJson, jsonMemberSpan, NatsBus } from '../../bus';
 import { listBackups, verifyBackup } from '../../store';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
+import { rng } from '../helpers/rng';
 import { useTempDir } from '../helpers/store-temp';
 import { WAIT_MS } from '../helpers/wait';
 
@@ -101,11 +102,7 @@ describe('serve killed with -9 (end to end)', () => {
     );
     const env = { NATS_URL: nats.url, TABLEKEEPER_CONFIG: configFile, TABLEKEEPER_DATA_DIR: dataDir };
     const history = new Map<string, SentOp[]>();
-    let seed = 424242;
-    const rand = (n: number): number => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return (seed >>> 8) % n;
-    };
+    const rand = rng(424242);
     let next = 0;
     let caughtUnderWay = 0;
 

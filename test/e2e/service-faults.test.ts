@@ -15,7 +15,7 @@ import { startService, type RunningService } from '../../cli';
 import type { StoreFsOp } from '../../store';
 import { loadConfig, type Config } from '../../supervisor';
 import { FaultyFs, type Fault } from '../helpers/store-faulty-fs';
-import { SeededRandom } from '../helpers/seeded-random';
+import { SeededRandom } from '../helpers/rng';
 import { useTempDir } from '../helpers/store-temp';
 import { WAIT_MS } from '../helpers/wait';
 

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { TableFile } from '../../store';
 import { buildCrashChild, childEnv } from '../helpers/store-crash-build';
+import { rng } from '../helpers/rng';
 import { makeTempDir, removeTempDir } from '../helpers/store-temp';
 
 const ROUNDS = 24;
@@ -47,11 +48,7 @@ describe('table file crash', () => {
     let generation = 0;
     const history = new Map<string, SentOp[]>();
     const acked = new Set<string>();
-    let seed = 12345;
-    const rand = (n: number): number => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return (seed >>> 8) % n;
-    };
+    const rand = rng(12345);
 
     for (let round = 1; round <= rounds; round++) {
       // Kill after a random number of acknowledgements: the child keeps writing

@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { backupTable, listBackups, pruneBackups, StoreFsOp, SyncPolicy, verifyBackup, StoreIoError, TableFile, TablekeeperError } from '../../store';
 import { Fault, FaultyFs } from '../helpers/store-faulty-fs';
-import { SeededRandom } from '../helpers/seeded-random';
+import { SeededRandom } from '../helpers/rng';
 import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir('tk-campaign-');
