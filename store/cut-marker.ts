@@ -63,22 +63,14 @@ export async function applyCutMarker(sfs: StoreFs, fd: number, table: string, pa
   const file = path + CUT_SUFFIX;
   // A marker that never got its name (the disk failed while it was written) counts for nothing.
   await sfs.unlink(`${file}.tmp`).catch(() => undefined);
-  let text: string;
-  try {
-    text = (await readWholeFile(sfs, file)).toString('utf8');
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return;
-    throw new StoreIoError(table, 'read-cut-marker', { cause: err, details: { path: file } });
-  }
-  const marker = parseMarker(text);
-  const id = await fileIdOf(fd).catch((err: unknown) => {
-    throw new StoreIoError(table, 'stat', { cause: err });
-  });
-  if (marker === undefined) {
+  const found = await readCutMarker(sfs, fd, table, file);
+  if (found === 'none') return;
+  if (found === 'unreadable') {
     logger.warn({ file }, 'removed an unreadable cut marker');
-  } else if (marker.dev !== String(id.dev) || marker.ino !== String(id.ino)) {
+  } else if (found === 'stale') {
     logger.warn({ file }, 'removed a cut marker of a table file that has since been replaced');
   } else {
+    const marker = found;
     const size = await storeIo(table, 'stat', () => sfs.size(fd));
     if (size > marker.length) {
       await storeIo(table, 'truncate', () => sfs.truncate(fd, marker.length));
@@ -92,6 +84,35 @@ export async function applyCutMarker(sfs: StoreFs, fd: number, table: string, pa
   });
 }
 
+/**
+ * The length the file open at `fd` must be cut to, from the cut marker of
+ * the table file at `tablePath`, when that marker names this very file (a
+ * quarantined table file is the same file under another name); undefined
+ * otherwise. Reads only: for a rebuild of a quarantined file, which must
+ * not take the rejected records back in.
+ */
+export async function cutLengthOf(sfs: StoreFs, fd: number, table: string, tablePath: string): Promise<number | undefined> {
+  const found = await readCutMarker(sfs, fd, table, tablePath + CUT_SUFFIX);
+  return typeof found === 'object' ? found.length : undefined;
+}
+
+/** The marker in `file` when it names the file open at `fd`, or why not. */
+async function readCutMarker(sfs: StoreFs, fd: number, table: string, file: string): Promise<CutMarker | 'none' | 'unreadable' | 'stale'> {
+  let text: string;
+  try {
+    text = (await readWholeFile(sfs, file)).toString('utf8');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return 'none';
+    throw new StoreIoError(table, 'read-cut-marker', { cause: err, details: { path: file } });
+  }
+  const marker = parseMarker(text);
+  if (marker === undefined) return 'unreadable';
+  const id = await fileIdOf(fd).catch((err: unknown) => {
+    throw new StoreIoError(table, 'stat', { cause: err });
+  });
+  return marker.dev === String(id.dev) && marker.ino === String(id.ino) ? marker : 'stale';
+}
+
 function parseMarker(text: string): CutMarker | undefined {
   try {
     const m = JSON.parse(text) as Partial<CutMarker>;
@@ -99,7 +120,7 @@ function parseMarker(text: string): CutMarker | undefined {
       return m as CutMarker;
     }
   } catch {
-    // Unreadable: treated as stale below.
+    // Unreadable: the caller removes it.
   }
   return undefined;
 }

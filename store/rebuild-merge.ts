@@ -130,8 +130,12 @@ export class RebuildMerge {
 
   constructor(private readonly sfs: StoreFs) {}
 
-  /** Scans the damaged file's header and records. Resolves false when the file does not exist. */
-  async loadDamaged(file: string): Promise<boolean> {
+  /**
+   * Scans the damaged file's header and records (only its first `length`
+   * bytes when given: the rest was cut off, see RebuildOptions.cutMarkerOf).
+   * Resolves false when the file does not exist.
+   */
+  async loadDamaged(file: string, length?: number): Promise<boolean> {
     if (this.backup !== undefined || this.damagedFd !== undefined) throw new Error('loadDamaged must come first, once');
     let fd: number;
     try {
@@ -141,7 +145,7 @@ export class RebuildMerge {
       throw err;
     }
     this.damagedFd = fd;
-    const size = (this.damagedSize = await this.sfs.size(fd));
+    const size = (this.damagedSize = Math.min(await this.sfs.size(fd), length ?? Infinity));
     const head = Buffer.alloc(FILE_HEADER_BYTES);
     const got = await readFully(this.sfs, fd, head, 0, FILE_HEADER_BYTES, 0);
     const header = decodeFileHeader(head.subarray(0, got));

@@ -17,7 +17,8 @@ import type { Logger } from 'pino';
 import { tableLogger } from './table-logger';
 import { BackupManifest, listBackups, verifyBackup } from './backup';
 import { BadRequestError, RecoveryFailedError, TablekeeperError } from './errors';
-import { nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
+import { isErrno, nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
+import { cutLengthOf } from './cut-marker';
 import { DamageSpan, RebuildMerge } from './rebuild-merge';
 import { TableWriter } from './rebuild-output';
 
@@ -38,8 +39,30 @@ export interface RebuildOptions {
   backupDir: string;
   /** Where to write the rebuilt table file (written under a temp name, fsynced, renamed into place, dir fsynced). */
   outPath: string;
+  /**
+   * The path the damaged file had as the table file, when its cut marker
+   * (see cut-marker.ts) may still be there: bytes of the damaged file past
+   * the marker's length are writes that were rejected, and are not taken.
+   */
+  cutMarkerOf?: string;
   fs?: StoreFs;
   logger?: Logger;
+}
+
+/** The cut marker's length for the file at `file`, if the marker of `tablePath` names it (undefined when it does not, or `file` is missing). */
+async function cutLengthAt(sfs: StoreFs, table: string, file: string, tablePath: string): Promise<number | undefined> {
+  let fd: number;
+  try {
+    fd = await sfs.open(file, 'r');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  try {
+    return await cutLengthOf(sfs, fd, table, tablePath);
+  } finally {
+    await sfs.close(fd).catch(() => undefined);
+  }
 }
 
 /** What rebuildTable did. */
@@ -112,7 +135,9 @@ export async function rebuildTable(opts: RebuildOptions): Promise<RebuildReport>
   const merge = new RebuildMerge(sfs);
   let writer: TableWriter | undefined;
   try {
-    const present = opts.damagedPath !== undefined && (await merge.loadDamaged(opts.damagedPath));
+    const cut = opts.damagedPath !== undefined && opts.cutMarkerOf !== undefined ? await cutLengthAt(sfs, table, opts.damagedPath, opts.cutMarkerOf) : undefined;
+    if (cut !== undefined) log.warn({ op: 'rebuild', offset: cut }, 'a cut marker applies to the damaged file: what follows that offset was rejected and is not taken');
+    const present = opts.damagedPath !== undefined && (await merge.loadDamaged(opts.damagedPath, cut));
     const backups = await listBackups(opts.backupDir, table, { fs: sfs, logger: log });
     let used: BackupManifest | undefined;
     const rejected: BackupChoice['rejected'] = [];

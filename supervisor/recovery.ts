@@ -197,6 +197,8 @@ async function build(deps: RecoveryDeps, journal: RecoveryJournal, tablePath: st
     damagedPath: existsSync(journal.quarantine) ? journal.quarantine : undefined,
     backupDir: deps.backupDir,
     outPath: tablePath,
+    // Writes rejected before the file failed, which its cut marker says to cut, are not rebuilt.
+    cutMarkerOf: tablePath,
     // Bound to the table only: the rebuild's lines carry their own `op`.
     logger: tableLogger(deps.logger, journal.table),
   });

@@ -5,6 +5,7 @@ import { tableFilePath, type TableOwnerState } from '../../actors/table-owner';
 import { backupTable, TableFile } from '../../store';
 import { finishRecovery, startRecovery, type RecoveryDeps } from '../../supervisor/recovery';
 import { pendingJournals, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
+import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 import { contentsOf, sha256Of } from '../store/recovery-helpers';
 
@@ -57,6 +58,24 @@ describe('recovery run', () => {
     // The next start finds nothing to redo: the served write stays.
     expect(pendingJournals(ctx.dataDir, ['alpha'])).toEqual([]);
     expect((await contentsOf(ctx.file, 'alpha')).entries).toEqual(new Map([['k1', 'v1'], ['k2', 'v2'], ['after', 'served']]));
+  });
+
+  test('recovery run - writes rejected before the file failed, left in it by a failed cut, are not rebuilt into the table', async () => {
+    const ctx = setup();
+    await write(ctx.file, [['k1', 'v1']]);
+    // A failed fsync whose rollback cut fails, at once and again at close: the rejected records stay in the file, with a cut marker.
+    const ffs = new FaultyFs();
+    const t = await TableFile.open({ table: 'alpha', path: ctx.file, fs: ffs, sync: 'always' });
+    ffs.failOn({ op: 'fdatasync', nth: 1 }).failOn({ op: 'truncate', nth: 1, sticky: true });
+    await expect(t.put('rejected', b('x'))).rejects.toMatchObject({ code: 'IO_ERROR' });
+    await t.close();
+    expect(existsSync(`${ctx.file}.cut`)).toBe(true);
+    const outcome = await startRecovery(ctx.deps, { table: 'alpha', mode: 'recover', trigger: 'manual', reason: 'test' }, 0);
+    expect(outcome).toMatchObject({ status: 'recovered', liveKeys: 1, verified: true });
+    expect((await contentsOf(ctx.file, 'alpha')).entries).toEqual(new Map([['k1', 'v1']]));
+    // The marker named the quarantined file: the rebuilt one opens without it, and it is gone then.
+    await (await TableFile.open({ table: 'alpha', path: ctx.file })).close();
+    expect(existsSync(`${ctx.file}.cut`)).toBe(false);
   });
 
   test('recovery run - a restore too is verified and finished before the owner serves', async () => {
