@@ -7,7 +7,7 @@
  * 1 the file has damage (verify; salvage still writes what is intact and
  * exits 1 so a script notices the loss); 2 usage error or an unreadable file.
  */
-import { salvageFile, scanFile, verifyFile, type DamagedRange, type VerifyReport } from '../store';
+import { nodeStoreFs, pendingCutOf, salvageFile, scanFile, verifyFile, type DamagedRange, type VerifyReport } from '../store';
 import type { CommandIo } from './remote';
 
 const OK = 0;
@@ -98,6 +98,9 @@ async function verify(args: Parsed, io: CommandIo): Promise<number> {
       `${report.path}: ${report.fileBytes} bytes, ${header}\n` +
         `${report.records} intact records (${report.puts} puts, ${report.deletes} deletes), highest sequence ${report.maxSeq}\n`,
     );
+    if (report.pendingCut !== undefined) {
+      io.stdout.write(`a cut marker is pending: the bytes from ${report.pendingCut} on are writes that were rejected; opening the table cuts them\n`);
+    }
     if (report.ok) io.stdout.write('ok: no damage\n');
     else io.stdout.write(`DAMAGED: ${report.damaged.length} range(s)\n${report.damaged.map(rangeLine).join('\n')}\n`);
   }
@@ -122,10 +125,11 @@ async function salvage(args: Parsed, io: CommandIo): Promise<number> {
 
 async function dump(args: Parsed, io: CommandIo): Promise<number> {
   let damaged = false;
+  const cut = await pendingCutOf(args.file, nodeStoreFs);
   for await (const item of scanFile(args.file)) {
     let line: unknown;
     if (item.type === 'header') {
-      line = { header: item.header ?? null, ...(item.damage === undefined ? {} : { damage: item.damage }) };
+      line = { header: item.header ?? null, ...(item.damage === undefined ? {} : { damage: item.damage }), ...(cut === undefined ? {} : { pendingCut: cut }) };
       if (item.damage !== undefined) damaged = true;
     } else if (item.type === 'damage') {
       damaged = true;

@@ -17,6 +17,7 @@
  * unused. When the marker cannot be written either, the writes are rejected
  * with `undone: false`: they may be there after the next open.
  */
+import { basename } from 'node:path';
 import type { Logger } from 'pino';
 import { StoreIoError, storeIo } from './errors';
 import { fileIdOf, isErrno, parentDir, readWholeFile, StoreFs, writeFileDurably } from './file-system';
@@ -94,6 +95,20 @@ export async function applyCutMarker(sfs: StoreFs, fd: number, table: string, pa
 export async function cutLengthOf(sfs: StoreFs, fd: number, table: string, tablePath: string): Promise<number | undefined> {
   const found = await readCutMarker(sfs, fd, table, tablePath + CUT_SUFFIX);
   return typeof found === 'object' ? found.length : undefined;
+}
+
+/**
+ * For the offline tools: the length the table file at `file` would be cut to
+ * at its next open, when a cut marker beside it names it (the bytes after
+ * it are writes that were rejected); undefined otherwise.
+ */
+export async function pendingCutOf(file: string, sfs: StoreFs): Promise<number | undefined> {
+  const fd = await sfs.open(file, 'r');
+  try {
+    return await cutLengthOf(sfs, fd, basename(file), file);
+  } finally {
+    await sfs.close(fd).catch(() => undefined);
+  }
 }
 
 /** The marker in `file` when it names the file open at `fd`, or why not. */

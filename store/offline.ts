@@ -4,6 +4,7 @@
  */
 import { decodeFileHeader, FILE_HEADER_BYTES, FileHeader, KIND_PUT } from './format';
 import { nodeStoreFs, readFully, StoreFs } from './file-system';
+import { pendingCutOf } from './cut-marker';
 import { RecordCursor } from './record-cursor';
 import { DamagedRange, scanRecords, ScanItem } from './record-scan';
 
@@ -34,6 +35,12 @@ export interface VerifyReport {
   damaged: DamagedRange[];
   /** True when the header and every byte after it decode as valid records. */
   ok: boolean;
+  /**
+   * Set when a cut marker beside the file names it: the bytes from this
+   * offset on are writes that were rejected, which the table's next open
+   * cuts off (see cut-marker.ts). They are still checked like the rest.
+   */
+  pendingCut?: number;
 }
 
 /**
@@ -82,6 +89,8 @@ export async function verifyFile(path: string, sfs: StoreFs = nodeStoreFs): Prom
     }
   }
   report.ok = report.damaged.length === 0;
+  const cut = await pendingCutOf(path, sfs);
+  if (cut !== undefined && cut < report.fileBytes) report.pendingCut = cut;
   return report;
 }
 

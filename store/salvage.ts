@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { BadRequestError } from './errors';
 import { FileHeader } from './format';
 import { fileIdOf, isErrno, nodeStoreFs, StoreFs, type FileId } from './file-system';
+import { pendingCutOf } from './cut-marker';
 import { DamageSpan, RebuildMerge } from './rebuild-merge';
 import { TableWriter } from './rebuild-output';
 
@@ -79,7 +80,8 @@ export async function salvageFile(input: string, output: string, opts: SalvageOp
   const merge = new RebuildMerge(sfs);
   let writer: TableWriter | undefined;
   try {
-    if (!(await merge.loadDamaged(input))) throw Object.assign(new Error(`no such file: ${input}`), { code: 'ENOENT' });
+    // Writes rejected before the table failed (a pending cut marker names the input) are not salvaged.
+    if (!(await merge.loadDamaged(input, await pendingCutOf(input, sfs)))) throw Object.assign(new Error(`no such file: ${input}`), { code: 'ENOENT' });
     const header = merge.damagedHeader;
     const generation = header === undefined ? 1 : Math.min(header.generation + 1, 0xffffffff);
     writer = await noReplace(output, () => TableWriter.create(sfs, tmp, output, generation, { noReplace: true }));

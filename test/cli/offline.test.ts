@@ -45,6 +45,37 @@ async function damageValueOf(file: string, key: string): Promise<{ offset: numbe
 describe('offline tools', () => {
   const tmp = useTempDir('tk-cli-offline-');
 
+  test('offline tools - a pending cut marker beside the file: verify and dump name its offset, salvage leaves the rejected writes out, and none of them changes anything', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    await makeTable(file);
+    // A failed fsync whose rollback cut fails, at once and at close: the rejected put stays in the file, with a marker.
+    const ffs = new FaultyFs();
+    const t = await TableFile.open({ table: 't', path: file, fs: ffs });
+    const good = t.durableLength;
+    ffs.failOn({ op: 'fdatasync', nth: 1 }).failOn({ op: 'truncate', nth: 1, sticky: true });
+    await expect(t.put('rejected', Buffer.from('1'))).rejects.toMatchObject({ code: 'IO_ERROR' });
+    await t.close();
+    const before = [sha(file), readFileSync(`${file}.cut`, 'utf8')];
+
+    const v = await run('verify', [file]);
+    expect(v.code).toBe(0);
+    expect(v.out).toContain(`a cut marker is pending: the bytes from ${good} on are writes that were rejected; opening the table cuts them`);
+    const vj = await run('verify', [file, '--json']);
+    expect(JSON.parse(vj.out)).toMatchObject({ ok: true, pendingCut: good });
+    const d = await run('dump', [file]);
+    expect(JSON.parse(d.out.split('\n')[0])).toMatchObject({ pendingCut: good });
+    // The dump still shows every record, the rejected one too.
+    expect(d.out).toContain('"key":"rejected"');
+    const out = path.join(tmp.dir, 'salvaged.tkt');
+    const sv = await run('salvage', [file, '--out', out]);
+    expect(sv.code).toBe(0);
+    const salvaged = await TableFile.open({ table: 't', path: out });
+    expect(salvaged.has('rejected')).toBe(false);
+    expect(salvaged.get('k19')?.toString()).toBe('{"i":19}');
+    await salvaged.close();
+    expect([sha(file), readFileSync(`${file}.cut`, 'utf8')]).toEqual(before);
+  });
+
   test('offline tools - verify reports a clean file with exit 0, and every damaged range with exit 1, never modifying it', async () => {
     const file = path.join(tmp.dir, 't.tkt');
     await makeTable(file);
