@@ -20,7 +20,7 @@
 import { basename } from 'node:path';
 import type { Logger } from 'pino';
 import { StoreIoError, storeIo } from './errors';
-import { fileIdOf, isErrno, parentDir, readWholeFile, StoreFs, writeFileDurably } from './file-system';
+import { fileIdOf, isErrno, parentDir, readWholeFile, StoreFs, withFileIfExists, writeFileDurably } from './file-system';
 
 /** Suffix of the marker file beside the table file. */
 export const CUT_SUFFIX = '.cut';
@@ -98,17 +98,20 @@ export async function cutLengthOf(sfs: StoreFs, fd: number, table: string, table
 }
 
 /**
+ * cutLengthOf for the file at `file` (undefined when there is none): for a
+ * rebuild of a quarantined file, the marker of the table path it had.
+ */
+export function cutLengthAt(sfs: StoreFs, table: string, file: string, tablePath: string): Promise<number | undefined> {
+  return withFileIfExists(sfs, file, (fd) => cutLengthOf(sfs, fd, table, tablePath));
+}
+
+/**
  * For the offline tools: the length the table file at `file` would be cut to
  * at its next open, when a cut marker beside it names it (the bytes after
  * it are writes that were rejected); undefined otherwise.
  */
-export async function pendingCutOf(file: string, sfs: StoreFs): Promise<number | undefined> {
-  const fd = await sfs.open(file, 'r');
-  try {
-    return await cutLengthOf(sfs, fd, basename(file), file);
-  } finally {
-    await sfs.close(fd).catch(() => undefined);
-  }
+export function pendingCutOf(file: string, sfs: StoreFs): Promise<number | undefined> {
+  return cutLengthAt(sfs, basename(file), file, file);
 }
 
 /** The marker in `file` when it names the file open at `fd`, or why not. */

@@ -198,6 +198,25 @@ export async function readWholeFile(sfs: StoreFs, file: string): Promise<Buffer>
   }
 }
 
+/**
+ * Opens `file` read-only, runs `fn` on the descriptor and closes it;
+ * resolves undefined, without calling `fn`, when there is no such file.
+ */
+export async function withFileIfExists<T>(sfs: StoreFs, file: string, fn: (fd: number) => Promise<T>): Promise<T | undefined> {
+  let fd: number;
+  try {
+    fd = await sfs.open(file, 'r');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  try {
+    return await fn(fd);
+  } finally {
+    await sfs.close(fd).catch(() => undefined);
+  }
+}
+
 /** Identity of a file (device and inode), to tell whether a path still names an open file. */
 export interface FileId {
   dev: bigint;

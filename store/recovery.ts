@@ -17,8 +17,8 @@ import type { Logger } from 'pino';
 import { tableLogger } from './table-logger';
 import { BackupManifest, listBackups, verifyBackup } from './backup';
 import { BadRequestError, RecoveryFailedError, TablekeeperError } from './errors';
-import { isErrno, nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
-import { cutLengthOf } from './cut-marker';
+import { nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
+import { cutLengthAt } from './cut-marker';
 import { DamageSpan, RebuildMerge } from './rebuild-merge';
 import { TableWriter } from './rebuild-output';
 
@@ -47,22 +47,6 @@ export interface RebuildOptions {
   cutMarkerOf?: string;
   fs?: StoreFs;
   logger?: Logger;
-}
-
-/** The cut marker's length for the file at `file`, if the marker of `tablePath` names it (undefined when it does not, or `file` is missing). */
-async function cutLengthAt(sfs: StoreFs, table: string, file: string, tablePath: string): Promise<number | undefined> {
-  let fd: number;
-  try {
-    fd = await sfs.open(file, 'r');
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return undefined;
-    throw err;
-  }
-  try {
-    return await cutLengthOf(sfs, fd, table, tablePath);
-  } finally {
-    await sfs.close(fd).catch(() => undefined);
-  }
 }
 
 /** What rebuildTable did. */

@@ -10,7 +10,7 @@
 import * as path from 'node:path';
 import { BadRequestError } from './errors';
 import { FileHeader } from './format';
-import { fileIdOf, isErrno, nodeStoreFs, StoreFs, type FileId } from './file-system';
+import { fileIdOf, isErrno, nodeStoreFs, StoreFs, withFileIfExists, type FileId } from './file-system';
 import { pendingCutOf } from './cut-marker';
 import { DamageSpan, RebuildMerge } from './rebuild-merge';
 import { TableWriter } from './rebuild-output';
@@ -114,19 +114,8 @@ export async function salvageFile(input: string, output: string, opts: SalvageOp
 }
 
 /** The identity of the file at `file` (symlinks followed), or undefined when there is none. */
-async function fileIdAt(sfs: StoreFs, file: string): Promise<FileId | undefined> {
-  let fd: number;
-  try {
-    fd = await sfs.open(file, 'r');
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return undefined;
-    throw err;
-  }
-  try {
-    return await fileIdOf(fd);
-  } finally {
-    await sfs.close(fd).catch(() => undefined);
-  }
+function fileIdAt(sfs: StoreFs, file: string): Promise<FileId | undefined> {
+  return withFileIfExists(sfs, file, fileIdOf);
 }
 
 /** Runs a step that creates a name; a file that appeared there meanwhile is a refusal, not an I/O failure. */
