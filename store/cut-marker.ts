@@ -92,7 +92,7 @@ export async function applyCutMarker(sfs: StoreFs, fd: number, table: string, pa
  * otherwise. Reads only: for a rebuild of a quarantined file, which must
  * not take the rejected records back in.
  */
-export async function cutLengthOf(sfs: StoreFs, fd: number, table: string, tablePath: string): Promise<number | undefined> {
+async function cutLengthOf(sfs: StoreFs, fd: number, table: string, tablePath: string): Promise<number | undefined> {
   const found = await readCutMarker(sfs, fd, table, tablePath + CUT_SUFFIX);
   return typeof found === 'object' ? found.length : undefined;
 }
