@@ -29,6 +29,7 @@
  * This module only encodes and decodes bytes; it does no I/O.
  */
 import { crc32 } from 'node:zlib';
+import { recordCrc } from './crc';
 
 /** ASCII `TKT1`, the first four bytes of every table file. */
 export const FILE_MAGIC = 'TKT1';
@@ -51,11 +52,8 @@ export const KIND_DELETE = 2;
 export type RecordKind = typeof KIND_PUT | typeof KIND_DELETE;
 
 const TWO_32 = 0x100000000;
-// Below this many bytes a table-driven CRC in JS beats zlib.crc32, whose fixed
-// cost per call (argument checks, a subarray, the native call) is ~350 ns;
-// measured crossover ~250 bytes.
-const JS_CRC_MAX_BYTES = 256;
-const CRC_TABLE = makeCrcTable();
+/** Checksums for this thread: records are checked one by one, and chunks of them at once (see crc.ts). */
+export const RECORD_CRC = recordCrc();
 const MAGIC_BYTES = Buffer.from(FILE_MAGIC, 'latin1');
 
 /** The decoded fields of a file header. */
@@ -160,38 +158,25 @@ export function recordChecksumOk(buf: Buffer, pos: number, length: number): bool
   return buf.readUInt32LE(pos) === crc32Range(buf, pos + 4, pos + length);
 }
 
-/** CRC-32 (the zlib polynomial, same result as zlib.crc32) of buf[start, end). */
-export function crc32Range(buf: Buffer, start: number, end: number): number {
-  if (end - start > JS_CRC_MAX_BYTES) return crc32(buf.subarray(start, end));
-  // Slicing-by-16: CRC_TABLE[k * 256 + b] is the CRC of byte b followed by k zero bytes.
-  const t = CRC_TABLE;
-  let c = -1;
-  let i = start;
-  for (; i + 16 <= end; i += 16) {
-    const a = c ^ (buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24));
-    c =
-      t[3840 + (a & 255)] ^ t[3584 + ((a >>> 8) & 255)] ^ t[3328 + ((a >>> 16) & 255)] ^ t[3072 + (a >>> 24)] ^
-      t[2816 + buf[i + 4]] ^ t[2560 + buf[i + 5]] ^ t[2304 + buf[i + 6]] ^ t[2048 + buf[i + 7]] ^
-      t[1792 + buf[i + 8]] ^ t[1536 + buf[i + 9]] ^ t[1280 + buf[i + 10]] ^ t[1024 + buf[i + 11]] ^
-      t[768 + buf[i + 12]] ^ t[512 + buf[i + 13]] ^ t[256 + buf[i + 14]] ^ t[buf[i + 15]];
+/**
+ * The end of the run of whole, plausible records that starts at `start` in
+ * buf[start, end), when every checksum in it holds (all checked at once: see
+ * crc.ts); `start` when one fails or no whole record is there. A reader that
+ * then walks the same records need not check their checksums one by one.
+ */
+export function checkedRunEnd(buf: Buffer, start: number, end: number): number {
+  let p = start;
+  let acc = 0;
+  while (p + RECORD_HEADER_BYTES <= end && checkRecordHeader(buf, p) === undefined) {
+    const length = recordLengthAt(buf, p);
+    if (p + length > end) break;
+    acc = RECORD_CRC.fold(acc, buf, p, length);
+    p += length;
   }
-  for (; i < end; i++) c = t[(c ^ buf[i]) & 255] ^ (c >>> 8);
-  return (c ^ -1) >>> 0;
+  return p > start && RECORD_CRC.spanHolds(acc, buf, start, p) ? p : start;
 }
 
-function makeCrcTable(): Int32Array {
-  const t = new Int32Array(256 * 16);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c;
-  }
-  for (let n = 0; n < 256; n++) {
-    let c = t[n];
-    for (let k = 1; k < 16; k++) {
-      c = t[c & 255] ^ (c >>> 8);
-      t[k * 256 + n] = c;
-    }
-  }
-  return t;
+/** CRC-32 (the zlib polynomial, same result as zlib.crc32) of buf[start, end). */
+export function crc32Range(buf: Buffer, start: number, end: number): number {
+  return RECORD_CRC.crc32(buf, start, end);
 }

@@ -19,7 +19,7 @@
  * record that is plausible and whose checksum holds, so callers can tell a
  * torn tail (nothing valid follows) from damage in the middle of the file.
  */
-import { checkRecordHeader, KIND_PUT, RecordKind, RECORD_HEADER_BYTES, readSeq, recordChecksumOk, recordLengthAt } from './format';
+import { checkedRunEnd, checkRecordHeader, KIND_PUT, RecordKind, RECORD_HEADER_BYTES, readSeq, recordChecksumOk, recordLengthAt } from './format';
 import { readFully, StoreFs } from './file-system';
 
 /** Default size of one sequential read. */
@@ -77,6 +77,8 @@ export class RecordCursor {
   // Bytes from `pos` the next fill() must make available (0 = one chunk).
   private need = 0;
   private readonly checksums: boolean;
+  // File offset below which the records from the last fill() were all checked at once (see checkedRunEnd).
+  private checkedTo = 0;
 
   constructor(
     private readonly sfs: StoreFs,
@@ -119,7 +121,7 @@ export class RecordCursor {
       this.need = length;
       return 'more';
     }
-    if (this.checksums && !recordChecksumOk(buf, p, length)) return this.damaged(pos, 'checksum mismatch');
+    if (this.checksums && pos + length > this.checkedTo && !recordChecksumOk(buf, p, length)) return this.damaged(pos, 'checksum mismatch');
     const r = this.record;
     r.offset = pos;
     r.length = length;
@@ -138,6 +140,8 @@ export class RecordCursor {
   async fill(): Promise<void> {
     await this.load(this.pos, Math.max(this.need, RECORD_HEADER_BYTES));
     this.need = 0;
+    // The buffer now starts at a record: check the checksums of the whole records in it at once.
+    if (this.checksums) this.checkedTo = this.bufStart + checkedRunEnd(this.buf, 0, this.bufLen);
   }
 
   /**
