@@ -3,6 +3,10 @@
  * text (so the worker imports nothing of ours and needs no separate file in
  * dist/), and settles with the one message it posts back:
  * `{ok: true, result}` or `{ok: false, message, code?, ...details}`.
+ *
+ * Functions the worker needs from elsewhere go in `deps`: each must be
+ * self-contained too, and reaches `main` as the same-named member of its
+ * second argument, from its own source text.
  */
 import { Worker } from 'node:worker_threads';
 
@@ -17,10 +21,19 @@ export type SourceWorkerMessage<T> = { ok: true; result: T } | { ok: false; mess
  * and the promise rejects with the signal's reason once the worker has
  * exited (so the descriptors it used can be closed then).
  */
-export function runSourceWorker<T>(main: (wt: typeof import('node:worker_threads')) => void, workerData: unknown, what: string, signal?: AbortSignal): Promise<T> {
+export function runSourceWorker<T, D extends Record<string, (...args: never[]) => unknown> = Record<never, never>>(
+  main: (wt: typeof import('node:worker_threads'), deps: D) => void,
+  workerData: unknown,
+  what: string,
+  signal?: AbortSignal,
+  deps?: D,
+): Promise<T> {
   if (signal?.aborted === true) return Promise.reject(signal.reason);
+  const depsSource = `{${Object.entries(deps ?? {})
+    .map(([name, fn]) => `${JSON.stringify(name)}: (${fn.toString()})`)
+    .join(', ')}}`;
   return new Promise((resolve, reject) => {
-    const worker = new Worker(`(${main.toString()})(require('node:worker_threads'));`, { eval: true, workerData });
+    const worker = new Worker(`(${main.toString()})(require('node:worker_threads'), ${depsSource});`, { eval: true, workerData });
     let settled = false;
     const onAbort = (): void => {
       if (!settled) void worker.terminate();

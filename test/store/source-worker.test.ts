@@ -1,5 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { recordCrc } from '../../store/crc';
 import { copyInWorker } from '../../store/copy-worker';
 import { runSourceWorker } from '../../store/source-worker';
 import { useTempDir } from '../helpers/store-temp';
@@ -16,7 +18,19 @@ function answerMain(wt: typeof import('node:worker_threads')): void {
   wt.parentPort!.postMessage({ ok: true, result: 42 });
 }
 
+/** A worker that answers with what a function it was given returns. */
+function depsMain(wt: typeof import('node:worker_threads'), deps: { recordCrc: typeof recordCrc }): void {
+  const data = Buffer.from(wt.workerData as string);
+  wt.parentPort!.postMessage({ ok: true, result: deps.recordCrc().crc32(data, 0, data.length) });
+}
+
 describe('source workers', () => {
+  test('source worker - functions given as deps run in the worker from their own source', async () => {
+    const text = 'x'.repeat(1000);
+    const got = await runSourceWorker<number, { recordCrc: typeof recordCrc }>(depsMain, text, 'deps worker', undefined, { recordCrc });
+    expect(got).toBe(crc32(Buffer.from(text)));
+  });
+
   test('source worker - an abort terminates a worker that has not answered, and rejects with the reason once it has exited', async () => {
     const abort = new AbortController();
     const reason = new Error('closing');
