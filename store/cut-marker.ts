@@ -114,6 +114,24 @@ export function pendingCutOf(file: string, sfs: StoreFs): Promise<number | undef
   return cutLengthAt(sfs, basename(file), file, file);
 }
 
+/**
+ * When the cut marker of the table file at `tablePath` names the file at
+ * `file` (the table file moved into quarantine: the same file under another
+ * name), writes the same marker beside `file` (durably), so that the offline
+ * tools run on it later leave the rejected writes out too. Resolves whether
+ * it wrote one. The table path's marker stays: it is stale once another
+ * file is at the table path, and the next open removes it.
+ */
+export async function keepCutMarkerWith(sfs: StoreFs, table: string, tablePath: string, file: string): Promise<boolean> {
+  const found = await withFileIfExists(sfs, file, (fd) => readCutMarker(sfs, fd, table, tablePath + CUT_SUFFIX));
+  if (typeof found !== 'object') return false;
+  await storeIo(table, 'write-cut-marker', async () => {
+    await writeFileDurably(sfs, file + CUT_SUFFIX, Buffer.from(`${JSON.stringify(found)}\n`));
+    await sfs.syncDir(parentDir(file));
+  });
+  return true;
+}
+
 /** The marker in `file` when it names the file open at `fd`, or why not. */
 async function readCutMarker(sfs: StoreFs, fd: number, table: string, file: string): Promise<CutMarker | 'none' | 'unreadable' | 'stale'> {
   let text: string;

@@ -13,7 +13,7 @@ export {
 export type { ReadCacheStats } from './read-cache';
 export type { TableFileOptions, OpenReport, TableStats, SelectOptions, SelectResult, MaintenanceKind } from './table-file';
 export { COMPACT_SUFFIX } from './compaction';
-export { CUT_SUFFIX, pendingCutOf } from './cut-marker';
+export { CUT_SUFFIX, keepCutMarkerWith, pendingCutOf } from './cut-marker';
 export type { CompactOptions, CompactionResult, CompactionStep } from './compaction';
 export { backupTable, backupName, listBackups, verifyBackup, pruneBackups } from './backup';
 export type { BackupManifest, BackupOptions, BackupDirOptions, BackupCheck } from './backup';

@@ -13,12 +13,15 @@
  *   its rebuilt file into place (it never served: the journal goes before
  *   the owner serves). It is moved aside under a fresh quarantine name, never
  *   overwritten, and the run rebuilds from its quarantined file.
+ * A cut marker of the table file (writes that were rejected but could not be
+ * cut off it) is then copied beside the quarantined file, so that the
+ * offline tools run on that file later leave those writes out as well.
  */
 import { rename, link, lstat, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
-import { isErrno } from '../store';
+import { isErrno, keepCutMarkerWith, nodeStoreFs } from '../store';
 import { ensureQuarantineDir, quarantinePath, syncDir } from './recovery-journal';
 
 /** What moveToQuarantine found and did. */
@@ -58,6 +61,14 @@ async function moveNoReplace(from: string, to: string): Promise<void> {
  * the module doc). Never deletes or overwrites a file's only name.
  */
 export async function moveToQuarantine(dataDir: string, tablePath: string, target: string, log: Logger): Promise<QuarantineStep> {
+  const step = await moveFile(dataDir, tablePath, target, log);
+  if (step !== 'no-file' && (await keepCutMarkerWith(nodeStoreFs, path.basename(tablePath, '.tkt'), tablePath, target))) {
+    log.info({ quarantine: target }, 'kept the cut marker beside the quarantined file: the writes it names were rejected');
+  }
+  return step;
+}
+
+async function moveFile(dataDir: string, tablePath: string, target: string, log: Logger): Promise<QuarantineStep> {
   const [here, there] = await Promise.all([statOrNull(tablePath), statOrNull(target)]);
   const dir = ensureQuarantineDir(dataDir);
   if (there === null) {

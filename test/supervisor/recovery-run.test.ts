@@ -2,7 +2,7 @@ import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, writeFileSy
 import * as path from 'node:path';
 import pino from 'pino';
 import { tableFilePath, type TableOwnerState } from '../../actors/table-owner';
-import { backupTable, TableFile } from '../../store';
+import { backupTable, nodeStoreFs, pendingCutOf, salvageFile, TableFile } from '../../store';
 import { finishRecovery, startRecovery, type RecoveryDeps } from '../../supervisor/recovery';
 import { pendingJournals, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
 import { FaultyFs } from '../helpers/store-faulty-fs';
@@ -76,6 +76,14 @@ describe('recovery run', () => {
     // The marker named the quarantined file: the rebuilt one opens without it, and it is gone then.
     await (await TableFile.open({ table: 'alpha', path: ctx.file })).close();
     expect(existsSync(`${ctx.file}.cut`)).toBe(false);
+    // The quarantined file keeps the marker beside it: the rejected write is still in its bytes, and a salvage of it later leaves it out.
+    const [quarantined] = readdirSync(quarantineDir(ctx.dataDir)).filter((f) => f.endsWith('.tkt'));
+    const qfile = path.join(quarantineDir(ctx.dataDir), quarantined);
+    expect(readFileSync(qfile).includes(b('rejected'))).toBe(true);
+    expect(await pendingCutOf(qfile, nodeStoreFs)).toBeGreaterThan(0);
+    const out = path.join(tmp.dir, 'salvaged.tkt');
+    await salvageFile(qfile, out);
+    expect((await contentsOf(out, 'alpha')).entries).toEqual(new Map([['k1', 'v1']]));
   });
 
   test('recovery run - a restore too is verified and finished before the owner serves', async () => {
