@@ -52,11 +52,15 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
 /** Windows the copy may run ahead of its last finished fdatasync (bounds its dirty data to about 64 MiB). */
 const MAX_AHEAD = 8;
 /**
- * Bytes per read or write call. One call of 8 MiB into a new file was measured
- * here at ~14x the time of eight calls of 1 MiB (160 MB: 512-597 ms against
- * 35-40 ms), so the windows are moved in 1 MiB calls.
+ * Bytes per read or write call. Large write calls into a new file are slow
+ * at times on this kernel (the time goes to the kernel, in bursts: large
+ * page-cache folios are likely): writing 167 MB took 36-198 ms in 1 MiB
+ * calls (three runs of 121, 198, 36 ms; one call of 8 MiB was once ~14x
+ * eight of 1 MiB) and 35-51 ms in 256 KiB calls, from the same buffers. In
+ * the copy worker, the write phase went from 55-206 ms to 43-64 ms and the
+ * whole copy's system time from 150-349 ms to 132-189 ms.
  */
-const IO_BYTES = 1024 * 1024;
+const IO_BYTES = 256 * 1024;
 
 /** Runs `job` in a new worker thread. Rejects (with `stage` on the error) when the worker cannot run or a file operation fails, and with the signal's reason when aborted (see runSourceWorker). */
 export function copyInWorker(job: CopyJob, signal?: AbortSignal): Promise<CopyResult> {
