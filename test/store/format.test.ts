@@ -78,15 +78,27 @@ describe('table file format', () => {
     const file = path.join(tmp.dir, 't.tkt');
     const t = await TableFile.open({ table: 't', path: file, sync: 'none' });
     const offsets: number[] = [];
-    for (let i = 0; i < 400; i++) {
+    for (let i = 0; i < 3000; i++) {
       offsets.push(t.stats().fileBytes);
       void t.put(`k${i}`, Buffer.alloc(i % 50 === 0 ? 3000 : 20 + ((i * 37) % 200), i & 255));
     }
     await t.close();
     const good = fs.readFileSync(file);
     const size = good.length;
-    // Each record in turn, in a cursor of 1000-byte chunks (records straddle them) and of 8 MiB (one chunk).
-    for (let i = 0; i < offsets.length; i += 7) {
+    // Past the 256 KiB the cursor checks at once, so damage falls in the first and in later runs.
+    expect(size).toBeGreaterThan(2 * 256 * 1024);
+    // The records that straddle the end of each such run, in a cursor that reads it all at once.
+    const straddlers: number[] = [];
+    for (let start = 0; start < offsets.length; ) {
+      let next = start;
+      while (next < offsets.length && (offsets[next + 1] ?? size) <= offsets[start] + 256 * 1024) next++;
+      if (next < offsets.length) straddlers.push(next, next - 1);
+      start = next;
+    }
+    expect(straddlers.length).toBeGreaterThan(2);
+    const cases = [...new Set([...Array.from({ length: 40 }, (_, i) => i), ...straddlers, ...Array.from({ length: 30 }, (_, i) => 40 + i * 97)])];
+    // In a cursor of 1000-byte chunks (records straddle them) and of 8 MiB (one chunk).
+    for (const i of cases) {
       const bad = Buffer.from(good);
       // A byte of the value (or of the key, for records without one): framing stays plausible, the checksum fails.
       bad[(offsets[i + 1] ?? size) - 1] ^= 0x10;
