@@ -128,9 +128,23 @@ export function encodeRecord(
   return length;
 }
 
+/**
+ * Little-endian u16 at `i`. Buffer's readUInt16LE/readUInt32LE check their
+ * arguments and are not inlined into the scan loops: ~11-20 ns a call there
+ * against ~3 ns for these, several calls per record.
+ */
+export function u16(buf: Uint8Array, i: number): number {
+  return buf[i] | (buf[i + 1] << 8);
+}
+
+/** Little-endian u32 at `i` (see u16). */
+export function u32(buf: Uint8Array, i: number): number {
+  return (buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16)) + buf[i + 3] * 0x1000000;
+}
+
 /** Reads the u64 sequence number of the record whose header starts at `pos`. */
 export function readSeq(buf: Buffer, pos: number): number {
-  return buf.readUInt32LE(pos + 12) + buf.readUInt32LE(pos + 16) * TWO_32;
+  return u32(buf, pos + 12) + u32(buf, pos + 16) * TWO_32;
 }
 
 /**
@@ -142,20 +156,20 @@ export function checkRecordHeader(buf: Buffer, pos: number): string | undefined 
   const kind = buf[pos + 4];
   if (kind !== KIND_PUT && kind !== KIND_DELETE) return `invalid record kind ${kind}`;
   if (buf[pos + 5] !== 0) return `unknown record flags 0x${buf[pos + 5].toString(16)}`;
-  const keyBytes = buf.readUInt16LE(pos + 6);
+  const keyBytes = u16(buf, pos + 6);
   if (keyBytes === 0 || keyBytes > MAX_KEY_BYTES) return `invalid key length ${keyBytes}`;
-  if (kind === KIND_DELETE && buf.readUInt32LE(pos + 8) !== 0) return 'delete record with a value';
+  if (kind === KIND_DELETE && u32(buf, pos + 8) !== 0) return 'delete record with a value';
   return undefined;
 }
 
 /** Total length of the record whose (plausible) header starts at `pos`. */
 export function recordLengthAt(buf: Buffer, pos: number): number {
-  return RECORD_HEADER_BYTES + buf.readUInt16LE(pos + 6) + buf.readUInt32LE(pos + 8);
+  return RECORD_HEADER_BYTES + u16(buf, pos + 6) + u32(buf, pos + 8);
 }
 
 /** True when the stored checksum of the complete record at `pos` matches its bytes. */
 export function recordChecksumOk(buf: Buffer, pos: number, length: number): boolean {
-  return buf.readUInt32LE(pos) === crc32Range(buf, pos + 4, pos + length);
+  return u32(buf, pos) === crc32Range(buf, pos + 4, pos + length);
 }
 
 /**

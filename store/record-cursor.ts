@@ -19,7 +19,7 @@
  * record that is plausible and whose checksum holds, so callers can tell a
  * torn tail (nothing valid follows) from damage in the middle of the file.
  */
-import { checkedRunEnd, checkRecordHeader, KIND_PUT, RecordKind, RECORD_HEADER_BYTES, readSeq, recordChecksumOk, recordLengthAt } from './format';
+import { checkedRunEnd, checkRecordHeader, KIND_PUT, RecordKind, RECORD_HEADER_BYTES, readSeq, recordChecksumOk, recordLengthAt, u16 } from './format';
 import { readFully, StoreFs } from './file-system';
 
 /** Default size of one sequential read. */
@@ -146,7 +146,7 @@ export class RecordCursor {
     r.seq = readSeq(buf, p);
     r.buf = buf;
     r.keyStart = p + RECORD_HEADER_BYTES;
-    r.keyBytes = buf.readUInt16LE(p + 6);
+    r.keyBytes = u16(buf, p + 6);
     r.valueStart = r.keyStart + r.keyBytes;
     r.valueBytes = length - RECORD_HEADER_BYTES - r.keyBytes;
     this.pos = pos + length;

@@ -25,7 +25,7 @@ import type { Logger } from 'pino';
 import { tableLogger } from './table-logger';
 import { BadRequestError, MaintenanceConflictError, StoreIoError, TableClosedError, TableCorruptError, ValueTooLargeError } from './errors';
 import { AppendObserver, COMPACT_SUFFIX, compactTable, CompactionHost, CompactionResult, CompactionSwitch, CompactOptions } from './compaction';
-import { FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, MAX_VALUE_FIELD, RECORD_HEADER_BYTES, recordBytes, recordChecksumOk } from './format';
+import { FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, MAX_VALUE_FIELD, RECORD_HEADER_BYTES, recordBytes, recordChecksumOk, u16, u32 } from './format';
 import { fileIdOf, FileId, isErrno, nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
 import { KeyIndex } from './key-index';
 import { validateKey } from './key-rules';
@@ -587,7 +587,7 @@ export class TableFile {
     }
     const reason = checkStoredRecord(buf, pos, length, key);
     if (reason !== undefined) throw new TableCorruptError(this.table, offset, reason, { details: { key } });
-    const valueStart = pos + RECORD_HEADER_BYTES + buf.readUInt16LE(pos + 6);
+    const valueStart = pos + RECORD_HEADER_BYTES + u16(buf, pos + 6);
     const value = buf.subarray(valueStart, pos + length);
     // Only records on disk: one still in a batch may yet be rolled back.
     if (batch === undefined) this.cache.set(offset, key, copyOf(value));
@@ -652,8 +652,8 @@ function checkStoredRecord(buf: Buffer, pos: number, length: number, key: string
   // The checksum holds, so these fields are as written; a mismatch means the
   // index points at the wrong bytes.
   if (buf[pos + 4] !== KIND_PUT) return `expected a put record, found kind ${buf[pos + 4]}`;
-  const keyBytes = buf.readUInt16LE(pos + 6);
-  if (RECORD_HEADER_BYTES + keyBytes + buf.readUInt32LE(pos + 8) !== length) return 'record length differs from the index';
+  const keyBytes = u16(buf, pos + 6);
+  if (RECORD_HEADER_BYTES + keyBytes + u32(buf, pos + 8) !== length) return 'record length differs from the index';
   if (buf.toString('utf8', pos + RECORD_HEADER_BYTES, pos + RECORD_HEADER_BYTES + keyBytes) !== key) return 'record key differs from the index';
   return undefined;
 }
