@@ -1,19 +1,22 @@
 /**
  * A backup's copy off the event loop: a worker thread copies bytes [0, length)
- * of one open file into another, hashes them (sha256), and reads every
- * window back once an fdatasync covers it, to compare it with the source.
+ * of one open file into another, reads every window of the copy back to
+ * compare it with the source, and hashes what it read back (sha256).
  *
- * Window by window (WINDOW_BYTES): read the source, write the copy and hash
- * it, while one fdatasync of the copy at a time runs in the thread pool
- * behind the writes (each covering all that was written when it started);
- * every window a finished fdatasync covers is read back from the copy and
- * compared with the source. The copy never waits for a sync unless it is
- * more than MAX_AHEAD windows ahead of the synced point, so the dirty data
- * of the copy stays small (the serving thread's own fsync never waits behind
- * much of it: ext4 in data=ordered mode commits them together) without
- * paying a sync's latency per window; and at most one fdatasync of the copy
- * is in flight, so it holds at most one thread of the pool. The reads,
- * writes, hashing and comparing run synchronously on this thread.
+ * Window by window (WINDOW_BYTES): read the source, write the copy, read the
+ * window back and compare, while one fdatasync of the copy at a time runs in
+ * the thread pool behind the writes (each covering all that was written when
+ * it started). The read-back comes right after the write: a read after the
+ * fdatasync would see the same page-cache pages, and this way the source's
+ * bytes are still in memory to compare with (reading them again cost a
+ * third read of the data). A failed write-back shows as a failed fdatasync.
+ * The copy never waits for a sync unless it is more than MAX_AHEAD windows
+ * ahead of the synced point, so the dirty data of the copy stays small (the
+ * serving thread's own fsync never waits behind much of it: ext4 in
+ * data=ordered mode commits them together) without paying a sync's latency
+ * per window; and at most one fdatasync of the copy is in flight, so it
+ * holds at most one thread of the pool. The reads, writes, comparing and
+ * hashing run synchronously on this thread.
  *
  * Like record-check-worker.ts, the worker runs `copyMain` from its source
  * text, so it imports nothing.
@@ -38,7 +41,7 @@ export interface CopyJob {
 
 /** What the copy found. */
 export interface CopyResult {
-  /** sha256 hex of the bytes copied. */
+  /** sha256 hex of the copy, as read back. */
   sha256: string;
   /** The first window [from, to) whose bytes read back differ from the bytes copied: the copy stopped there. */
   differs?: [number, number];
@@ -99,10 +102,9 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
     const size = Math.min(job.window, Math.max(job.length, 1));
     const copied = Buffer.allocUnsafe(size);
     const readBack = Buffer.allocUnsafe(size);
-    // written >= synced >= verified, all on window boundaries (or the end).
+    // written >= synced, both on window boundaries (or the end).
     let written = 0;
     let synced = 0;
-    let verified = 0;
     let syncing: Promise<void> | undefined;
     let syncError: unknown;
     const startSync = (): void => {
@@ -123,27 +125,22 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
       stage = 'copy';
       throw syncError;
     };
-    // Reads back what is known to be synced and compares it with the source; the first differing window, if any.
-    const verifySynced = (): [number, number] | undefined => {
-      stage = 'verify';
-      while (verified < synced) {
-        const n = Math.min(size, synced - verified);
-        readAt(job.dst, readBack, n, verified);
-        readAt(job.src, copied, n, verified);
-        if (!readBack.subarray(0, n).equals(copied.subarray(0, n))) return [verified, verified + n];
-        verified += n;
-      }
-      return undefined;
-    };
     while (written < job.length) {
       const n = Math.min(size, job.length - written);
       stage = 'copy';
       readAt(job.src, copied, n, written);
       writeAt(job.dst, copied, n, written);
-      hash.update(copied.subarray(0, n));
       if (job.flipAt !== undefined && job.flipAt >= written && job.flipAt < written + n) {
         fs.writeSync(job.dst, Buffer.from([copied[job.flipAt - written] ^ 0xff]), 0, 1, job.flipAt);
       }
+      stage = 'verify';
+      readAt(job.dst, readBack, n, written);
+      if (!readBack.subarray(0, n).equals(copied.subarray(0, n))) {
+        // The descriptors stay open until this answers: no fdatasync of the copy may still be running then.
+        while (syncing !== undefined) await syncing;
+        return { sha256: '', differs: [written, written + n] };
+      }
+      hash.update(readBack.subarray(0, n));
       written += n;
       if (syncing === undefined) startSync();
       // One turn of this thread's loop, so a finished fdatasync is seen; and
@@ -151,8 +148,6 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
       await new Promise<void>((resolve) => setImmediate(resolve));
       while (syncing !== undefined && written - synced > job.maxAhead * size) await syncing;
       syncFailed();
-      const differs = verifySynced();
-      if (differs !== undefined) return { sha256: '', differs };
     }
     while (syncing !== undefined) await syncing;
     syncFailed();
@@ -161,8 +156,6 @@ function copyMain(wt: typeof import('node:worker_threads')): void {
       await syncing;
       syncFailed();
     }
-    const differs = verifySynced();
-    if (differs !== undefined) return { sha256: '', differs };
     return { sha256: hash.digest('hex') };
   }
 
