@@ -34,7 +34,9 @@ export interface RecordCrc {
   /**
    * Folds the record at buf[pos, pos + length) (its stored checksum in its
    * first 4 bytes, little-endian) into `acc`, the CRC of the span's records
-   * before it (0 for none), as if the record's checksum holds.
+   * before it (0 for none), as if the record's checksum holds. The CRC is
+   * kept as a signed 32-bit integer (`crc | 0`): a small integer to V8, so
+   * that storing it never allocates.
    */
   fold(acc: number, buf: Uint8Array, pos: number, length: number): number;
   /**
@@ -141,18 +143,18 @@ export function recordCrc(maxTables = 512): RecordCrc {
     const s = length - 4;
     if (s < TABLE_LENGTHS) {
       const m = tables[s] ?? tableOf(s);
-      if (m !== null) return (m[a & 255] ^ m[256 + ((a >>> 8) & 255)] ^ m[512 + ((a >>> 16) & 255)] ^ m[768 + (a >>> 24)] ^ c) >>> 0;
+      if (m !== null) return m[a & 255] ^ m[256 + ((a >>> 8) & 255)] ^ m[512 + ((a >>> 16) & 255)] ^ m[768 + (a >>> 24)] ^ c;
       if (shiftKnown[s] === 0) {
         shifts[s] = shiftOf(s);
         shiftKnown[s] = 1;
       }
-      return (multmodp(shifts[s], a) ^ c) >>> 0;
+      return multmodp(shifts[s], a) ^ c;
     }
-    return (multmodp(shiftOf(s), a) ^ c) >>> 0;
+    return multmodp(shiftOf(s), a) ^ c;
   };
 
   const spanHolds = (acc: number, buf: Uint8Array, start: number, end: number): boolean =>
-    acc === (end > start ? zlib.crc32(buf.subarray(start, end)) : 0);
+    (acc | 0) === (end > start ? zlib.crc32(buf.subarray(start, end)) | 0 : 0);
 
   return { crc32, fold, spanHolds };
 }

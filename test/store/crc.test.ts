@@ -19,7 +19,7 @@ function recordsOf(lengths: number[], r: SeededRandom): { buf: Buffer; starts: n
 function foldAll(rc: ReturnType<typeof recordCrc>, buf: Buffer, starts: number[], lengths: number[]): number {
   let acc = 0;
   for (let i = 0; i < starts.length; i++) acc = rc.fold(acc, buf, starts[i], lengths[i]);
-  return acc;
+  return acc >>> 0;
 }
 
 describe('record checksums', () => {
