@@ -56,6 +56,17 @@ export interface MaintenanceBenchResult {
   /** The loop with no maintenance running. */
   baselineP99Ms: number;
   baselineMaxMs: number;
+  /**
+   * CPU time (user + system, every thread of the process) of the same work
+   * with nothing else running, on the table made half dead again: a
+   * compaction and a plain copy of that file, then a backup and a plain copy
+   * of the compacted file. Unlike durations, these hardly depend on what
+   * else the machine is doing.
+   */
+  compactCpuMs: number;
+  copyCpuMs: number;
+  backupCpuMs: number;
+  copyAfterCpuMs: number;
 }
 
 /** Builds the table, then measures a plain copy, a compaction and a backup, each with the latency loop beside it. */
@@ -93,6 +104,19 @@ export async function runMaintenanceBench(opts: MaintenanceBenchOptions): Promis
     await warm();
     const backup = await measure(table, keys, valueBytes, () => backupTable(table, path.join(dir, 'backups')).then(() => undefined));
 
+    // The CPU cost of the same steps, alone: every key written once more makes the file about half dead again.
+    await fill(table, keys, valueBytes, 1, 2);
+    await table.sync();
+    await warm();
+    const copyCpuMs = await cpuOf(() => plainCopy(file, path.join(dir, 'copy.tkt')));
+    await warm();
+    const compactCpuMs = await cpuOf(() => table.compact());
+    await table.sync();
+    await warm();
+    const copyAfterCpuMs = await cpuOf(() => plainCopy(file, path.join(dir, 'copy.tkt')));
+    await warm();
+    const backupCpuMs = await cpuOf(() => backupTable(table, path.join(dir, 'backups')));
+
     return {
       keys,
       fileBytes: before.fileBytes,
@@ -113,6 +137,10 @@ export async function runMaintenanceBench(opts: MaintenanceBenchOptions): Promis
       backupMaxMs: backup.max,
       baselineP99Ms: baseline.p99,
       baselineMaxMs: baseline.max,
+      compactCpuMs,
+      copyCpuMs,
+      backupCpuMs,
+      copyAfterCpuMs,
     };
   } finally {
     await table.close();
@@ -131,9 +159,9 @@ function benchValue(i: number, round: number, bytes: number): Buffer {
   return Buffer.from(head + 'x'.repeat(Math.max(0, bytes - head.length - tail.length)) + tail);
 }
 
-/** Writes every key twice, in batches. */
-async function fill(table: TableFile, keys: number, valueBytes: number): Promise<void> {
-  for (let round = 0; round < 2; round++) {
+/** Writes every key `rounds` times (twice by default), in batches; `first` numbers the first round (it goes into the values). */
+async function fill(table: TableFile, keys: number, valueBytes: number, rounds = 2, first = 0): Promise<void> {
+  for (let round = first; round < first + rounds; round++) {
     for (let start = 0; start < keys; start += 10000) {
       const puts: Promise<void>[] = [];
       for (let i = start; i < Math.min(keys, start + 10000); i++) puts.push(table.put(benchKey(i), benchValue(i, round, valueBytes)));
@@ -176,6 +204,14 @@ async function readThrough(file: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/** CPU time of `work` in every thread of the process (user + system), in ms. */
+async function cpuOf(work: () => Promise<unknown>): Promise<number> {
+  const before = process.cpuUsage();
+  await work();
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1000;
 }
 
 /** copyFile + fdatasync, as a plain copy of the table file would do it. */
