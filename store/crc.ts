@@ -46,7 +46,7 @@ export interface RecordCrc {
   spanHolds(acc: number, buf: Uint8Array, start: number, end: number): boolean;
 }
 
-/** Builds the tables (about 16 KiB, plus 4 KiB per record length folded, for at most `maxTables` lengths). */
+/** Builds the tables: about 850 KiB (the CRC table, and per-length slots for record lengths under 64 KiB), plus 4 KiB for each record length folded, for at most `maxTables` lengths. */
 export function recordCrc(maxTables = 512): RecordCrc {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const zlib = require('node:zlib') as typeof import('node:zlib');
