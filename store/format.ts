@@ -53,7 +53,7 @@ export type RecordKind = typeof KIND_PUT | typeof KIND_DELETE;
 
 const TWO_32 = 0x100000000;
 /** Checksums for this thread: records are checked one by one, and chunks of them at once (see crc.ts). */
-export const RECORD_CRC = recordCrc();
+const RECORD_CRC = recordCrc();
 const MAGIC_BYTES = Buffer.from(FILE_MAGIC, 'latin1');
 
 /** The decoded fields of a file header. */

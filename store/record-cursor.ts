@@ -85,7 +85,7 @@ export class RecordCursor {
   private readonly checksums: boolean;
   // File offset below which the records of the last run were all checked at once (see checkedRunEnd).
   private checkedTo = 0;
-  // Records before this offset are checked one by one (a run that held them did not hold).
+  // Records before this offset are checked one by one: the run over them did not hold.
   private batchFrom = 0;
 
   constructor(
