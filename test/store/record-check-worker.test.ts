@@ -7,21 +7,23 @@ import { useTempDir } from '../helpers/store-temp';
 
 const tmp = useTempDir('tk-check-');
 
-/** What a record-by-record scan in this thread finds: the reference the worker must agree with. */
-async function scanHere(file: string): Promise<Omit<RangeCheckResult, 'liveKeys'>> {
+/** What a record-by-record scan in this thread finds (the reference the worker must agree with), and the offsets of the records it read. */
+async function scanHere(file: string): Promise<{ found: Omit<RangeCheckResult, 'liveKeys'>; offsets: number[] }> {
   const fd = await nodeStoreFs.open(file, 'r');
   try {
     const cursor = new RecordCursor(nodeStoreFs, fd, FILE_HEADER_BYTES, await nodeStoreFs.size(fd));
     const found: Omit<RangeCheckResult, 'liveKeys'> = { records: 0, maxSeq: 0 };
+    const offsets: number[] = [];
     for (;;) {
       const step = cursor.step();
       if (step === 'record') {
         found.records++;
         found.maxSeq = Math.max(found.maxSeq, cursor.record.seq);
+        offsets.push(cursor.record.offset);
       } else if (step === 'more') await cursor.fill();
       else {
         if (step === 'damage') found.damage = { ...cursor.damage };
-        return found;
+        return { found, offsets };
       }
     }
   } finally {
@@ -35,23 +37,6 @@ async function checkInWorker(file: string): Promise<RangeCheckResult> {
     return await checkRangeInWorker({ fd, start: FILE_HEADER_BYTES, end: fs.statSync(file).size });
   } finally {
     fs.closeSync(fd);
-  }
-}
-
-/** Record offsets of the file, in order. */
-async function offsetsOf(file: string): Promise<number[]> {
-  const fd = await nodeStoreFs.open(file, 'r');
-  try {
-    const cursor = new RecordCursor(nodeStoreFs, fd, FILE_HEADER_BYTES, await nodeStoreFs.size(fd));
-    const out: number[] = [];
-    for (;;) {
-      const step = cursor.step();
-      if (step === 'record') out.push(cursor.record.offset);
-      else if (step === 'more') await cursor.fill();
-      else return out;
-    }
-  } finally {
-    await nodeStoreFs.close(fd);
   }
 }
 
@@ -72,11 +57,11 @@ describe('record check worker', () => {
     await Promise.all(puts);
     await t.close();
     good = fs.readFileSync(file);
-    offsets = await offsetsOf(file);
+    offsets = (await scanHere(file)).offsets;
   });
 
   test('record check worker - finds what a record-by-record scan finds in an intact file', async () => {
-    const here = await scanHere(file);
+    const here = (await scanHere(file)).found;
     expect(here.damage).toBeUndefined();
     expect(here.records).toBe(offsets.length);
     expect(await checkInWorker(file)).toMatchObject(here);
@@ -114,7 +99,7 @@ describe('record check worker', () => {
       const buf = Buffer.from(good);
       c.damage(buf);
       fs.writeFileSync(file, buf);
-      const here = await scanHere(file);
+      const here = (await scanHere(file)).found;
       expect({ case: c.name, damage: here.damage }).toEqual({ case: c.name, damage: expect.objectContaining({ reason: expect.any(String) }) });
       const got = await checkInWorker(file);
       expect({ case: c.name, ...got }).toMatchObject({ case: c.name, ...here });
