@@ -33,6 +33,7 @@ import {
   type Subscription,
 } from './bus';
 import { BusClosedError, BusNoRespondersError } from './errors';
+import { InflightHandlers, SeqTable } from './seq-table';
 import {
   LocalMessage,
   LocalSubscription,
@@ -84,8 +85,8 @@ export class InProcessBus implements Bus, LocalBus {
   /** Subscriptions whose pattern could match `_INBOX.*`; while 0, replies skip matching. */
   private inboxWatchers = 0;
   private readonly cache = new Map<string, MatchSet>();
-  /** Every unsettled request by number (numeric keys: string-keyed Map churn was 10x slower). */
-  private readonly pending = new Map<number, PendingRequest>();
+  /** Every unsettled request by number (not a Map: see seq-table.ts). */
+  private readonly pending = new SeqTable<PendingRequest>();
   private readonly timers: RequestTimers;
   private readonly inboxPrefix = `${INBOX_ROOT}${randomBytes(8).toString('hex')}.`;
   private seq = 0;
@@ -97,7 +98,7 @@ export class InProcessBus implements Bus, LocalBus {
   private scheduled = false;
   private sinceYield = 0;
   private flushWaiters: (() => void)[] = [];
-  private readonly inflight = new Set<Promise<void>>();
+  private readonly inflight = new InflightHandlers();
 
   private readonly drainTimeoutMs: number;
 
@@ -173,7 +174,7 @@ export class InProcessBus implements Bus, LocalBus {
     const flushed = (): Promise<void> => this.flush().catch(() => undefined);
     await flushed();
     while (this.inflight.size > 0 && this.state === 'draining') {
-      await Promise.allSettled([...this.inflight]);
+      await this.inflight.idle();
       await flushed();
     }
   }
@@ -189,7 +190,7 @@ export class InProcessBus implements Bus, LocalBus {
     this.qHead = 0;
     this.timers.close();
     const err = new BusClosedError();
-    for (const p of [...this.pending.values()]) p.fail(err);
+    for (const p of this.pending.valuesArray()) p.fail(err);
     this.resolveFlushWaiters();
   }
 
@@ -237,16 +238,9 @@ export class InProcessBus implements Bus, LocalBus {
   }
 
   private track(p: PromiseLike<unknown>, sub: LocalSubscription, subject: string): void {
-    const settled = Promise.resolve(p).then(
-      () => {
-        this.inflight.delete(settled);
-      },
-      (err: unknown) => {
-        this.inflight.delete(settled);
-        this.log.error({ err, subject, subscription: sub.subject }, 'bus handler rejected');
-      },
-    );
-    this.inflight.add(settled);
+    this.inflight.track(p, (err: unknown) => {
+      this.log.error({ err, subject, subscription: sub.subject }, 'bus handler rejected');
+    });
   }
 
   /** A publish to an inbox subject: the request it belongs to, plus any wildcard watchers. */

@@ -50,6 +50,7 @@ import {
 import { BusClosedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError, PayloadTooLargeError, RemoteError } from './errors';
 import { OBSERVE_REPLY, replyError, type ObservableMessage, type ReplyObserver } from './reply-observer';
 import { RequestTimers, type TimedEntry, type TimerList } from './request-timers';
+import { InflightHandlers, SeqTable } from './seq-table';
 import {
   checkPattern,
   checkQueue,
@@ -93,14 +94,14 @@ export interface NatsBusOptions {
 
 /** The NATS-backed `Bus`. Create with `NatsBus.connect`. */
 export class NatsBus implements Bus {
-  private readonly inflight = new Set<Promise<void>>();
+  private readonly inflight = new InflightHandlers();
   private readonly subs = new Set<NatsSubscription>();
   private draining = false;
   private readonly statusLoop: Promise<void>;
   // Request/reply multiplexing: reply subjects are `<inboxPrefix><seq>`.
   private readonly inboxPrefix = `_INBOX.${randomBytes(11).toString('hex')}.`;
   private mux: NatsSubscription | undefined;
-  private readonly pending = new Map<number, NatsPendingRequest>();
+  private readonly pending = new SeqTable<NatsPendingRequest>();
   private readonly timers = new RequestTimers();
   private seq = 0;
 
@@ -213,7 +214,7 @@ export class NatsBus implements Bus {
    */
   private async drainInOrder(): Promise<void> {
     await Promise.allSettled([...this.subs].map((s) => s.drain()));
-    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    await this.inflight.idle();
     if (!this.nc.isClosed() && !this.nc.isDraining()) await this.nc.drain();
   }
 
@@ -255,7 +256,7 @@ export class NatsBus implements Bus {
    */
   private failDenied(err: Error): void {
     if (!(err instanceof nats.errors.PermissionViolationError) || err.operation !== 'publish') return;
-    for (const p of [...this.pending.values()]) {
+    for (const p of this.pending.valuesArray()) {
       if (p.subject === err.subject) {
         p.fail(new RemoteError('unauthorized', `not permitted to publish to '${err.subject}'`, 403, { cause: err }));
       }
@@ -265,7 +266,7 @@ export class NatsBus implements Bus {
   private failPending(): void {
     if (this.pending.size === 0) return;
     const err = new BusClosedError();
-    for (const p of [...this.pending.values()]) p.fail(err);
+    for (const p of this.pending.valuesArray()) p.fail(err);
   }
 
   /** Publishes an already copied body; used by `publish` and replies (`what` names it in errors). */
@@ -292,16 +293,9 @@ export class NatsBus implements Bus {
     try {
       const r: unknown = handler(msg);
       if (isThenable(r)) {
-        const settled = Promise.resolve(r).then(
-          () => {
-            this.inflight.delete(settled);
-          },
-          (err: unknown) => {
-            this.inflight.delete(settled);
-            this.log.error({ err, subject: msg.subject, subscription: subject }, 'bus handler rejected');
-          },
-        );
-        this.inflight.add(settled);
+        this.inflight.track(r, (err: unknown) => {
+          this.log.error({ err, subject: msg.subject, subscription: subject }, 'bus handler rejected');
+        });
       }
     } catch (err) {
       this.log.error({ err, subject: msg.subject, subscription: subject }, 'bus handler threw');
