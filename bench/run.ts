@@ -16,6 +16,7 @@ import { scanFile, TableFile } from '../store';
 import { findNatsServerBinary, startNatsServer } from '../test/helpers/nats-server';
 import { benchKey, closedLoop, interleavedMedians, jsonValue, medianOf } from './load';
 import { runMaintenanceBench } from './store-maintenance';
+import { measureMachineFloor, type StallFigures } from './machine-floor';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CONCURRENCY = 64;
@@ -212,6 +213,18 @@ async function openMillion(): Promise<void> {
   }
 }
 
+/** The stalls the machine gives any busy thread (see machine-floor.ts): the floor under the latencies during maintenance. */
+async function floor(): Promise<void> {
+  const f = await measureMachineFloor();
+  const show = (s: StallFigures) => `${s.maxMs.toFixed(1)} (${s.over8})`;
+  rows.push({
+    what: `machine, no Tablekeeper code: longest stall of a busy thread in ${f.probeMs / 1000} s, ms (stalls > 8 ms): alone / other core busy / other core busy + a file written and fdatasynced`,
+    ours: `${show(f.alone)} / ${show(f.otherCoreBusy)} / ${show(f.otherCoreBusyAndWriting)}`,
+    peer: '',
+    goal: '',
+  });
+}
+
 async function maintenance(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tk-bench-maint-'));
   try {
@@ -313,6 +326,7 @@ async function main(): Promise<void> {
   if (!only || only === 'embedded') await embedded();
   if (!only || only === 'nats') await overNats();
   if (!only || only === 'open') await openMillion();
+  if (!only || only === 'floor') await floor();
   if (!only || only === 'maintenance') await maintenance();
   if (!only || only === 'recovery') await recovery();
   const date = new Date().toISOString().slice(0, 10);
