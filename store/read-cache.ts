@@ -22,12 +22,28 @@
  * the newest, clearing bits, and evicts the first unvisited entry. A hit
  * writes one bit and moves nothing, and a burst of one-off reads (a select
  * across the table) does not flush the keys that are read again and again.
+ *
+ * Admission: while there is room, every value read goes in. Once the cache
+ * is full, a value goes in (evicting another) only when its offset was
+ * offered once before and turned away, as remembered in a small
+ * direct-mapped table of offsets (a "doorkeeper", as in TinyLFU: Einziger
+ * et al., 2017). A value read only once never displaces one that is read
+ * again, and reads that cycle over more keys than fit, where nearly every
+ * read misses, no longer churn the cache: each admission made a new entry
+ * that lived until it was evicted, long enough for the garbage collector to
+ * move it to the old generation and collect it there. Cycling over 100k
+ * keys with 25.6k fitting: 122-191k -> 220-247k gets/s, and 22% -> 6% of
+ * young objects surviving a scavenge.
  */
 
 // What an entry costs beyond its value bytes: the entry object, its map slot
 // and the Buffer object (heap and array-buffer growth after a full GC with
 // 100k entries of 128-byte values: 327 B each, so ~200 B beside the value).
 const ENTRY_OVERHEAD_BYTES = 200;
+// Doorkeeper slots: about twice the entries that fit at ~64-byte values, a power of two within these bounds.
+const MIN_DOOR_SLOTS = 256;
+const MAX_DOOR_SLOTS = 1 << 20;
+const EMPTY_SLOT = -1;
 
 interface Entry {
   key: string;
@@ -55,6 +71,9 @@ export class ReadCache {
   private bytes = 0;
   private hits = 0;
   private misses = 0;
+  // Offsets turned away once while the cache was full (allocated on first need).
+  private door: Float64Array | undefined;
+  private doorShift = 32;
 
   /**
    * @param capacityBytes value bytes to hold at most; 0 turns the cache off.
@@ -82,6 +101,7 @@ export class ReadCache {
   set(offset: number, key: string, value: Buffer): void {
     const cost = value.length + ENTRY_OVERHEAD_BYTES;
     if (value.length > this.maxEntryBytes || cost > this.capacityBytes || this.map.has(offset)) return;
+    if (this.bytes + cost > this.capacityBytes && !this.admit(offset)) return;
     while (this.bytes + cost > this.capacityBytes && this.oldest !== undefined) this.evictOne();
     const e: Entry = { key, value, visited: false, older: this.newest, newer: undefined, offset };
     if (this.newest !== undefined) this.newest.newer = e;
@@ -100,6 +120,27 @@ export class ReadCache {
 
   stats(): ReadCacheStats {
     return { bytes: this.bytes, entries: this.map.size, hits: this.hits, misses: this.misses };
+  }
+
+  /** True when `offset` was turned away before (and its slot not taken since); else remembers it and says no. */
+  private admit(offset: number): boolean {
+    let door = this.door;
+    if (door === undefined) {
+      let bits = Math.log2(MIN_DOOR_SLOTS);
+      while (1 << bits < MAX_DOOR_SLOTS && 1 << bits < (2 * this.capacityBytes) / (ENTRY_OVERHEAD_BYTES + 64)) bits++;
+      door = this.door = new Float64Array(1 << bits).fill(EMPTY_SLOT);
+      this.doorShift = 32 - bits;
+    }
+    // Fibonacci hashing (the top bits of a multiplication by 2^32 / phi), which
+    // spreads the evenly spaced offsets of equal-sized records; offsets pass
+    // 2^32, so the high part is folded in first.
+    const slot = Math.imul((offset >>> 0) ^ Math.floor(offset / 0x100000000), 0x9e3779b9) >>> this.doorShift;
+    if (door[slot] === offset) {
+      door[slot] = EMPTY_SLOT;
+      return true;
+    }
+    door[slot] = offset;
+    return false;
   }
 
   private evictOne(): void {

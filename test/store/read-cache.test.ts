@@ -22,7 +22,8 @@ describe('read cache', () => {
     const entry = cost(100);
     expect(entry).toBeGreaterThan(100);
     const c = new ReadCache(entry * 3, 1000);
-    for (let i = 0; i < 5; i++) c.set(i * 1000, `k${i * 1000}`, Buffer.alloc(100, i));
+    // Offered twice: once the cache is full, the first offer of a value is turned away (see the admission tests).
+    for (let i = 0; i < 5; i++) for (let twice = 0; twice < 2; twice++) c.set(i * 1000, `k${i * 1000}`, Buffer.alloc(100, i));
     expect(c.stats()).toMatchObject({ entries: 3, bytes: entry * 3 });
     // First in, first out when nothing was read again: 0 and 1000 are gone.
     expect(c.get(0, 'k0')).toBeUndefined();
@@ -43,12 +44,45 @@ describe('read cache', () => {
     for (let i = 2; i <= 4; i++) c.set(i, `k${i}`, Buffer.alloc(10));
     for (let i = 5; i < 50; i++) {
       expect(c.get(1, 'k1')).toBeDefined();
+      // Twice, to be admitted into the full cache.
+      c.set(i, `k${i}`, Buffer.alloc(10));
       c.set(i, `k${i}`, Buffer.alloc(10));
       expect(c.stats().bytes).toBeLessThanOrEqual(entry * 4);
     }
     expect(c.get(1, 'k1')).toBeDefined();
     // The one-off entries went in order: only the newest three are left beside 1.
     expect([46, 47, 48, 49].map((o) => c.get(o, `k${o}`) !== undefined)).toEqual([false, true, true, true]);
+  });
+
+  test('read cache - while there is room every value goes in; once full, a value goes in only when offered a second time', () => {
+    const entry = cost(10);
+    const c = new ReadCache(entry * 3, 1000);
+    for (let i = 1; i <= 3; i++) c.set(i, `k${i}`, Buffer.alloc(10, i));
+    expect(c.stats().entries).toBe(3);
+    c.set(4, 'k4', Buffer.alloc(10, 4));
+    expect(c.get(4, 'k4')).toBeUndefined();
+    expect([1, 2, 3].every((o) => c.get(o, `k${o}`) !== undefined)).toBe(true);
+    c.set(4, 'k4', Buffer.alloc(10, 4));
+    expect(c.get(4, 'k4')?.[0]).toBe(4);
+    expect(c.stats()).toMatchObject({ entries: 3, bytes: entry * 3 });
+    // Admitted, the offset is forgotten by the doorkeeper: once evicted, it needs two offers again.
+    for (const o of [1, 2, 3, 4]) c.get(o, `k${o}`);
+    for (let twice = 0; twice < 2; twice++) c.set(5, 'k5', Buffer.alloc(10, 5));
+    expect(c.stats().entries).toBe(3);
+  });
+
+  test('read cache - a full cache keeps its entries through a scan of values read once, at offsets past 2^32 too', () => {
+    const entry = cost(10);
+    const c = new ReadCache(entry * 3, 1000);
+    const base = 2 ** 40;
+    for (let i = 0; i < 3; i++) c.set(base + i * 150, `k${i}`, Buffer.alloc(10, i));
+    for (let i = 3; i < 2000; i++) c.set(base + i * 150, `k${i}`, Buffer.alloc(10, i));
+    expect(c.stats().entries).toBe(3);
+    for (let i = 0; i < 3; i++) expect(c.get(base + i * 150, `k${i}`)?.[0]).toBe(i);
+    // The doorkeeper keeps whole offsets: one 2^32 past another that was offered once is not taken for it.
+    c.set(base + 2 ** 32, 'far', Buffer.alloc(10));
+    c.set(base + 2 * 2 ** 32, 'farther', Buffer.alloc(10));
+    expect(c.get(base + 2 * 2 ** 32, 'farther')).toBeUndefined();
   });
 
   test('read cache - large values and a zero budget are never cached', () => {
