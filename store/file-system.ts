@@ -43,6 +43,12 @@ export interface StoreFs {
   readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   /** Writes up to `length` bytes at `position`; returns the count (may be short). */
   write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /**
+   * Synchronous positional write (`write`'s faults apply to it), used for the
+   * small appends of the write path, which go to the page cache. Optional:
+   * without it every write goes through `write`.
+   */
+  writeSync?(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   /** Flushes the file's data (and the metadata needed to read it, such as its size) to stable storage. */
   fdatasync(fd: number): Promise<void>;
   /** Sets the file length. */
@@ -85,6 +91,10 @@ export class NodeStoreFs implements StoreFs {
     return new Promise((resolve, reject) =>
       fs.write(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))),
     );
+  }
+
+  writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
+    return fs.writeSync(fd, buf, offset, length, position);
   }
 
   fdatasync(fd: number): Promise<void> {
@@ -152,6 +162,30 @@ export async function readFully(
     done += n;
   }
   return done;
+}
+
+/** A StoreFs that has the optional synchronous write. */
+export type SyncWriteFs = StoreFs & Required<Pick<StoreFs, 'writeSync'>>;
+
+export function hasWriteSync(sfs: StoreFs): sfs is SyncWriteFs {
+  return sfs.writeSync !== undefined;
+}
+
+/** writeFully with the StoreFs's synchronous write (see StoreFs.writeSync). */
+export function writeFullySync(
+  sfs: SyncWriteFs,
+  fd: number,
+  buf: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): void {
+  let done = 0;
+  while (done < length) {
+    const n = sfs.writeSync(fd, buf, offset + done, length - done, position + done);
+    if (n <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    done += n;
+  }
 }
 
 /** Writes all `length` bytes at `position`, retrying short writes. */

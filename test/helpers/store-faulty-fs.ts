@@ -40,7 +40,21 @@ export class FaultyFs implements StoreFs {
   private gates = new Map<StoreFsOp, { reached: () => void; released: Promise<void> }>();
   private watchers: { op: StoreFsOp; done: () => void }[] = [];
 
-  constructor(private readonly inner: StoreFs = nodeStoreFs) {}
+  /**
+   * Present only with `{syncWrites: true}`: then the write path uses it for
+   * small batches, as on the real disk. It counts as `write` and takes the
+   * same faults (not holds: a synchronous call cannot wait).
+   */
+  readonly writeSync?: (fd: number, buf: Buffer, offset: number, length: number, position: number) => number;
+  /** Calls of writeSync so far (also counted in calls.write). */
+  syncWriteCalls = 0;
+
+  constructor(
+    private readonly inner: StoreFs = nodeStoreFs,
+    opts: { syncWrites?: boolean } = {},
+  ) {
+    if (opts.syncWrites === true) this.writeSync = (fd, buf, offset, length, position) => this.syncWrite(fd, buf, offset, length, position);
+  }
 
   /** Arms a fault; it counts calls of `fault.op` from now. */
   failOn(fault: Fault): this {
@@ -132,6 +146,31 @@ export class FaultyFs implements StoreFs {
     return this.async('mkdir', () => this.inner.mkdir(dir));
   }
 
+  private syncWrite(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
+    const inner = this.inner.writeSync?.bind(this.inner);
+    if (inner === undefined) throw new Error('FaultyFs: the wrapped StoreFs has no writeSync');
+    if (this.gates.has('write')) throw new Error('FaultyFs: a write is held, but this write is synchronous');
+    this.syncWriteCalls++;
+    try {
+      const fault = this.check('write');
+      if (fault === undefined) return inner(fd, buf, offset, length, position);
+      if (fault.corrupt !== undefined && fault.corrupt !== false) {
+        const bad = Buffer.from(buf.subarray(offset, offset + length));
+        if (fault.corrupt === true) {
+          if (bad.length > 0) bad[0] ^= 0xff;
+        } else {
+          fault.corrupt(bad);
+        }
+        return inner(fd, bad, 0, bad.length, position);
+      }
+      const part = Math.min(fault.partialBytes ?? 0, length);
+      if (part > 0) inner(fd, buf, offset, part, position);
+      throw errnoError(fault, 'write');
+    } finally {
+      this.notifyCompleted('write');
+    }
+  }
+
   /** `beforeFailing` runs when a fault fires; if it returns a value, the call returns that instead of failing. */
   private async async<T>(op: StoreFsOp, fn: () => Promise<T>, beforeFailing?: (fault: Fault) => Promise<T | undefined>): Promise<T> {
     try {
@@ -149,10 +188,15 @@ export class FaultyFs implements StoreFs {
       }
       return await fn();
     } finally {
-      const mine = this.watchers.filter((w) => w.op === op);
-      this.watchers = this.watchers.filter((w) => w.op !== op);
-      for (const w of mine) setImmediate(w.done);
+      this.notifyCompleted(op);
     }
+  }
+
+  /** Tells the `completed(op)` waiters, one setImmediate later. */
+  private notifyCompleted(op: StoreFsOp): void {
+    const mine = this.watchers.filter((w) => w.op === op);
+    this.watchers = this.watchers.filter((w) => w.op !== op);
+    for (const w of mine) setImmediate(w.done);
   }
 
   /** Counts the call and returns the fault it triggers, if any. */

@@ -27,8 +27,14 @@ function outcomes(promises: Promise<unknown>[]): Promise<unknown[]> {
 }
 
 describe('table file faults', () => {
-  test('table file - an injected write failure rejects the batch with StoreIoError and leaves exactly the acknowledged writes', async () => {
-    const ffs = new FaultyFs();
+  // Small batches are written synchronously on the real disk and through the thread pool otherwise: both must fail alike.
+  const writeModes = [
+    ['writes through the thread pool', false],
+    ['synchronous writes', true],
+  ] as const;
+
+  test.each(writeModes)('table file - %s: an injected write failure rejects the batch with StoreIoError and leaves exactly the acknowledged writes', async (_mode, syncWrites) => {
+    const ffs = new FaultyFs(undefined, { syncWrites });
     const t = await open(ffs);
     await t.put('a', b('1'));
     await t.put('b', b('2'));
@@ -45,12 +51,13 @@ describe('table file faults', () => {
     expect(t.stats()).toMatchObject({ records: 2, fileRecords: 2 });
     expect(t.failed).toBeUndefined();
     await t.put('d', b('4'));
+    expect(ffs.syncWriteCalls > 0).toBe(syncWrites);
     await t.close();
     expect(await reopenContents()).toEqual({ a: '1', b: '2', d: '4' });
   });
 
-  test('table file - a write that fails half-way is truncated away', async () => {
-    const ffs = new FaultyFs();
+  test.each(writeModes)('table file - %s: a write that fails half-way is truncated away', async (_mode, syncWrites) => {
+    const ffs = new FaultyFs(undefined, { syncWrites });
     const t = await open(ffs);
     await t.put('a', b('1'));
     const good = fs.statSync(file()).size;
@@ -62,6 +69,26 @@ describe('table file faults', () => {
     expect(t.durableLength).toBe(good);
     await t.close();
     expect(await reopenContents()).toEqual({ a: '1' });
+  });
+
+  test('table file - batches up to 256 KiB are written synchronously, larger ones through the thread pool, and both read back', async () => {
+    const ffs = new FaultyFs(undefined, { syncWrites: true });
+    const t = await open(ffs, 'none');
+    // The new file's header was written before: count from here.
+    const writes = ffs.calls.write;
+    await t.put('small', Buffer.alloc(1000, 1));
+    expect(ffs.syncWriteCalls).toBe(1);
+    expect(ffs.calls.write).toBe(writes + 1);
+    // 300 KiB in one batch: over the limit.
+    await Promise.all([t.put('big1', Buffer.alloc(150 * 1024, 2)), t.put('big2', Buffer.alloc(150 * 1024, 3))]);
+    expect(ffs.syncWriteCalls).toBe(1);
+    expect(ffs.calls.write).toBe(writes + 2);
+    await t.close();
+    const r = await open();
+    expect(r.get('small')).toEqual(Buffer.alloc(1000, 1));
+    expect(r.get('big1')).toEqual(Buffer.alloc(150 * 1024, 2));
+    expect(r.get('big2')).toEqual(Buffer.alloc(150 * 1024, 3));
+    await r.close();
   });
 
   test('table file - records queued behind a failing write are rejected and undone too', async () => {
