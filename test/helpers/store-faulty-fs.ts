@@ -101,15 +101,8 @@ export class FaultyFs implements StoreFs {
   }
   write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
     return this.async('write', () => this.inner.write(fd, buf, offset, length, position), async (fault) => {
-      if (fault.corrupt !== undefined && fault.corrupt !== false) {
-        const bad = Buffer.from(buf.subarray(offset, offset + length));
-        if (fault.corrupt === true) {
-          if (bad.length > 0) bad[0] ^= 0xff;
-        } else {
-          fault.corrupt(bad);
-        }
-        return this.inner.write(fd, bad, 0, bad.length, position);
-      }
+      const bad = corruptedCopy(fault, buf, offset, length);
+      if (bad !== undefined) return this.inner.write(fd, bad, 0, bad.length, position);
       const part = Math.min(fault.partialBytes ?? 0, length);
       if (part > 0) await this.inner.write(fd, buf, offset, part, position);
       return undefined;
@@ -154,15 +147,8 @@ export class FaultyFs implements StoreFs {
     try {
       const fault = this.check('write');
       if (fault === undefined) return inner(fd, buf, offset, length, position);
-      if (fault.corrupt !== undefined && fault.corrupt !== false) {
-        const bad = Buffer.from(buf.subarray(offset, offset + length));
-        if (fault.corrupt === true) {
-          if (bad.length > 0) bad[0] ^= 0xff;
-        } else {
-          fault.corrupt(bad);
-        }
-        return inner(fd, bad, 0, bad.length, position);
-      }
+      const bad = corruptedCopy(fault, buf, offset, length);
+      if (bad !== undefined) return inner(fd, bad, 0, bad.length, position);
       const part = Math.min(fault.partialBytes ?? 0, length);
       if (part > 0) inner(fd, buf, offset, part, position);
       throw errnoError(fault, 'write');
@@ -207,6 +193,18 @@ export class FaultyFs implements StoreFs {
     this.fired.push(hit.fault);
     return hit.fault;
   }
+}
+
+/** For a `corrupt` fault: the bytes to write instead (a changed copy); otherwise undefined. */
+function corruptedCopy(fault: Fault, buf: Buffer, offset: number, length: number): Buffer | undefined {
+  if (fault.corrupt === undefined || fault.corrupt === false) return undefined;
+  const bad = Buffer.from(buf.subarray(offset, offset + length));
+  if (fault.corrupt === true) {
+    if (bad.length > 0) bad[0] ^= 0xff;
+  } else {
+    fault.corrupt(bad);
+  }
+  return bad;
 }
 
 function errnoError(fault: Fault, op: string): NodeJS.ErrnoException {
