@@ -167,6 +167,7 @@ export async function readFully(
 /** A StoreFs that has the optional synchronous write. */
 export type SyncWriteFs = StoreFs & Required<Pick<StoreFs, 'writeSync'>>;
 
+/** True when `sfs` offers the synchronous write. */
 export function hasWriteSync(sfs: StoreFs): sfs is SyncWriteFs {
   return sfs.writeSync !== undefined;
 }
