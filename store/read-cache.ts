@@ -32,7 +32,7 @@
  * read misses, no longer churn the cache: each admission made a new entry
  * that lived until it was evicted, long enough for the garbage collector to
  * move it to the old generation and collect it there. Cycling over 100k
- * keys with 25.6k fitting: 122-191k -> 220-247k gets/s, and 22% -> 6% of
+ * keys with 25.6k fitting: 122-191k -> 229-247k gets/s, and 22% -> 6% of
  * young objects surviving a scavenge.
  */
 
