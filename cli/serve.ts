@@ -141,7 +141,11 @@ function aborted(signal: AbortSignal | undefined): Promise<void> {
  * `tablekeeper serve`: runs until SIGTERM or SIGINT, then shuts down cleanly
  * and exits 0. The signal handlers are in place before the first table opens,
  * so a signal during a long start (a large table, a recovery) also ends in a
- * clean stop and exit 0, never in a kill halfway through a write.
+ * clean stop and exit 0, never in a kill halfway through a write. They stay
+ * in place until the shutdown is over: a signal during it is logged and
+ * ignored. Repeats are common: Ctrl-C under `npm start` reaches the
+ * service twice, from the terminal and forwarded by npm, and the default
+ * action of the second would end the process in the middle of its flush.
  */
 export async function serveCommand(env: NodeJS.ProcessEnv): Promise<number> {
   let config: Config;
@@ -154,28 +158,33 @@ export async function serveCommand(env: NodeJS.ProcessEnv): Promise<number> {
   const logger = pino({ name: 'tablekeeper', level: config.logLevel });
   const stopRequested = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
+    if (stopRequested.signal.aborted) {
+      logger.warn({ signal, op: 'stop' }, 'signal received while shutting down: ignored (the shutdown goes on; SIGKILL ends it at once)');
+      return;
+    }
     logger.info({ signal, op: 'stop' }, 'signal received; shutting down');
-    process.removeListener('SIGTERM', onSignal);
-    process.removeListener('SIGINT', onSignal);
     stopRequested.abort();
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  let running: RunningService;
   try {
-    running = await startService(config, logger, { abort: stopRequested.signal });
-  } catch (err) {
+    let running: RunningService;
+    try {
+      running = await startService(config, logger, { abort: stopRequested.signal });
+    } catch (err) {
+      logger.fatal({ err, op: 'serve' }, 'tablekeeper failed to start');
+      return 1;
+    }
+    await aborted(stopRequested.signal);
+    try {
+      await running.stop();
+      return 0;
+    } catch (err) {
+      logger.error({ err, op: 'stop' }, 'shutdown failed');
+      return 1;
+    }
+  } finally {
     process.removeListener('SIGTERM', onSignal);
     process.removeListener('SIGINT', onSignal);
-    logger.fatal({ err, op: 'serve' }, 'tablekeeper failed to start');
-    return 1;
-  }
-  await aborted(stopRequested.signal);
-  try {
-    await running.stop();
-    return 0;
-  } catch (err) {
-    logger.error({ err, op: 'stop' }, 'shutdown failed');
-    return 1;
   }
 }

@@ -30,7 +30,8 @@ describe('npm start', () => {
     if (dir !== undefined) removeTempDir(dir);
   });
 
-  test('npm start - SIGTERM to the npm process stops the service cleanly: npm exits 0 and the service is gone', async () => {
+  /** Runs `npm start` with one table in a temp dir; resolves once the service has started. */
+  async function npmStart(opts: { ownGroup: boolean }) {
     if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` (npm test does) before these tests`);
     const tmp = makeTempDir('tk-npm-start-');
     dir = tmp;
@@ -41,6 +42,8 @@ describe('npm start', () => {
     const [command, args] = npmCli !== undefined && npmCli.endsWith('.js') ? [process.execPath, [npmCli, 'start']] : ['npm', ['start']];
     const npm = spawn(command, args, {
       cwd: ROOT,
+      // Its own process group, as a shell gives a foreground job: a terminal's Ctrl-C signals the whole group.
+      detached: opts.ownGroup,
       env: {
         PATH: process.env.PATH ?? '',
         HOME: tmp,
@@ -65,9 +68,22 @@ describe('npm start', () => {
       npm.once('exit', (code) => reject(new Error(`npm start exited with ${code} before the service started:\n${output}`)));
     });
     expect(servicePid).not.toBe(npm.pid);
-    process.kill(npm.pid!, 'SIGTERM');
-    expect(await exited).toBe(0);
-    expect(output).toContain('"tablekeeper stopped"');
-    expect(alive(servicePid)).toBe(false);
+    return { npm, servicePid, exited, output: () => output };
+  }
+
+  test('npm start - SIGTERM to the npm process stops the service cleanly: npm exits 0 and the service is gone', async () => {
+    const run = await npmStart({ ownGroup: false });
+    process.kill(run.npm.pid!, 'SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('"tablekeeper stopped"');
+    expect(alive(run.servicePid)).toBe(false);
+  });
+
+  test('npm start - Ctrl-C (SIGINT to the process group: the service gets it twice, once forwarded by npm) still ends in a clean stop', async () => {
+    const run = await npmStart({ ownGroup: true });
+    process.kill(-run.npm.pid!, 'SIGINT');
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('"tablekeeper stopped"');
+    expect(alive(run.servicePid)).toBe(false);
   });
 });

@@ -1,7 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { startService } from '../../cli/serve';
+import { serveCommand, startService } from '../../cli/serve';
+import { writeFileSync } from 'node:fs';
 import { TableFile } from '../../store';
 import { tableFilePath } from '../../actors/table-owner';
 import { captureLogger, testConfig } from '../http/http-helpers';
@@ -30,6 +31,32 @@ describe('serve - stopping', () => {
       expect(file.openReport.tornTailBytes).toBe(0);
       await file.close();
     }
+  });
+
+  test('serve - a second signal during the shutdown is ignored: the handlers stay until the stop is over, then go', async () => {
+    const before = { term: process.listenerCount('SIGTERM'), int: process.listenerCount('SIGINT') };
+    const configFile = path.join(dir, 'config.json');
+    writeFileSync(configFile, JSON.stringify({ tables: [{ name: 'orders' }] }));
+    const exit = serveCommand({
+      TABLEKEEPER_CONFIG: configFile,
+      TABLEKEEPER_DATA_DIR: path.join(dir, 'data'),
+      TABLEKEEPER_HTTP_HOST: '127.0.0.1',
+      TABLEKEEPER_HTTP_PORT: '0',
+      TABLEKEEPER_LOG_LEVEL: 'silent',
+    });
+    // Installed before the first table opens.
+    expect(process.listenerCount('SIGTERM')).toBe(before.term + 1);
+    process.emit('SIGTERM', 'SIGTERM');
+    // Still handled, so a second signal (Ctrl-C under npm arrives twice) does not take the default action and kill the shutdown.
+    expect(process.listenerCount('SIGINT')).toBe(before.int + 1);
+    expect(process.listenerCount('SIGTERM')).toBe(before.term + 1);
+    process.emit('SIGINT', 'SIGINT');
+    expect(await exit).toBe(0);
+    expect(process.listenerCount('SIGTERM')).toBe(before.term);
+    expect(process.listenerCount('SIGINT')).toBe(before.int);
+    const file = await TableFile.open({ table: 'orders', path: tableFilePath(path.join(dir, 'data'), 'orders') });
+    expect(file.openReport.tornTailBytes).toBe(0);
+    await file.close();
   });
 
   test('serve - writes acknowledged before a stop are on disk after it', async () => {
