@@ -6,7 +6,7 @@ import { Notifier, notifierMachine, PushSubscriptions } from '../actors';
 import { createBus, MicroService, Subjects, VERSION, type Bus } from '../bus';
 import { createHttpServer, listenHttp, resolveVapidKeys, type ServiceLifecycle } from '../http';
 import type { StoreFs } from '../store';
-import { allTablesSettled, loadConfig, supervisorMachine, systemClock, type Config } from '../supervisor';
+import { acquireDataDirLock, allTablesSettled, loadConfig, supervisorMachine, systemClock, type Config, type DataDirLock } from '../supervisor';
 
 /** How long stopping waits for queued notifications to be delivered. */
 const NOTIFY_FLUSH_MS = 5000;
@@ -19,8 +19,14 @@ export interface RunningService {
   http: FastifyInstance;
   /** Where the HTTP server listens, e.g. `http://127.0.0.1:8080`. */
   httpUrl: string;
-  /** Stops the HTTP server, stops accepting requests, closes every table (flush + fsync), drains the bus. */
+  /** Stops the HTTP server, stops accepting requests, closes every table (flush + fsync), drains the bus, releases the data directory. */
   stop(): Promise<void>;
+  /**
+   * Resolves (with the reason) if the data directory's lock stops being this
+   * service's while it runs (removed, or taken over by a service that found
+   * it stale): the caller must stop at once. Never rejects.
+   */
+  lockLost: Promise<string>;
 }
 
 /** What `startService` may be given besides the configuration. */
@@ -36,9 +42,29 @@ export interface StartOptions {
  * the HTTP server, the micro-service responder, and the supervisor with one
  * owner per table. HTTP listens first, so that a port already in use stops
  * the start before any table is opened, and `/readyz` can say "starting".
+ * Before all of that it locks the data directory (see data-dir-lock.ts): a
+ * second service on the same directory fails to start with
+ * DataDirLockedError. The lock is released once the tables are closed.
  */
 export async function startService(config: Config, logger: Logger, opts: StartOptions = {}): Promise<RunningService> {
   mkdirSync(config.dataDir, { recursive: true });
+  let lockLost!: (reason: string) => void;
+  const lost = new Promise<string>((resolve) => (lockLost = resolve));
+  const lock = await acquireDataDirLock(config.dataDir, {
+    logger: logger.child({ component: 'lock' }),
+    staleMs: config.lockStaleMs,
+    abort: opts.abort,
+    onLost: (reason) => lockLost(reason),
+  });
+  try {
+    return await startLocked(config, logger, opts, lock, lost);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function startLocked(config: Config, logger: Logger, opts: StartOptions, lock: DataDirLock, lockLost: Promise<string>): Promise<RunningService> {
   // Before the bus: a broken key or subscriptions file stops the start with a config error.
   const notifyLog = logger.child({ component: 'notifier' });
   const webPush = config.notify.webPush.enabled
@@ -123,9 +149,10 @@ export async function startService(config: Config, logger: Logger, opts: StartOp
       await notified;
       service.stop();
       await bus.drain();
+      lock.release();
       logger.info({ op: 'stop' }, 'tablekeeper stopped');
     })());
-  return { config, bus, http: httpServer, httpUrl, stop };
+  return { config, bus, http: httpServer, httpUrl, stop, lockLost };
 }
 
 /** Resolves when `signal` aborts; never when there is none. */
@@ -172,13 +199,19 @@ export async function serveCommand(env: NodeJS.ProcessEnv): Promise<number> {
     try {
       running = await startService(config, logger, { abort: stopRequested.signal });
     } catch (err) {
+      if (stopRequested.signal.aborted && err === stopRequested.signal.reason) {
+        // Stopped while waiting for the data directory's lock: nothing had started.
+        logger.info({ op: 'serve' }, 'start interrupted by a stop request');
+        return 0;
+      }
       logger.fatal({ err, op: 'serve' }, 'tablekeeper failed to start');
       return 1;
     }
-    await aborted(stopRequested.signal);
+    const lost = await Promise.race([aborted(stopRequested.signal).then(() => undefined), running.lockLost]);
+    if (lost !== undefined) logger.fatal({ op: 'stop', reason: lost }, 'stopping: another service may be using the data directory');
     try {
       await running.stop();
-      return 0;
+      return lost === undefined ? 0 : 1;
     } catch (err) {
       logger.error({ err, op: 'stop' }, 'shutdown failed');
       return 1;

@@ -25,6 +25,11 @@ export interface Config {
   backupDir: string;
   subjectPrefix: string;
   logLevel: string;
+  /**
+   * The data directory's lock (see data-dir-lock.ts) counts as abandoned once
+   * untouched this long; its owner touches it every sixth of this.
+   */
+  lockStaleMs: number;
   http: HttpConfig;
   nats: { url?: string; user?: string; pass?: string; token?: string; credsFile?: string; nkeyFile?: string };
   tables: TableConfig[];
@@ -120,6 +125,7 @@ export const CONFIG_FILE_SCHEMA = {
     backupDir: { type: 'string', minLength: 1 },
     subjectPrefix: { type: 'string', pattern: '^([A-Za-z0-9_-]+)(\\.[A-Za-z0-9_-]+)*$' },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+    lockStale: { type: 'string', minLength: 1 },
     http: {
       type: 'object',
       additionalProperties: false,
@@ -326,6 +332,14 @@ export function loadConfig(sources: ConfigSources): Config {
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigInvalidError(`TABLEKEEPER_LOG_LEVEL: unknown level '${logLevel}'`);
   }
+  const lockStale = env.TABLEKEEPER_LOCK_STALE || file.lockStale || '60s';
+  let lockStaleMs: number;
+  try {
+    lockStaleMs = parseDuration(lockStale);
+  } catch (err) {
+    throw new ConfigInvalidError(`TABLEKEEPER_LOCK_STALE: ${(err as Error).message}`);
+  }
+  if (lockStaleMs < 600) throw new ConfigInvalidError(`TABLEKEEPER_LOCK_STALE: '${lockStale}' is too short (at least 600ms)`);
   const port = envInt(env, 'TABLEKEEPER_HTTP_PORT') ?? file.http?.port ?? 8080;
   if (port > 65535) throw new ConfigInvalidError(`TABLEKEEPER_HTTP_PORT: ${port} is not a port`);
   const prefix = env.TABLEKEEPER_SUBJECT_PREFIX ?? file.subjectPrefix ?? '';
@@ -357,6 +371,7 @@ export function loadConfig(sources: ConfigSources): Config {
     backupDir,
     subjectPrefix: prefix,
     logLevel,
+    lockStaleMs,
     http: {
       host: env.TABLEKEEPER_HTTP_HOST || file.http?.host || '127.0.0.1',
       port,

@@ -18,5 +18,7 @@ export type {
   HttpConfig,
 } from './config';
 export { systemClock } from './schedule';
+export { acquireDataDirLock, DataDirLockedError, LOCK_DIR_NAME } from './data-dir-lock';
+export type { DataDirLock, DataDirLockOptions, LockOwner } from './data-dir-lock';
 export type { Clock } from './schedule';
 export type { TableDispatch } from './tables-gateway';

@@ -53,6 +53,8 @@ describe('cli - the built binary against a running service', () => {
         TABLEKEEPER_HTTP_HOST: '127.0.0.1',
         TABLEKEEPER_HTTP_PORT: '0',
         TABLEKEEPER_ADMIN_TOKEN: TOKEN,
+        // Touched every 200 ms, so a second serve sees within a moment that this one is alive.
+        TABLEKEEPER_LOCK_STALE: '1200ms',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -132,6 +134,24 @@ describe('cli - the built binary against a running service', () => {
     const wrongToken = await cli(['status', '--json'], { ...env, TABLEKEEPER_ADMIN_TOKEN: 'not-the-token' });
     expect(wrongToken.code).toBe(4);
     expect(JSON.parse(wrongToken.stdout).error.code).toBe('unauthorized');
+  });
+
+  test('cli binary - a second serve on the same data directory exits 1 and says which service holds it', async () => {
+    const second = await cli(['serve'], {
+      TABLEKEEPER_DATA_DIR: path.join(dir, 'data'),
+      TABLEKEEPER_CONFIG: path.join(dir, 'config.json'),
+      TABLEKEEPER_HTTP_HOST: '127.0.0.1',
+      TABLEKEEPER_HTTP_PORT: '0',
+      TABLEKEEPER_LOCK_STALE: '1200ms',
+    });
+    expect(second.code).toBe(1);
+    // It waited, saw the lock touched, and gave up.
+    expect(second.stdout).toContain('waiting to see whether its owner is still alive');
+    expect(second.stdout).toContain('tablekeeper failed to start');
+    expect(second.stdout).toContain(`is in use by another Tablekeeper service (pid ${serve!.pid}`);
+    // The running one was not disturbed.
+    const status = await cli(['status', '--json'], env);
+    expect(status.code).toBe(0);
   });
 
   test('cli binary - serve stops cleanly on SIGTERM with exit 0', async () => {

@@ -2,10 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { serveCommand, startService } from '../../cli/serve';
-import { writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { LOCK_DIR_NAME } from '../../supervisor';
 import { TableFile } from '../../store';
 import { tableFilePath } from '../../actors/table-owner';
-import { captureLogger, testConfig } from '../http/http-helpers';
+import { captureLogger, testConfig, until } from '../http/http-helpers';
 
 describe('serve - stopping', () => {
   let dir: string;
@@ -57,6 +58,42 @@ describe('serve - stopping', () => {
     const file = await TableFile.open({ table: 'orders', path: tableFilePath(path.join(dir, 'data'), 'orders') });
     expect(file.openReport.tornTailBytes).toBe(0);
     await file.close();
+  });
+
+  const serveEnv = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => {
+    const configFile = path.join(dir, 'config.json');
+    writeFileSync(configFile, JSON.stringify({ tables: [{ name: 'orders' }] }));
+    return {
+      TABLEKEEPER_CONFIG: configFile,
+      TABLEKEEPER_DATA_DIR: path.join(dir, 'data'),
+      TABLEKEEPER_HTTP_HOST: '127.0.0.1',
+      TABLEKEEPER_HTTP_PORT: '0',
+      TABLEKEEPER_LOG_LEVEL: 'silent',
+      ...extra,
+    };
+  };
+  const lockOwnerFile = (): string => path.join(dir, 'data', LOCK_DIR_NAME, 'owner.json');
+
+  test('serve - a stop requested while the start waits for a locked data directory ends it with exit 0, leaving the lock alone', async () => {
+    mkdirSync(path.join(dir, 'data', LOCK_DIR_NAME), { recursive: true });
+    const left = { pid: 1, hostname: 'some-other-host', bootId: '', startedAt: '2026-01-01T00:00:00.000Z', token: 'theirs' };
+    writeFileSync(lockOwnerFile(), JSON.stringify(left));
+    const exit = serveCommand(serveEnv());
+    // The start is waiting for the lock now (it is fresh, and not provably abandoned).
+    process.emit('SIGTERM', 'SIGTERM');
+    expect(await exit).toBe(0);
+    expect(JSON.parse(readFileSync(lockOwnerFile(), 'utf8'))).toEqual(left);
+  });
+
+  test('serve - a service whose data directory lock is taken over stops and exits 1', async () => {
+    // Touched, and checked, every 100 ms.
+    const exit = serveCommand(serveEnv({ TABLEKEEPER_LOCK_STALE: '600ms' }));
+    await until(() => existsSync(lockOwnerFile()) && (JSON.parse(readFileSync(lockOwnerFile(), 'utf8')) as { pid: number }).pid === process.pid, 'the lock to be taken');
+    const mine = JSON.parse(readFileSync(lockOwnerFile(), 'utf8')) as Record<string, unknown>;
+    writeFileSync(lockOwnerFile(), JSON.stringify({ ...mine, pid: 4242, hostname: 'elsewhere', token: 'theirs' }));
+    expect(await exit).toBe(1);
+    // Not its lock any more: left as the other owner wrote it.
+    expect(JSON.parse(readFileSync(lockOwnerFile(), 'utf8'))).toMatchObject({ token: 'theirs' });
   });
 
   test('serve - writes acknowledged before a stop are on disk after it', async () => {

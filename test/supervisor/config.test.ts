@@ -105,6 +105,15 @@ describe('config', () => {
     expect(() => loadConfig({ env: { TABLEKEEPER_CONFIG: '/nope/missing.json' } })).toThrow(/cannot read config file/);
   });
 
+  test('config - lockStale: default 60 s, from the file or TABLEKEEPER_LOCK_STALE, readable errors', () => {
+    expect(loadConfig({ env: {} }).lockStaleMs).toBe(60_000);
+    expect(withFile({ lockStale: '2m' }).lockStaleMs).toBe(120_000);
+    expect(withFile({ lockStale: '2m' }, { TABLEKEEPER_LOCK_STALE: '1500ms' }).lockStaleMs).toBe(1_500);
+    expect(() => withFile({}, { TABLEKEEPER_LOCK_STALE: 'soon' })).toThrow(/TABLEKEEPER_LOCK_STALE: 'soon' is not a duration/);
+    expect(() => withFile({}, { TABLEKEEPER_LOCK_STALE: '100ms' })).toThrow(/too short/);
+    expect(() => withFile({ lockStale: 5 })).toThrow(ConfigInvalidError);
+  });
+
   test('config - durations', () => {
     expect(parseDuration('250ms')).toBe(250);
     expect(parseDuration('30s')).toBe(30_000);
