@@ -12,12 +12,15 @@
  *
  * A lock left behind by a process that is gone is taken over at start:
  * - at once when its owner ran on this host in this boot (same boot id) and
- *   its pid is not alive, or is this process's own pid (a container's pid 1
- *   restarted with the volume) without this process holding it;
+ *   its pid is not alive, or is now another process (another start time in
+ *   /proc), or is this process's own pid (a container's pid 1 restarted with
+ *   the volume) without this process holding it;
  * - otherwise (another host or container, a pid alive again under another
  *   program, an unreadable owner) once the directory has not been touched
  *   for `staleMs`. The start waits for that, watching the lock: if it is
  *   touched meanwhile, its owner is alive and the start fails at once.
+ * An owner on this host and boot whose pid is the same process (same start
+ * time) is alive: the start fails at once, without waiting.
  * A takeover first claims the stale directory by making `takeover` inside
  * it (of two processes that judged the same lock stale, only one mkdir
  * succeeds), then checks it is still the directory it judged (same inode,
@@ -42,6 +45,8 @@ export interface LockOwner {
   hostname: string;
   /** Linux's boot id (empty where there is none): a pid means something only within one boot. */
   bootId: string;
+  /** The process's start time in clock ticks since boot (/proc/<pid>/stat; empty where there is none): tells a reused pid from the owner. */
+  procStart: string;
   startedAt: string;
   token: string;
 }
@@ -91,7 +96,14 @@ export async function acquireDataDirLock(dataDir: string, opts: DataDirLockOptio
   // While waiting: the lock as first seen; any change means its owner is alive.
   let watched: { ino: number; mtimeMs: number; token: string | undefined } | undefined;
   const lockDir = path.join(fs.realpathSync(dataDir), LOCK_DIR_NAME);
-  const owner: LockOwner = { pid: process.pid, hostname: os.hostname(), bootId: bootId(), startedAt: new Date().toISOString(), token: randomBytes(16).toString('hex') };
+  const owner: LockOwner = {
+    pid: process.pid,
+    hostname: os.hostname(),
+    bootId: bootId(),
+    procStart: procStart(process.pid) ?? '',
+    startedAt: new Date().toISOString(),
+    token: randomBytes(16).toString('hex'),
+  };
   let staleAside: string | undefined;
   for (let claims = 0; ; ) {
     try {
@@ -104,6 +116,7 @@ export async function acquireDataDirLock(dataDir: string, opts: DataDirLockOptio
       // Gone meanwhile (released): try again.
       if (seen === undefined) continue;
       if (heldHere.has(lockDir) || claims >= 3) throw new DataDirLockedError(dataDir, found, ageMs);
+      if (ownerIsRunning(found) && !heldHere.has(lockDir)) throw new DataDirLockedError(dataDir, found, ageMs);
       if (!ownerIsGone(found) && ageMs <= staleMs) {
         const now = { ino: seen.ino, mtimeMs: seen.mtimeMs, token: found?.token };
         if (watched !== undefined && (now.ino !== watched.ino || now.mtimeMs !== watched.mtimeMs || now.token !== watched.token)) {
@@ -168,16 +181,42 @@ export async function acquireDataDirLock(dataDir: string, opts: DataDirLockOptio
   };
 }
 
-/** True when `owner` certainly no longer runs: this host, this boot, and its pid dead or our own. */
+/** True when `owner` ran on this host in this boot, so that its pid can be checked here. */
+function sameBoot(owner: LockOwner | undefined): owner is LockOwner {
+  return owner !== undefined && owner.hostname === os.hostname() && owner.bootId !== '' && owner.bootId === bootId();
+}
+
+/**
+ * True when `owner` certainly no longer runs: this host and boot, and its
+ * pid dead, our own, or now another process (a different start time).
+ */
 function ownerIsGone(owner: LockOwner | undefined): boolean {
-  if (owner === undefined || owner.hostname !== os.hostname() || owner.bootId === '' || owner.bootId !== bootId()) return false;
+  if (!sameBoot(owner)) return false;
   if (owner.pid === process.pid) return true;
   try {
     process.kill(owner.pid, 0);
-    return false;
   } catch (err) {
     // EPERM: alive, under another user.
     return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+  const start = procStart(owner.pid);
+  return owner.procStart !== '' && start !== undefined && start !== owner.procStart;
+}
+
+/** True when `owner` certainly still runs: this host and boot, and its pid is the same process (same start time). */
+function ownerIsRunning(owner: LockOwner | undefined): boolean {
+  if (!sameBoot(owner) || owner.pid === process.pid || owner.procStart === '') return false;
+  return procStart(owner.pid) === owner.procStart;
+}
+
+/** Field 22 of /proc/<pid>/stat (start time since boot), or undefined when it cannot be read. */
+function procStart(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may hold anything: count from after it.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
   }
 }
 
@@ -222,7 +261,8 @@ function readOwner(lockDir: string): LockOwner | undefined {
   try {
     const o = JSON.parse(fs.readFileSync(path.join(lockDir, OWNER_FILE), 'utf8')) as Partial<LockOwner>;
     if (typeof o.pid !== 'number' || typeof o.hostname !== 'string' || typeof o.token !== 'string') return undefined;
-    return { pid: o.pid, hostname: o.hostname, bootId: typeof o.bootId === 'string' ? o.bootId : '', startedAt: String(o.startedAt), token: o.token };
+    const text = (v: unknown): string => (typeof v === 'string' ? v : '');
+    return { pid: o.pid, hostname: o.hostname, bootId: text(o.bootId), procStart: text(o.procStart), startedAt: String(o.startedAt), token: o.token };
   } catch {
     return undefined;
   }

@@ -71,6 +71,18 @@ describe('data directory lock', () => {
     expect(readOwner().token).not.toBe('left-behind');
   });
 
+  test('lock - an owner on this host whose pid still runs the same process is refused at once; a pid since reused by another process is taken over at once', async () => {
+    const stat = fs.readFileSync(`/proc/${process.ppid}/stat`, 'utf8');
+    const parentStart = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    leaveLock({ pid: process.ppid, procStart: parentStart });
+    // Willing to wait, but there is nothing to wait for.
+    await expect(acquire({ wait: true, staleMs: 60_000 })).rejects.toBeInstanceOf(DataDirLockedError);
+    fs.rmSync(lockDir(), { recursive: true });
+    leaveLock({ pid: process.ppid, procStart: String(Number(parentStart) + 1) });
+    const lock = await acquire({ staleMs: 60_000 });
+    expect(readOwner()).toMatchObject({ token: lock.owner.token, procStart: expect.stringMatching(/^[0-9]+$/) });
+  });
+
   test('lock - a fresh lock of a live process, or of another host, or with no owner file, is refused; once untouched for staleMs it is taken over', async () => {
     // process.ppid: the jest worker's parent, alive for the whole test.
     for (const owner of [{ pid: process.ppid }, { hostname: 'some-other-host' }, { bootId: 'an-earlier-boot', pid: deadPid() }, undefined]) {
