@@ -116,7 +116,7 @@ export async function acquireDataDirLock(dataDir: string, opts: DataDirLockOptio
       // Gone meanwhile (released): try again.
       if (seen === undefined) continue;
       if (heldHere.has(lockDir) || claims >= 3) throw new DataDirLockedError(dataDir, found, ageMs);
-      if (ownerIsRunning(found) && !heldHere.has(lockDir)) throw new DataDirLockedError(dataDir, found, ageMs);
+      if (ownerIsRunning(found)) throw new DataDirLockedError(dataDir, found, ageMs);
       if (!ownerIsGone(found) && ageMs <= staleMs) {
         const now = { ino: seen.ino, mtimeMs: seen.mtimeMs, token: found?.token };
         if (watched !== undefined && (now.ino !== watched.ino || now.mtimeMs !== watched.mtimeMs || now.token !== watched.token)) {
@@ -143,17 +143,33 @@ export async function acquireDataDirLock(dataDir: string, opts: DataDirLockOptio
     }
     break;
   }
-  writeOwner(lockDir, owner);
+  try {
+    writeOwner(lockDir, owner);
+  } catch (err) {
+    // An empty lock would hold the next start for lockStale.
+    fs.rmSync(lockDir, { recursive: true, force: true });
+    throw err;
+  } finally {
+    if (staleAside !== undefined) fs.rmSync(staleAside, { recursive: true, force: true });
+  }
   heldHere.add(lockDir);
-  if (staleAside !== undefined) fs.rmSync(staleAside, { recursive: true, force: true });
   let lost = false;
   const timer = setInterval(() => {
-    const current = readOwner(lockDir);
+    let current: LockOwner | undefined;
+    try {
+      current = parseOwner(fs.readFileSync(path.join(lockDir, OWNER_FILE), 'utf8'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        // EMFILE, EIO, ...: not a sign that someone else has the lock. Look again next time.
+        opts.logger.warn({ err, op: 'lock', lockDir }, 'could not read the data directory lock');
+        return;
+      }
+    }
     if (current?.token !== owner.token) {
       clearInterval(timer);
       if (lost) return;
       lost = true;
-      const reason = current === undefined ? 'the lock directory or its owner file was removed' : `taken over by pid ${current.pid} on ${current.hostname}`;
+      const reason = current === undefined ? 'the lock directory or its owner file was removed or replaced' : `taken over by pid ${current.pid} on ${current.hostname}`;
       opts.logger.fatal({ op: 'lock', lockDir, reason }, 'the data directory lock is no longer ours');
       opts.onLost?.(reason);
       return;
@@ -259,10 +275,19 @@ function writeOwner(lockDir: string, owner: LockOwner): void {
 
 function readOwner(lockDir: string): LockOwner | undefined {
   try {
-    const o = JSON.parse(fs.readFileSync(path.join(lockDir, OWNER_FILE), 'utf8')) as Partial<LockOwner>;
+    return parseOwner(fs.readFileSync(path.join(lockDir, OWNER_FILE), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The owner in `text`, or undefined when it is not one (someone else's file). */
+function parseOwner(text: string): LockOwner | undefined {
+  try {
+    const o = JSON.parse(text) as Partial<LockOwner>;
     if (typeof o.pid !== 'number' || typeof o.hostname !== 'string' || typeof o.token !== 'string') return undefined;
-    const text = (v: unknown): string => (typeof v === 'string' ? v : '');
-    return { pid: o.pid, hostname: o.hostname, bootId: text(o.bootId), procStart: text(o.procStart), startedAt: String(o.startedAt), token: o.token };
+    const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+    return { pid: o.pid, hostname: o.hostname, bootId: str(o.bootId), procStart: str(o.procStart), startedAt: String(o.startedAt), token: o.token };
   } catch {
     return undefined;
   }

@@ -111,6 +111,25 @@ describe('data directory lock', () => {
     expect(lost).toBe('taken over by pid 4242 on elsewhere');
   });
 
+  test('lock - an owner file that cannot be read for a moment (not missing, not replaced) does not count as lost', async () => {
+    const { logger, text } = captureLogger('warn');
+    let lost: string | undefined;
+    const lock = await acquire({ staleMs: 600, logger, onLost: (reason) => (lost = reason) });
+    const file = path.join(lockDir(), 'owner.json');
+    const content = fs.readFileSync(file);
+    // Swapped atomically (renames over it), so the file is never missing: a
+    // symlink to a directory, whose read fails with EISDIR, as a read can with
+    // EMFILE or EIO; then the same content again.
+    fs.symlinkSync(tmp.dir, path.join(tmp.dir, 'link'));
+    fs.renameSync(path.join(tmp.dir, 'link'), file);
+    await until(() => text().includes('could not read the data directory lock'), 'a failed read');
+    fs.writeFileSync(path.join(tmp.dir, 'again'), content);
+    fs.renameSync(path.join(tmp.dir, 'again'), file);
+    expect(lost).toBeUndefined();
+    lock.release();
+    expect(fs.existsSync(lockDir())).toBe(false);
+  });
+
   test('lock - a start waits for a lock that is not touched, and takes it over once it is stale', async () => {
     const { logger, text } = captureLogger('warn');
     leaveLock({ hostname: 'some-other-host' }, 700);
