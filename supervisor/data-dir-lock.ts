@@ -240,8 +240,9 @@ function procStart(pid: number): string | undefined {
  * Claims the stale lock directory judged at inode `ino` with owner `found`
  * and renames it aside; returns where, or undefined when another process
  * claimed it first or it is no longer the one judged (the caller starts over).
+ * Exported for the tests of that race; not part of the supervisor's API.
  */
-function claim(lockDir: string, ino: number, found: LockOwner | undefined): string | undefined {
+export function claim(lockDir: string, ino: number, found: LockOwner | undefined): string | undefined {
   const marker = path.join(lockDir, 'takeover');
   try {
     fs.mkdirSync(marker);

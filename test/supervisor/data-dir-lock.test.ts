@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { startService } from '../../cli/serve';
 import { acquireDataDirLock, DataDirLock, DataDirLockedError, LOCK_DIR_NAME, LockOwner } from '../../supervisor';
+import { claim } from '../../supervisor/data-dir-lock';
 import { useTempDir } from '../helpers/store-temp';
 import { captureLogger, testConfig, until } from '../http/http-helpers';
 
@@ -155,6 +156,27 @@ describe('data directory lock', () => {
     abort.abort(new Error('stop requested'));
     expect(await aborted).toMatchObject({ message: 'stop requested' });
     expect(readOwner().token).toBe('left-behind');
+  });
+
+  test('lock - of two starts that judged the same lock stale, only one takes it over, and the other leaves the winner\'s fresh lock alone', async () => {
+    leaveLock({ hostname: 'some-other-host' }, 120_000);
+    // Both looked at the stale lock before either acted.
+    const judged = { ino: fs.statSync(lockDir()).ino, owner: readOwner() };
+    // The first claims it (and moves it aside); the second, acting on the same judgement, finds its claim marker taken.
+    fs.mkdirSync(path.join(lockDir(), 'takeover'));
+    expect(claim(lockDir(), judged.ino, judged.owner)).toBeUndefined();
+    expect(readOwner().token).toBe('left-behind');
+    fs.rmdirSync(path.join(lockDir(), 'takeover'));
+    const aside = claim(lockDir(), judged.ino, judged.owner);
+    expect(aside).toBeDefined();
+    expect(fs.existsSync(lockDir())).toBe(false);
+    fs.rmSync(aside!, { recursive: true });
+    // The winner's fresh lock under the same name, then the loser's claim, late, on its old judgement.
+    const winner = await acquire();
+    expect(claim(lockDir(), judged.ino, judged.owner)).toBeUndefined();
+    expect(readOwner().token).toBe(winner.owner.token);
+    expect(fs.existsSync(path.join(lockDir(), 'takeover'))).toBe(false);
+    expect(fs.readdirSync(tmp.dir)).toEqual([LOCK_DIR_NAME]);
   });
 
   test('lock - a second service on the same data directory fails to start, and starts once the first has stopped', async () => {
