@@ -7,8 +7,9 @@
  *
  * The lock is a directory, `<dataDir>/.tablekeeper.lock` (mkdir is atomic on
  * every file system, network ones included), holding `owner.json` (pid, host,
- * boot id, start time, a random token). The owner touches the directory
- * every `refreshMs` and checks that `owner.json` is still its own.
+ * boot id, process start time, a random token). The owner touches the
+ * directory every sixth of `staleMs` and checks that `owner.json` is still
+ * its own.
  *
  * A lock left behind by a process that is gone is taken over at start:
  * - at once when its owner ran on this host in this boot (same boot id) and
@@ -111,10 +112,10 @@ export async function acquireDataDirLock(dataDir: string, opts: DataDirLockOptio
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const seen = statOrUndefined(lockDir);
-      const found = readOwner(lockDir);
-      const ageMs = seen === undefined ? 0 : Date.now() - seen.mtimeMs;
       // Gone meanwhile (released): try again.
       if (seen === undefined) continue;
+      const found = readOwner(lockDir);
+      const ageMs = Date.now() - seen.mtimeMs;
       if (heldHere.has(lockDir) || claims >= 3) throw new DataDirLockedError(dataDir, found, ageMs);
       if (ownerIsRunning(found)) throw new DataDirLockedError(dataDir, found, ageMs);
       if (!ownerIsGone(found) && ageMs <= staleMs) {
@@ -153,7 +154,6 @@ export async function acquireDataDirLock(dataDir: string, opts: DataDirLockOptio
     if (staleAside !== undefined) fs.rmSync(staleAside, { recursive: true, force: true });
   }
   heldHere.add(lockDir);
-  let lost = false;
   const timer = setInterval(() => {
     let current: LockOwner | undefined;
     try {
@@ -166,9 +166,8 @@ export async function acquireDataDirLock(dataDir: string, opts: DataDirLockOptio
       }
     }
     if (current?.token !== owner.token) {
+      // Reported once: the timer stops here.
       clearInterval(timer);
-      if (lost) return;
-      lost = true;
       const reason = current === undefined ? 'the lock directory or its owner file was removed or replaced' : `taken over by pid ${current.pid} on ${current.hostname}`;
       opts.logger.fatal({ op: 'lock', lockDir, reason }, 'the data directory lock is no longer ours');
       opts.onLost?.(reason);
