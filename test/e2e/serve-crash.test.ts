@@ -18,7 +18,7 @@ import { listBackups, verifyBackup } from '../../store';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { rng } from '../helpers/rng';
 import { useTempDir } from '../helpers/store-temp';
-import { WAIT_MS } from '../helpers/wait';
+import { campaignTimeout, WAIT_MS } from '../helpers/wait';
 
 const tmp = useTempDir('tk-servecrash-');
 const MAIN = path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js');
@@ -230,5 +230,5 @@ describe('serve killed with -9 (end to end)', () => {
     // Nothing the kills left behind is still there: leftovers of a compaction, a create or a rebuild are gone.
     // (A write cut short by a kill leaves a torn tail, which the next open cuts and keeps in `.torn-` files, on purpose.)
     expect(fs.readdirSync(dataDir).filter((n) => n.startsWith('crash.tkt') && n !== 'crash.tkt' && !n.startsWith('crash.tkt.torn-'))).toEqual([]);
-  });
+  }, campaignTimeout(ROUNDS, 6000));
 });

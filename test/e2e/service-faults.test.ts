@@ -17,7 +17,7 @@ import { loadConfig, type Config } from '../../supervisor';
 import { FaultyFs, type Fault } from '../helpers/store-faulty-fs';
 import { SeededRandom } from '../helpers/rng';
 import { useTempDir } from '../helpers/store-temp';
-import { WAIT_MS } from '../helpers/wait';
+import { campaignTimeout, WAIT_MS } from '../helpers/wait';
 
 const tmp = useTempDir('tk-svcfaults-');
 const ROUNDS = Number(process.env.CAMPAIGN_ROUNDS ?? 40);
@@ -165,5 +165,5 @@ describe('service under file-system faults', () => {
     await serving(service.bus, 'restart');
     const after = await Promise.all(Array.from({ length: KEYS }, (_, i) => read(service!.bus, key(i))));
     expect(after).toEqual(before);
-  });
+  }, campaignTimeout(ROUNDS, 1000));
 });

@@ -25,3 +25,13 @@ export async function within<T>(p: Promise<T>, what: string, maxMs = WAIT_MS): P
     clearTimeout(timer);
   }
 }
+
+/**
+ * Jest's timeout for a campaign of `rounds` rounds: the default test timeout
+ * (jest.config.js) or `msPerRound` per round, whichever is longer, so that a
+ * soak run with more rounds than the default (CAMPAIGN_ROUNDS=...) is not
+ * cut short by a timeout sized for the default.
+ */
+export function campaignTimeout(rounds: number, msPerRound: number): number {
+  return Math.max(60_000, rounds * msPerRound);
+}

@@ -20,6 +20,7 @@ import { backupTable, listBackups, pruneBackups, StoreFsOp, SyncPolicy, verifyBa
 import { Fault, FaultyFs } from '../helpers/store-faulty-fs';
 import { SeededRandom } from '../helpers/rng';
 import { useTempDir } from '../helpers/store-temp';
+import { campaignTimeout } from '../helpers/wait';
 
 const tmp = useTempDir('tk-campaign-');
 const silent = pino({ level: 'silent' });
@@ -213,5 +214,5 @@ describe('table file fault campaign', () => {
     for (const what of ['write undone', 'write unknown', 'compaction done', 'compaction failed', 'backup done', 'backup failed']) {
       if (!((seen[what] ?? 0) > 0)) throw new Error(`the campaign never reached '${what}' (${JSON.stringify(seen)})`);
     }
-  });
+  }, campaignTimeout(ROUNDS, 1000));
 });
