@@ -235,6 +235,12 @@ async function maintenance(): Promise<void> {
     rows.push({ what: `get+put latency during compaction, p99 / max (ms; writes held ${ms(r.compactPausedMs)} ms)`, ours: `${ms(r.getPutP99Ms)} / ${ms(r.getPutMaxMs)}`, peer: `idle ${ms(r.baselineP99Ms)} / ${ms(r.baselineMaxMs)}; predecessor ~1000 at 100k`, goal: '<= 2 / <= 10', met: r.getPutP99Ms <= 2 && r.getPutMaxMs <= 10 });
     rows.push({ what: 'backup incl. read-back verification (ms) vs plain copy', ours: ms(r.backupMs), peer: `${ms(r.copyAfterMs)} (${r.backupVsCopy.toFixed(2)}x)`, goal: '<= 1.5x copy', met: r.backupVsCopy <= 1.5 });
     rows.push({ what: 'get+put max latency during backup (ms)', ours: ms(r.backupMaxMs), peer: '', goal: '<= 10', met: r.backupMaxMs <= 10 });
+    rows.push({
+      what: 'garbage collection during compaction / backup: longest pause, and GC time inside the slowest get+put (ms)',
+      ours: `${ms(r.compactGcMaxMs)} (${r.compactGcMaxKind}), ${ms(r.compactGcInMaxMs)} / ${ms(r.backupGcMaxMs)} (${r.backupGcMaxKind}), ${ms(r.backupGcInMaxMs)}`,
+      peer: '',
+      goal: '',
+    });
     const cpu = (n: number) => n.toFixed(0);
     rows.push({ what: 'CPU time of a compaction as above, all threads, nothing else running (ms) vs plain copy', ours: cpu(r.compactCpuMs), peer: `${cpu(r.copyCpuMs)} (${(r.compactCpuMs / r.copyCpuMs).toFixed(2)}x)`, goal: '' });
     rows.push({ what: 'CPU time of a backup as above, all threads, nothing else running (ms) vs plain copy', ours: cpu(r.backupCpuMs), peer: `${cpu(r.copyAfterCpuMs)} (${(r.backupCpuMs / r.copyAfterCpuMs).toFixed(2)}x)`, goal: '' });

@@ -14,6 +14,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { backupTable, TableFile } from '../store';
 
 /** What to run. */
@@ -44,6 +45,10 @@ export interface MaintenanceBenchResult {
   getPutP50Ms: number;
   getPutP99Ms: number;
   getPutMaxMs: number;
+  /** Longest GC pause during the compaction, and GC time within its slowest op (ms). */
+  compactGcMaxMs: number;
+  compactGcMaxKind: string;
+  compactGcInMaxMs: number;
   /** copyFile + fdatasync of the compacted file. */
   copyAfterMs: number;
   /** Backup of the compacted table (copy, fsync, read-back verification). */
@@ -53,6 +58,10 @@ export interface MaintenanceBenchResult {
   backupOps: number;
   backupP99Ms: number;
   backupMaxMs: number;
+  /** Longest GC pause during the backup, and GC time within its slowest op (ms). */
+  backupGcMaxMs: number;
+  backupGcMaxKind: string;
+  backupGcInMaxMs: number;
   /** The loop with no maintenance running. */
   baselineP99Ms: number;
   baselineMaxMs: number;
@@ -129,12 +138,18 @@ export async function runMaintenanceBench(opts: MaintenanceBenchOptions): Promis
       getPutP50Ms: compaction.p50,
       getPutP99Ms: compaction.p99,
       getPutMaxMs: compaction.max,
+      compactGcMaxMs: compaction.gcMax,
+      compactGcMaxKind: compaction.gcMaxKind,
+      compactGcInMaxMs: compaction.gcInMax,
       copyAfterMs,
       backupMs: backup.ms,
       backupVsCopy: backup.ms / copyAfterMs,
       backupOps: backup.ops,
       backupP99Ms: backup.p99,
       backupMaxMs: backup.max,
+      backupGcMaxMs: backup.gcMax,
+      backupGcMaxKind: backup.gcMaxKind,
+      backupGcInMaxMs: backup.gcInMax,
       baselineP99Ms: baseline.p99,
       baselineMaxMs: baseline.max,
       compactCpuMs,
@@ -232,8 +247,16 @@ async function measure(
   keys: number,
   valueBytes: number,
   work: () => Promise<void>,
-): Promise<{ ms: number; ops: number; p50: number; p99: number; max: number }> {
+): Promise<LoopFigures> {
   const latencies: number[] = [];
+  // The slowest op, and the garbage collections made meanwhile: is the maximum a GC pause?
+  let slowest = { start: 0, end: 0 };
+  const gcs: { start: number; end: number; kind: string }[] = [];
+  const note = (e: PerformanceEntry): void => {
+    gcs.push({ start: e.startTime, end: e.startTime + e.duration, kind: gcKind((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind) });
+  };
+  const observer = new PerformanceObserver((list) => list.getEntries().forEach(note));
+  observer.observe({ entryTypes: ['gc'] });
   let done = false;
   let seed = 42;
   const rand = (n: number): number => {
@@ -246,7 +269,9 @@ async function measure(
       table.get(benchKey(rand(keys)));
       const i = rand(keys);
       await table.put(benchKey(i), benchValue(i, round, valueBytes));
-      latencies.push(performance.now() - t0);
+      const t1 = performance.now();
+      if (t1 - t0 > slowest.end - slowest.start) slowest = { start: t0, end: t1 };
+      latencies.push(t1 - t0);
     }
   })();
   const started = performance.now();
@@ -254,9 +279,45 @@ async function measure(
   const ms = performance.now() - started;
   done = true;
   await loop;
+  observer.takeRecords().forEach(note);
+  observer.disconnect();
   latencies.sort((a, b) => a - b);
   const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-  return { ms, ops: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? 0 };
+  let gcInMax = 0;
+  let gcMax = 0;
+  let gcMaxKind = 'none';
+  for (const g of gcs) {
+    if (g.end < started) continue;
+    if (g.end - g.start > gcMax) {
+      gcMax = g.end - g.start;
+      gcMaxKind = g.kind;
+    }
+    gcInMax += Math.max(0, Math.min(g.end, slowest.end) - Math.max(g.start, slowest.start));
+  }
+  return { ms, ops: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? 0, gcMax, gcMaxKind, gcInMax };
+}
+
+/** The name of a GC entry's kind (perf_hooks.constants.NODE_PERFORMANCE_GC_*). */
+function gcKind(kind: number | undefined): string {
+  if (kind === constants.NODE_PERFORMANCE_GC_MINOR) return 'scavenge';
+  if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) return 'mark-compact';
+  if (kind === constants.NODE_PERFORMANCE_GC_INCREMENTAL) return 'incremental marking';
+  if (kind === constants.NODE_PERFORMANCE_GC_WEAKCB) return 'weak callbacks';
+  return 'other';
+}
+
+/** What the get+put loop saw beside one step. */
+interface LoopFigures {
+  ms: number;
+  ops: number;
+  p50: number;
+  p99: number;
+  max: number;
+  /** Longest garbage-collection pause while the step ran (ms), and its kind. */
+  gcMax: number;
+  gcMaxKind: string;
+  /** Time spent in garbage-collection pauses during the slowest op (ms). */
+  gcInMax: number;
 }
 
 function pause(ms: number): Promise<void> {
