@@ -1,14 +1,14 @@
 /**
  * The record-level part of a compaction: which records of the old file go
  * into the new one (see the "live as of" and tombstone rules in
- * compaction.ts), copied round by round in log order, while the new index
- * is built beside the live one.
+ * compaction.ts), copied round by round in log order, noting where each
+ * copied put went (see compaction-remap.ts).
  */
 import { TableCorruptError } from './errors';
 import { KIND_DELETE, KIND_PUT, recordChecksumOk, recordLengthAt } from './format';
 import { nodeStoreFs, readFully } from './file-system';
 import { checkRangeInWorker, WORKER_MIN_BYTES } from './record-check-worker';
-import { KeyIndex, QueuedSets } from './key-index';
+import { LiveOffsets, OffsetRemap } from './compaction-remap';
 import { RecordCursor, RecordView } from './record-cursor';
 import type { CompactionHost } from './compaction';
 import { CompactionOutput } from './compaction-output';
@@ -26,11 +26,10 @@ export interface CopyContext {
   io<T>(operation: string, fn: () => Promise<T>): Promise<T>;
 }
 
-/** Copies the records that stay, range by range; holds the new index and the counts. */
+/** Copies the records that stay, range by range; holds where the copied puts went, and the counts. */
 export class RecordCopier {
-  private readonly nextIndex: KeyIndex;
-  // The copied puts, on their way into nextIndex (see KeyIndex.setMany).
-  private readonly nextSets: QueuedSets;
+  /** Old-file offset -> new-file offset of every copied put. */
+  readonly remap = new OffsetRemap();
   /** Old-file offset up to which records have been processed. */
   copied: number;
   /** Records written to the new file, tombstones included. */
@@ -49,22 +48,17 @@ export class RecordCopier {
     private readonly keepAbove: number,
   ) {
     this.copied = start;
-    // Sized for the live keys now, so that building it never rehashes.
-    this.nextIndex = new KeyIndex(ctx.host.index.size + 1024);
-    this.nextSets = new QueuedSets(this.nextIndex);
-  }
-
-  /** The new file's index (key -> new offset and length), with every copied record in it. */
-  get next(): KeyIndex {
-    this.nextSets.flush();
-    return this.nextIndex;
   }
 
   /**
    * Copies the records of [copied, target) that `asOf` names as their key's
    * location as of target. `first`: round one, whose new file starts empty.
+   * Otherwise `atStart` holds, for every key written since `copied` was
+   * noted (the previous round's target), its location before the first of
+   * those writes (-1: absent): so the new file holds a put of such a key
+   * exactly when that location is not -1.
    */
-  async copyRange(target: number, first: boolean, asOf: (key: string) => number, liveAt?: LiveOffsets): Promise<void> {
+  async copyRange(target: number, first: boolean, asOf: (key: string) => number, liveAt?: LiveOffsets, atStart?: ReadonlyMap<string, number>): Promise<void> {
     if (target <= this.copied) return;
     const { host } = this.ctx;
     // Checksums of a large range are checked by a worker thread while this
@@ -80,7 +74,7 @@ export class RecordCopier {
         : undefined;
     let failure: { error: unknown } | undefined;
     try {
-      await this.copyPass(target, first, asOf, checking === undefined, liveAt);
+      await this.copyPass(target, first, asOf, checking === undefined, liveAt, atStart);
     } catch (err) {
       failure = { error: err };
     }
@@ -101,7 +95,14 @@ export class RecordCopier {
   }
 
   /** The copy pass of copyRange; `checksums` false when a worker checks them. */
-  private async copyPass(target: number, first: boolean, asOf: (key: string) => number, checksums: boolean, liveAt: LiveOffsets | undefined): Promise<void> {
+  private async copyPass(
+    target: number,
+    first: boolean,
+    asOf: (key: string) => number,
+    checksums: boolean,
+    liveAt: LiveOffsets | undefined,
+    atStart: ReadonlyMap<string, number> | undefined,
+  ): Promise<void> {
     const { host, output } = this.ctx;
     // In round one only the threshold can keep a delete; no record is above it when it is >= the table's seq.
     const lastDeletes = first && this.keepAbove >= host.seq ? undefined : await this.lastDeletes(target, first);
@@ -112,7 +113,7 @@ export class RecordCopier {
       if (step === 'record') {
         const r = cursor.record;
         if (liveAt !== undefined && r.kind === KIND_PUT) this.takePut(r, liveAt);
-        else this.take(r, target, asOf, lastDeletes);
+        else this.take(r, target, asOf, lastDeletes, first ? undefined : (atStart ?? new Map()));
         if (output.full) await output.flush(false);
         if (this.slicer.due()) await this.ctx.yield(this.slicer);
       } else if (step === 'more') {
@@ -135,6 +136,7 @@ export class RecordCopier {
    * each record's key: `firstPrev` holds, for every key written since
    * target was noted, its location before that write (-1: absent). Walks
    * the index in time slices; writes made meanwhile only add to firstPrev.
+   * The set becomes the remap's bulk part: round one copies exactly its puts.
    */
   async liveOffsets(target: number, firstPrev: Map<string, number>): Promise<LiveOffsets> {
     const index = this.ctx.host.index;
@@ -154,37 +156,23 @@ export class RecordCopier {
     }
     // Keys removed (and slots reused) since: their location as of target is in firstPrev.
     for (const at of firstPrev.values()) live.add(at);
-    // Second walk: note each offset's slot, so that copying its record needs no key lookup.
+    // Rank the offsets, so that each can carry the new offset of its copy.
     for (let word = 0; word < live.words; word++) {
       live.count(word);
       if (this.slicer.due()) await this.ctx.yield(this.slicer);
     }
     live.counted();
-    for (let slot = 0; slot < index.slotLimit; slot++) {
-      const key = index.slotKey(slot);
-      if (key !== undefined) live.setSlot(locationOf(slot, key), slot);
-      if (this.slicer.due()) await this.ctx.yield(this.slicer);
-    }
+    this.remap.useBulk(live);
     return live;
   }
 
-  /** take() for a put in a range whose live offsets are known: copied when it is one of them. */
+  /** take() for a put in a range whose live offsets are known: copied when it is one of them (no key needed). */
   private takePut(r: RecordView, liveAt: LiveOffsets): void {
     if (!liveAt.has(r.offset)) {
       this.noteSeq(r, false);
       return;
     }
-    const live = this.ctx.host.index;
-    // The slot noted for this offset, unless it has been given to another key since.
-    const noted = liveAt.slotAt(r.offset);
-    let key = noted < 0 ? undefined : live.slotKey(noted);
-    if (key !== undefined && !asciiEquals(key, r.buf, r.keyStart, r.keyBytes)) key = undefined;
-    if (key === undefined) {
-      const slot = live.slotOfAscii(r.buf, r.keyStart, r.keyStart + r.keyBytes);
-      // The live index holds the same string unless the key was removed since (or is not ASCII).
-      key = slot >= 0 ? live.keyOf(slot) : r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
-    }
-    this.nextSets.add(key, this.ctx.output.append(r), r.length);
+    liveAt.setValue(r.offset, this.ctx.output.append(r));
     this.records++;
     this.noteSeq(r, true);
   }
@@ -210,9 +198,16 @@ export class RecordCopier {
 
   /**
    * Decides about one record of the old file and copies it if it stays.
-   * `asOf(key)`: the key's location as of `target`.
+   * `asOf(key)`: the key's location as of `target`. `atStart`: see
+   * copyRange; undefined in round one.
    */
-  private take(r: RecordView, target: number, asOf: (key: string) => number, lastDeletes: Map<string, number> | undefined): void {
+  private take(
+    r: RecordView,
+    target: number,
+    asOf: (key: string) => number,
+    lastDeletes: Map<string, number> | undefined,
+    atStart: ReadonlyMap<string, number> | undefined,
+  ): void {
     // Fast path, no string made: when the key's latest record is below
     // target, every later write to it was undone (below target nothing
     // changes any more), so that record is its location as of target too.
@@ -235,14 +230,20 @@ export class RecordCopier {
     let written = false;
     if (r.kind === KIND_PUT) {
       if (location === r.offset) {
-        this.nextSets.add(key, this.ctx.output.append(r), r.length);
+        this.remap.addTail(r.offset, this.ctx.output.append(r));
         this.records++;
         written = true;
       }
     } else if (location < 0 && (lastDeletes?.get(key) ?? r.offset) === r.offset) {
       // The key's last record in the round: a tombstone is needed if the new
-      // file has a put of it, or wanted above the threshold.
-      if (this.next.remove(key) || r.seq > this.keepAbove) {
+      // file has a put of it, or wanted above the threshold. In round one
+      // the new file has none (a put copied there is live as of target, so
+      // no delete of its key follows it below target). Later, it has one
+      // when the key was live as of the round's start; a key with no note
+      // (which cannot be: the delete was written after the start) keeps it.
+      const start = atStart?.get(key);
+      const inNewFile = atStart !== undefined && (start === undefined || start >= 0);
+      if (inNewFile || r.seq > this.keepAbove) {
         this.ctx.output.append(r);
         this.records++;
         this.tombstones++;
@@ -286,90 +287,4 @@ export class RecordCopier {
       }
     }
   }
-}
-
-/** True when `key` is ASCII and its bytes are buf[start, start + bytes). */
-function asciiEquals(key: string, buf: Buffer, start: number, bytes: number): boolean {
-  if (key.length !== bytes) return false;
-  for (let i = 0; i < bytes; i++) {
-    const c = key.charCodeAt(i);
-    if (c > 0x7f || c !== buf[start + i]) return false;
-  }
-  return true;
-}
-
-/**
- * A set of record offsets in [start, end): one bit per 8 bytes (records are
- * at least 21 bytes long, so no two record starts share a bit). Once every
- * offset is added and counted (count each word, then counted()), each
- * offset can carry a number (the key index slot of its key).
- */
-export class LiveOffsets {
-  private readonly bits: Int32Array;
-  // Offsets in the words before each word; then a slot per offset, in offset order.
-  private before: Int32Array | undefined;
-  private total = 0;
-  private slots: Int32Array | undefined;
-
-  constructor(
-    private readonly start: number,
-    private readonly end: number,
-  ) {
-    this.bits = new Int32Array(Math.ceil((end - start) / 256) + 1);
-  }
-
-  /** Number of words to count. */
-  get words(): number {
-    return this.bits.length;
-  }
-
-  /** Adds a record offset; ignores one outside the range (or -1). */
-  add(offset: number): void {
-    if (offset < this.start || offset >= this.end) return;
-    const cell = Math.floor((offset - this.start) / 8);
-    this.bits[Math.floor(cell / 32)] |= 1 << cell % 32;
-  }
-
-  /** True when the record at `offset` (in the range) was added. */
-  has(offset: number): boolean {
-    const cell = Math.floor((offset - this.start) / 8);
-    return (this.bits[Math.floor(cell / 32)] & (1 << cell % 32)) !== 0;
-  }
-
-  /** Counts word `word` (call for each word in order, after the last add). */
-  count(word: number): void {
-    this.before ??= new Int32Array(this.bits.length);
-    this.before[word] = this.total;
-    this.total += popcount(this.bits[word]);
-  }
-
-  /** After every word is counted: makes room for a slot per offset. */
-  counted(): void {
-    this.slots = new Int32Array(this.total).fill(-1);
-  }
-
-  /** Notes `slot` for an offset in the set (others are ignored). */
-  setSlot(offset: number, slot: number): void {
-    if (offset < this.start || offset >= this.end || !this.has(offset)) return;
-    this.slots![this.rank(offset)] = slot;
-  }
-
-  /** The slot noted for an offset in the set, or -1. */
-  slotAt(offset: number): number {
-    return this.slots === undefined ? -1 : this.slots[this.rank(offset)];
-  }
-
-  private rank(offset: number): number {
-    const cell = Math.floor((offset - this.start) / 8);
-    const word = Math.floor(cell / 32);
-    const bit = cell % 32;
-    return this.before![word] + (bit === 0 ? 0 : popcount(this.bits[word] & (0xffffffff >>> (32 - bit))));
-  }
-}
-
-function popcount(x: number): number {
-  x -= (x >>> 1) & 0x55555555;
-  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
-  x = (x + (x >>> 4)) & 0x0f0f0f0f;
-  return Math.imul(x, 0x01010101) >>> 24;
 }

@@ -12,17 +12,19 @@
  *    counts only once the worker found every record intact).
  * 2. No pause. Repeat for the records appended after the previous round's end
  *    (puts and deletes, in log order) until the tail is small; fdatasync the
- *    bulk of the new file outside the pause.
+ *    bulk of the new file outside the pause. Translate the live index's
+ *    offsets to the new file (compaction-remap.ts), in time slices, and catch
+ *    up again with what was written meanwhile.
  * 3. Pause writes (they are accepted into the held batch, readable, not
  *    written), wait for the write in flight, copy the last tail, fdatasync,
  *    rename over the table path, fsync the directory, then switch the
- *    descriptor, index and generation and resume: the held batch is written
- *    to the new file.
+ *    descriptor, the index's offsets and the generation and resume: the held
+ *    batch is written to the new file.
  *
- * "Live as of O" while writes go on: each round watches the appends made
- * after it noted O and keeps, per key, its location before the first of them
- * (`firstPrev`); a key's location as of O is that, or else its location in
- * the live index. The final round, paused, reads the same from the held
+ * "Live as of O" while writes go on: an append observer, set for the whole
+ * compaction, keeps per round and key the location before the key's first
+ * append after the round noted O (`since`); a key's location as of O is
+ * that, or else its location in the live index. The final round, paused, reads the same from the held
  * batch's undo log. A record is copied when it is its key's location as of the
  * round's end, so superseded records are never copied, and the new file keeps
  * the old file's order (sequence numbers stay increasing).
@@ -31,7 +33,8 @@
  * last record of its key in the round (a later put or delete of the key in
  * the same round makes it redundant) and
  * - the new file holds an earlier put of the key (without the tombstone that
- *   put would come back on reopen), or
+ *   put would come back on reopen): the key was live as of the round's start,
+ *   which the previous round's `since` tells, or
  * - its sequence number is above `keepTombstonesAbove` (a later merge with a
  *   backup taken at that sequence needs it), or
  * - it carries the highest sequence number of the old file (so that the
@@ -49,10 +52,11 @@
  */
 import type { Logger } from 'pino';
 import { StoreIoError, TableClosedError, TablekeeperError } from './errors';
-import { encodeFileHeader, FILE_HEADER_BYTES, KIND_PUT, recordLengthAt } from './format';
+import { encodeFileHeader, FILE_HEADER_BYTES } from './format';
 import { parentDir, StoreFs } from './file-system';
 import { KeyIndex } from './key-index';
 import { CopyContext, RecordCopier } from './compaction-copy';
+import { IndexTranslation } from './compaction-remap';
 import { CompactionOutput } from './compaction-output';
 import { TimeSlicer } from './time-slicer';
 import { WriteQueue } from './write-queue';
@@ -127,6 +131,7 @@ export type AppendObserver = (key: string, prevOffset: number, offset: number) =
 export interface CompactionSwitch {
   fd: number;
   generation: number;
+  /** The table's index, its offsets now in the new file. */
   index: KeyIndex;
   /** Records in the new file plus those in the held batch. */
   fileRecords: number;
@@ -169,7 +174,13 @@ class Compaction implements CopyContext {
   private readonly generation: number;
   private out: CompactionOutput | undefined;
   private copier: RecordCopier | undefined;
+  private translation: IndexTranslation | undefined;
   private rounds = 0;
+  // Per key, its location before its first append since the current round
+  // noted its target; and the same since the previous round's target (the
+  // current range's start). Kept by the append observer.
+  private since = new Map<string, number>();
+  private sincePrev: Map<string, number> | undefined;
 
   constructor(
     readonly host: CompactionHost,
@@ -196,17 +207,29 @@ class Compaction implements CopyContext {
       const copier = (this.copier = new RecordCopier(this, FILE_HEADER_BYTES, this.opts.keepTombstonesAbove ?? Infinity));
       await out.writeHeader(encodeFileHeader(this.generation));
       await this.step('started');
+      host.observe((key, prevOffset) => {
+        if (!this.since.has(key)) this.since.set(key, prevOffset);
+        if (this.sincePrev !== undefined && !this.sincePrev.has(key)) this.sincePrev.set(key, prevOffset);
+        this.translation?.noteWrite(key);
+      });
 
       // Phases 1 and 2: catch up with the writers without stopping them.
       let synced = out.end;
-      do {
+      const tailIsLarge = () => this.rounds < MAX_ROUNDS && queue.fileEnd - copier.copied > SMALL_TAIL_BYTES;
+      const catchUpRound = async () => {
         await this.round();
         // What is copied goes to disk outside the pause, so the fdatasync in it is short.
         if (out.end - synced > SMALL_TAIL_BYTES) {
           await out.sync();
           synced = out.end;
         }
-      } while (this.rounds < MAX_ROUNDS && queue.fileEnd - copier.copied > SMALL_TAIL_BYTES);
+      };
+      do await catchUpRound();
+      while (tailIsLarge());
+      // Most of the index's offsets translated outside the pause; then what was written meanwhile is copied.
+      const translation = (this.translation = new IndexTranslation(host.index, copier.remap));
+      await translation.walk(copier.copied, (slicer) => this.yield(slicer));
+      while (tailIsLarge()) await catchUpRound();
       await out.flush(true);
       await this.step('caught-up');
 
@@ -217,6 +240,8 @@ class Compaction implements CopyContext {
       await this.step('paused');
       this.checkLive();
       await this.finalRound();
+      // Throws (and the compaction gives up) if a live record was not copied.
+      translation.settle(queue.writtenEnd, out.end);
       await out.sync();
       await this.step('before-rename');
       await this.io('rename', () => host.sfs.rename(this.tmp, host.path));
@@ -280,31 +305,26 @@ class Compaction implements CopyContext {
     const { host } = this;
     const first = this.rounds === 0;
     this.rounds++;
-    try {
-      for (let attempt = 1; ; attempt++) {
-        const target = host.queue.fileEnd;
-        const firstPrev = new Map<string, number>();
-        host.observe((key, prevOffset) => {
-          if (!firstPrev.has(key)) firstPrev.set(key, prevOffset);
-        });
-        try {
-          // Below target everything must be stable before it is read (see the module doc).
-          await host.queue.settledAll();
-        } catch (err) {
-          // A write failed and was rolled back (never below `copied`: the
-          // previous round waited for it to be stable). Start the round again.
-          if (host.queue.failed !== undefined || attempt === 3) throw err;
-          continue;
-        }
-        this.checkLive();
-        const live = host.index;
-        // Round one covers most of the file: find its live records from the index, so that the dead ones cost no lookup.
-        const liveAt = first ? await this.copier!.liveOffsets(target, firstPrev) : undefined;
-        await this.copier!.copyRange(target, first, (key) => firstPrev.get(key) ?? locationOf(live, key), liveAt);
-        return;
+    // The range starts at the previous round's target, where its `since` started.
+    const atStart = (this.sincePrev = first ? undefined : this.since);
+    for (let attempt = 1; ; attempt++) {
+      const target = host.queue.fileEnd;
+      const firstPrev = (this.since = new Map<string, number>());
+      try {
+        // Below target everything must be stable before it is read (see the module doc).
+        await host.queue.settledAll();
+      } catch (err) {
+        // A write failed and was rolled back (never below `copied`: the
+        // previous round waited for it to be stable). Start the round again.
+        if (host.queue.failed !== undefined || attempt === 3) throw err;
+        continue;
       }
-    } finally {
-      host.observe(undefined);
+      this.checkLive();
+      const live = host.index;
+      // Round one covers most of the file: find its live records from the index, so that the dead ones cost no lookup.
+      const liveAt = first ? await this.copier!.liveOffsets(target, firstPrev) : undefined;
+      await this.copier!.copyRange(target, first, (key) => firstPrev.get(key) ?? locationOf(live, key), liveAt, atStart);
+      return;
     }
   }
 
@@ -314,6 +334,8 @@ class Compaction implements CopyContext {
     const live = this.host.index;
     const target = queue.writtenEnd;
     const firstPrev = new Map<string, number>();
+    // The range starts at the last round's target, where the current `since` started.
+    const atStart = (this.sincePrev = this.since);
     let seen = 0;
     await this.copier!.copyRange(target, false, (key) => {
       // Writes made while paused all go to the held batch (at target); its
@@ -326,7 +348,7 @@ class Compaction implements CopyContext {
         }
       }
       return firstPrev.get(key) ?? locationOf(live, key);
-    });
+    }, undefined, atStart);
     await this.copier!.keepMaxSeq();
     await this.output.flush(true);
   }
@@ -336,24 +358,24 @@ class Compaction implements CopyContext {
     const { host } = this;
     const { queue } = host;
     const copier = this.copier!;
-    const index = copier.next;
+    const translation = this.translation!;
+    const index = host.index;
     const end = this.output.end;
-    queue.switchFile(this.output.fd, end);
+    // The held batch goes to the new file's end instead of the old one's.
+    const heldStart = queue.writtenEnd;
+    // Keys written since settle() are all in the held batch (or deleted).
+    translation.settle(heldStart, end);
     const held = queue.heldBatch;
     if (held !== undefined) {
-      // Replay the held batch on the new index, and rewrite its undo log in
-      // new-file offsets (a failed write of it must restore those).
-      for (let i = 0, pos = 0; i < held.count; i++) {
-        const key = held.keys[i];
-        const length = recordLengthAt(held.buf, pos);
-        const slot = index.slotOf(key);
-        held.prevOffsets[i] = slot < 0 ? -1 : index.offsetOf(slot);
-        held.prevLengths[i] = slot < 0 ? 0 : index.lengthOf(slot);
-        if (held.buf[pos + 4] === KIND_PUT) index.set(key, end + pos, length);
-        else index.remove(key);
-        pos += length;
+      // Its undo log in new-file offsets: a failed write of it must restore those (lengths are the same).
+      for (let i = 0; i < held.count; i++) {
+        const prev = held.prevOffsets[i];
+        if (prev >= 0) held.prevOffsets[i] = translation.offsetIn(prev, heldStart, end);
       }
     }
+    index.adoptOffsets(translation.offsets());
+    host.observe(undefined);
+    queue.switchFile(this.output.fd, end);
     host.install({ fd: this.output.fd, generation: this.generation, index, fileRecords: copier.records + (held?.count ?? 0) });
   }
 

@@ -135,6 +135,26 @@ export class KeyIndex {
     return this.keyAt(slot);
   }
 
+  /** A zeroed offset array as long as the index's (indexed by slot), to fill for adoptOffsets. */
+  blankOffsets(): Float64Array {
+    return new Float64Array(this.offsets.length);
+  }
+
+  /**
+   * Replaces every slot's offset at once (a compaction moves every record
+   * and nothing else): `next[slot]` for each slot below slotLimit.
+   */
+  adoptOffsets(next: Float64Array): void {
+    if (next.length < this.slotCount) throw new RangeError(`adoptOffsets needs ${this.slotCount} offsets, got ${next.length}`);
+    // The offset and length arrays grow together (see allocSlot).
+    if (next.length !== this.lengths.length) {
+      const sized = new Float64Array(this.lengths.length);
+      sized.set(next.subarray(0, this.slotCount));
+      next = sized;
+    }
+    this.offsets = next;
+  }
+
   /** True when `key` is in the index. */
   has(key: string): boolean {
     return this.find(key, this.hash(key)) >= 0;

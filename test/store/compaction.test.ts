@@ -13,7 +13,9 @@ import {
   TableCorruptError,
   TableFile,
 } from '../../store';
-import { LiveOffsets } from '../../store/compaction-copy';
+import { IndexTranslation, LiveOffsets, OffsetRemap } from '../../store/compaction-remap';
+import { KeyIndex } from '../../store/key-index';
+import { InternalError } from '../../store/errors';
 import { WORKER_MIN_BYTES } from '../../store/record-check-worker';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
@@ -124,6 +126,36 @@ describe('table file compaction', () => {
     await r.close();
     const { records } = await fileRecords(file());
     expect(records.map((x) => [x.seq, x.kind, x.key])).toEqual([[1, 'put', 'a'], [4, 'put', 'c']]);
+  });
+
+  test('compaction - a delete after round one keeps its tombstone only when the new file holds a put of the key', async () => {
+    const t = await open();
+    for (let i = 0; i < 50; i++) await t.put(`k${i}`, b(`v${i}`));
+    const result = await t.compact({
+      onStep: async (step) => {
+        // After round one: these are copied by the final round.
+        if (step === 'caught-up') {
+          await t.put('fresh', b('x'));
+          await t.delete('fresh');
+          await t.delete('k7');
+          await t.put('k8', b('w'));
+          await t.delete('k8');
+          await t.put('k9', b('w'));
+        }
+      },
+    });
+    // k7 and k8 were copied by round one: without their deletes they would come back on reopen.
+    // 'fresh' never reached the new file, so its delete is dropped.
+    expect(result).toMatchObject({ tombstonesKept: 2 });
+    await t.close();
+    const { records } = await fileRecords(file());
+    expect(records.filter((r) => r.kind === 'delete').map((r) => r.key)).toEqual(['k7', 'k8']);
+    expect(records.some((r) => r.key === 'fresh')).toBe(false);
+    const r = await open();
+    const want = new Map([...Array(50).keys()].filter((i) => i !== 7 && i !== 8).map((i) => [`k${i}`, `v${i}`]));
+    want.set('k9', 'w');
+    expect(contents(r)).toEqual(want);
+    await r.close();
   });
 
   test('compaction - keepTombstonesAbove keeps exactly the last delete of each absent key above it', async () => {
@@ -540,7 +572,7 @@ describe('table file compaction', () => {
     await r.close();
   });
 
-  test('compaction - the live offset set holds exactly the offsets added in its range, each with the slot noted for it', () => {
+  test('compaction - the live offset set holds exactly the offsets added in its range, each with the value noted for it', () => {
     const start = 1000;
     const end = start + 200000;
     const set = new LiveOffsets(start, end);
@@ -554,9 +586,80 @@ describe('table file compaction', () => {
     set.add(end);
     for (let w = 0; w < set.words; w++) set.count(w);
     set.counted();
-    added.forEach((at, i) => set.setSlot(at, 7 * i));
+    added.forEach((at, i) => set.setValue(at, 7 * i + 0.5 * 2 ** 40));
+    set.setValue(all[1], 99);
     expect(all.filter((at) => set.has(at))).toEqual(added);
-    expect(added.map((at) => set.slotAt(at))).toEqual(added.map((_, i) => 7 * i));
+    expect(added.map((at) => set.valueAt(at))).toEqual(added.map((_, i) => 7 * i + 0.5 * 2 ** 40));
+    expect([all[1], start - 21, end, -1].map((at) => set.valueAt(at))).toEqual([-1, -1, -1, -1]);
+  });
+
+  test('compaction - the offset remap answers round one from its live set and later rounds from their sorted tail', () => {
+    const bulk = new LiveOffsets(100, 10000);
+    for (const at of [100, 150, 9979]) bulk.add(at);
+    for (let w = 0; w < bulk.words; w++) bulk.count(w);
+    bulk.counted();
+    const remap = new OffsetRemap();
+    remap.useBulk(bulk);
+    bulk.setValue(100, 16);
+    bulk.setValue(150, 40);
+    bulk.setValue(9979, 64);
+    for (let i = 0; i < 50; i++) remap.addTail(10000 + 30 * i, 100 + 30 * i);
+    expect([100, 150, 9979, 120, 10000, 10030, 11470, 10015, 11500, 50].map((at) => remap.lookup(at))).toEqual([16, 40, 64, -1, 100, 130, 1570, -1, -1, -1]);
+    expect(() => remap.addTail(11470, 1)).toThrow(InternalError);
+  });
+
+  test('compaction - the index translation moves every live key to its copy, written keys and new slots included', async () => {
+    const index = new KeyIndex();
+    const n = 3000;
+    const oldAt = (i: number) => 100 + 50 * i;
+    const newAt = (i: number) => 16 + 50 * i;
+    for (let i = 0; i < n; i++) index.set(`k${i}`, oldAt(i), 50);
+    const bulk = new LiveOffsets(oldAt(0), oldAt(n));
+    for (let i = 0; i < n; i++) bulk.add(oldAt(i));
+    for (let w = 0; w < bulk.words; w++) bulk.count(w);
+    bulk.counted();
+    const remap = new OffsetRemap();
+    remap.useBulk(bulk);
+    // Round one copied every record but the last 100, which the walk must leave for settle().
+    for (let i = 0; i < n - 100; i++) bulk.setValue(oldAt(i), newAt(i));
+    const translation = new IndexTranslation(index, remap);
+    const expected = new Map<string, number>();
+    for (let i = 0; i < n; i++) expected.set(`k${i}`, newAt(i));
+    const write = (key: string, at: number | undefined) => {
+      translation.noteWrite(key);
+      if (at === undefined) {
+        index.remove(key);
+        expected.delete(key);
+      } else index.set(key, at, 50);
+    };
+    await translation.walk(oldAt(n - 100), (slicer) => slicer.yield());
+    for (let i = n - 100; i < n; i++) bulk.setValue(oldAt(i), newAt(i));
+    // Written after the walk began: an overwrite, removals (their slots reused) and enough new keys to grow the index's arrays.
+    let tail = oldAt(n);
+    const copy = (key: string) => {
+      write(key, tail);
+      remap.addTail(tail, tail - 84);
+      expected.set(key, tail - 84);
+      tail += 50;
+    };
+    copy('k5');
+    write('k6', undefined);
+    write('k7', undefined);
+    for (let i = 0; i < 2000; i++) copy(`new${i}`);
+    const heldStart = tail;
+    translation.settle(heldStart, 5000);
+    // Held by the pause (at heldStart in the old file, at 5000 in the new one), after settle().
+    write('k8', heldStart);
+    expected.set('k8', 5000);
+    write('new3', undefined);
+    translation.settle(heldStart, 5000);
+    index.adoptOffsets(translation.offsets());
+    const got = new Map(index.keys().map((key) => [key, index.offsetOf(index.slotOf(key))]));
+    expect(got).toEqual(expected);
+    // An index entry below the held start whose record was never copied is refused.
+    index.set('lost', tail + 10, 50);
+    translation.noteWrite('lost');
+    expect(() => translation.settle(tail + 1000, 5000)).toThrow(InternalError);
   });
 
   test('compaction - open deletes a leftover compaction file and never reads it', async () => {
