@@ -106,6 +106,7 @@ export class RecordCopier {
     const { host, output } = this.ctx;
     // In round one only the threshold can keep a delete; no record is above it when it is >= the table's seq.
     const lastDeletes = first && this.keepAbove >= host.seq ? undefined : await this.lastDeletes(target, first);
+    const startNotes = first ? undefined : (atStart ?? new Map<string, number>());
     const cursor = new RecordCursor(host.sfs, host.fd, this.copied, target, READ_CHUNK_BYTES, { checksums });
     this.slicer.restart();
     for (;;) {
@@ -113,7 +114,7 @@ export class RecordCopier {
       if (step === 'record') {
         const r = cursor.record;
         if (liveAt !== undefined && r.kind === KIND_PUT) this.takePut(r, liveAt);
-        else this.take(r, target, asOf, lastDeletes, first ? undefined : (atStart ?? new Map()));
+        else this.take(r, target, asOf, lastDeletes, startNotes);
         if (output.full) await output.flush(false);
         if (this.slicer.due()) await this.ctx.yield(this.slicer);
       } else if (step === 'more') {
