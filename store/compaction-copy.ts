@@ -145,14 +145,13 @@ export class RecordCopier {
     // A key whose record is below target is there as of target too: any
     // later write to it was undone (below target nothing changes any more).
     // One written since is at its firstPrev location as of target.
-    const locationOf = (slot: number, key: string): number => {
-      const at = index.offsetOf(slot);
-      return at < target ? at : (firstPrev.get(key) ?? -1);
-    };
+    // (The key is made as a string only then.)
     this.slicer.restart();
     for (let slot = 0; slot < index.slotLimit; slot++) {
-      const key = index.slotKey(slot);
-      if (key !== undefined) live.add(locationOf(slot, key));
+      if (index.slotUsed(slot)) {
+        const at = index.offsetOf(slot);
+        live.add(at < target ? at : (firstPrev.get(index.keyOf(slot)) ?? -1));
+      }
       if (this.slicer.due()) await this.ctx.yield(this.slicer);
     }
     // Keys removed (and slots reused) since: their location as of target is in firstPrev.

@@ -175,7 +175,7 @@ export class IndexTranslation {
     const shadow = (this.shadow = index.blankOffsets());
     const slicer = new TimeSlicer();
     for (let slot = 0; slot < index.slotLimit; slot++) {
-      if (index.slotKey(slot) !== undefined) {
+      if (index.slotUsed(slot)) {
         const at = index.offsetOf(slot);
         const next = at < copied ? this.remap.lookup(at) : -1;
         if (next >= 0) shadow[slot] = next;
@@ -194,7 +194,7 @@ export class IndexTranslation {
    */
   settle(heldStart: number, newHeldStart: number): void {
     const index = this.index;
-    for (const slot of this.pending) if (index.slotKey(slot) !== undefined) this.translate(slot, heldStart, newHeldStart);
+    for (const slot of this.pending) if (index.slotUsed(slot)) this.translate(slot, heldStart, newHeldStart);
     this.pending.length = 0;
     for (; this.done < this.written.length; this.done++) {
       const slot = index.slotOf(this.written[this.done]);

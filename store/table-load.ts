@@ -28,7 +28,7 @@ import type { Logger } from 'pino';
 import { StoreIoError, storeIo, TableCorruptError } from './errors';
 import { decodeFileHeader, encodeFileHeader, FILE_HEADER_BYTES, KIND_PUT } from './format';
 import { isErrno, parentDir, readFully, StoreFs, writeFully } from './file-system';
-import { KeyIndex } from './key-index';
+import { KeyIndex, NOT_ASCII } from './key-index';
 import { RecordCursor } from './record-cursor';
 
 /** The state of a table file after it was opened and scanned. */
@@ -104,9 +104,13 @@ export async function loadTable(sfs: StoreFs, fd: number, table: string, path: s
     const step = cursor.step();
     if (step === 'record') {
       const r = cursor.record;
-      const key = r.buf.toString('utf8', r.keyStart, r.keyStart + r.keyBytes);
-      if (r.kind === KIND_PUT) index.set(key, r.offset, r.length);
-      else index.remove(key);
+      // ASCII keys go into the index as bytes: no string is made for them.
+      const keyEnd = r.keyStart + r.keyBytes;
+      if (r.kind === KIND_PUT) {
+        if (index.setAscii(r.buf, r.keyStart, keyEnd, r.offset, r.length) === NOT_ASCII) index.set(r.buf.toString('utf8', r.keyStart, keyEnd), r.offset, r.length);
+      } else if (index.removeAscii(r.buf, r.keyStart, keyEnd) === NOT_ASCII) {
+        index.remove(r.buf.toString('utf8', r.keyStart, keyEnd));
+      }
       if (r.seq > seq) seq = r.seq;
       records++;
     } else if (step === 'more') {

@@ -1,4 +1,4 @@
-import { KeyIndex, NOT_ASCII, SET_MANY_MAX } from '../../store/key-index';
+import { INLINE_KEY_BYTES, KeyIndex, NOT_ASCII } from '../../store/key-index';
 import { SortedKeys } from '../../store/key-order';
 import { ByteKeySet } from '../../store/byte-key-set';
 import { rng } from '../helpers/rng';
@@ -90,42 +90,57 @@ describe('table file index', () => {
     expect(index.slotLimit).toBeGreaterThan(2 * 65_536);
   });
 
-  test('table file - setMany leaves the index as the same sets one by one would, through repeats in a batch and growth', () => {
+  test('table file - by bytes or by string, keys short and long, ASCII or not, land in the same slots and come back whole', () => {
     const rand = rng(3);
-    // No size given: the batches grow the table past several resizes.
-    const batched = new KeyIndex();
-    const single = new KeyIndex();
-    const keys: string[] = [];
-    const offsets = new Float64Array(SET_MANY_MAX);
-    const lengths = new Uint32Array(SET_MANY_MAX);
-    let addedBatched = 0;
-    let addedSingle = 0;
-    for (let round = 0; round < 400; round++) {
-      const count = round === 0 ? SET_MANY_MAX : rand(SET_MANY_MAX + 1);
-      for (let i = 0; i < count; i++) {
-        // A key space small enough that a batch often names a key twice (the later set wins).
-        keys[i] = `key:${rand(round < 200 ? 100 : 15000)}`;
-        offsets[i] = rand(1e9) * 1024;
-        lengths[i] = rand(5000) + 21;
-        if (single.set(keys[i], offsets[i], lengths[i])) addedSingle++;
-      }
-      addedBatched += batched.setMany(keys, offsets, lengths, count);
+    // No size given: the index grows past several resizes and its first key chunk.
+    const byBytes = new KeyIndex();
+    const byString = new KeyIndex();
+    const model = new Map<string, [number, number]>();
+    const names = (i: number): string => {
+      const n = i % 7;
+      // Around the inline limit (32 ASCII bytes), longer, and non-ASCII of every length.
+      if (n === 0) return `k${i}`.padEnd(INLINE_KEY_BYTES, 'x');
+      if (n === 1) return `k${i}`.padEnd(INLINE_KEY_BYTES + 1, 'y');
+      if (n === 2) return `k${i}:${'z'.repeat(i % 200)}`;
+      if (n === 3) return `ключ-${i}`;
+      if (n === 4) return `\u{1f600}${i}`;
+      return `key:${i}`;
+    };
+    const mismatches: string[] = [];
+    // A small key space first (removals that shift probe runs, slot reuse), then enough keys to pass the first chunk.
+    for (let op = 0; op < 160000; op++) {
+      const key = names(op < 40000 ? rand(3000) : op < 140000 ? 3000 + op - 40000 : rand(103000));
+      const bytes = Buffer.from(`<${key}>`);
+      const ascii = /^[\x00-\x7f]*$/.test(key);
       if (rand(4) === 0) {
-        const gone = `key:${rand(100)}`;
-        expect(batched.remove(gone)).toBe(single.remove(gone));
+        const viaBytes = byBytes.removeAscii(bytes, 1, bytes.length - 1);
+        const removed = viaBytes === NOT_ASCII ? byBytes.remove(key) : viaBytes === 1;
+        if ((viaBytes === NOT_ASCII) === ascii) mismatches.push(`removeAscii ${key}: ${viaBytes}`);
+        if (removed !== model.has(key) || byString.remove(key) !== model.delete(key)) mismatches.push(`remove ${key}`);
+      } else {
+        const at: [number, number] = [rand(1e9) * 1024, rand(5000) + 21];
+        const viaBytes = byBytes.setAscii(bytes, 1, bytes.length - 1, at[0], at[1]);
+        const added = viaBytes === NOT_ASCII ? byBytes.set(key, at[0], at[1]) : viaBytes === 1;
+        if ((viaBytes === NOT_ASCII) === ascii) mismatches.push(`setAscii ${key}: ${viaBytes}`);
+        if (added === model.has(key) || byString.set(key, at[0], at[1]) === model.has(key)) mismatches.push(`set ${key}`);
+        model.set(key, at);
       }
     }
-    expect(addedBatched).toBe(addedSingle);
-    expect(batched.size).toBe(single.size);
-    expect(batched.liveBytes).toBe(single.liveBytes);
-    const mismatches: string[] = [];
-    for (const key of single.keys()) {
-      const a = batched.slotOf(key);
-      const b = single.slotOf(key);
-      if (a < 0 || batched.offsetOf(a) !== single.offsetOf(b) || batched.lengthOf(a) !== single.lengthOf(b)) mismatches.push(key);
+    for (const index of [byBytes, byString]) {
+      let live = 0;
+      for (const [key, [offset, length]] of model) {
+        const slot = index.slotOf(key);
+        if (slot < 0 || index.offsetOf(slot) !== offset || index.lengthOf(slot) !== length || index.keyOf(slot) !== key) mismatches.push(`lookup ${key}`);
+        live += length;
+      }
+      expect({ size: index.size, live: index.liveBytes }).toEqual({ size: model.size, live });
+      expect(index.keys().sort()).toEqual([...model.keys()].sort());
+      let used = 0;
+      for (let slot = 0; slot < index.slotLimit; slot++) if (index.slotUsed(slot)) used++;
+      expect(used).toBe(model.size);
     }
     expect(mismatches).toEqual([]);
-    expect(() => batched.setMany(new Array<string>(SET_MANY_MAX + 1).fill('k'), new Float64Array(SET_MANY_MAX + 1), new Uint32Array(SET_MANY_MAX + 1), SET_MANY_MAX + 1)).toThrow(RangeError);
+    expect(byBytes.slotLimit).toBeGreaterThan(65_536);
   });
 
   test('table file - sorted keys match a sorted array through inserts and removals across leaf splits', () => {
