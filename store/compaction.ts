@@ -24,8 +24,8 @@
  * "Live as of O" while writes go on: an append observer, set for the whole
  * compaction, keeps per round and key the location before the key's first
  * append after the round noted O (`since`); a key's location as of O is
- * that, or else its location in the live index. The final round, paused, reads the same from the held
- * batch's undo log. A record is copied when it is its key's location as of the
+ * that, or else its location in the live index. The final round, paused,
+ * reads the same from the held batch's undo log. A record is copied when it is its key's location as of the
  * round's end, so superseded records are never copied, and the new file keeps
  * the old file's order (sequence numbers stay increasing).
  *

@@ -127,11 +127,6 @@ export class KeyIndex {
     return this.keyLens[slot] !== 0;
   }
 
-  /** The key in `slot` (below slotLimit), or undefined when the slot is free (made as a string on each call). */
-  slotKey(slot: number): string | undefined {
-    return this.keyAt(slot);
-  }
-
   /** A zeroed offset array as long as the index's (indexed by slot), to fill for adoptOffsets. */
   blankOffsets(): Float64Array {
     return new Float64Array(this.offsets.length);

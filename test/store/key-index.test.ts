@@ -64,7 +64,7 @@ describe('table file index', () => {
     const check = (at: string): void => {
       for (const [k, offset] of model) {
         const slot = index.slotOf(k);
-        if (slot < 0 || index.offsetOf(slot) !== offset || index.slotKey(slot) !== k) mismatches.push(`lookup ${k} ${at}`);
+        if (slot < 0 || index.offsetOf(slot) !== offset || index.keyOf(slot) !== k) mismatches.push(`lookup ${k} ${at}`);
       }
       expect({ at, mismatches, size: index.size }).toEqual({ at, mismatches: [], size: model.size });
       const keys = index.keys();
