@@ -5,7 +5,7 @@ import { createActor, toPromise, waitFor } from 'xstate';
 import { Notifier, notifierMachine, PushSubscriptions } from '../actors';
 import { createBus, MicroService, Subjects, VERSION, type Bus } from '../bus';
 import { createHttpServer, listenHttp, resolveVapidKeys, type ServiceLifecycle } from '../http';
-import type { StoreFs } from '../store';
+import { closeIdleSourceWorkers, type StoreFs } from '../store';
 import { acquireDataDirLock, allTablesSettled, loadConfig, supervisorMachine, systemClock, type Config, type DataDirLock } from '../supervisor';
 
 /** How long stopping waits for queued notifications to be delivered. */
@@ -142,6 +142,8 @@ async function startLocked(config: Config, logger: Logger, opts: StartOptions, l
       const done = toPromise(supervisor);
       supervisor.send({ type: 'STOP' });
       await done;
+      // Maintenance is over with the supervisor: the threads kept for the next one go now.
+      await closeIdleSourceWorkers();
       // After the supervisor, so its last events are queued; bounded, so a hung receiver cannot hold the stop.
       await bus.flush().catch(() => undefined);
       const notified = toPromise(notifierActor);

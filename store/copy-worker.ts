@@ -21,7 +21,7 @@
  * Like record-check-worker.ts, the worker runs `copyMain` from its source
  * text, so it imports nothing.
  */
-import { runSourceWorker } from './source-worker';
+import { runSourceWorker, type SourceWorkerContext } from './source-worker';
 
 /** What to copy. */
 export interface CopyJob {
@@ -65,7 +65,7 @@ const MAX_AHEAD = 8;
  */
 const IO_BYTES = 256 * 1024;
 
-/** Runs `job` in a new worker thread. Rejects (with `stage` on the error) when the worker cannot run or a file operation fails, and with the signal's reason when aborted (see runSourceWorker). */
+/** Runs `job` in a worker thread (see runSourceWorker). Rejects (with `stage` on the error) when the worker cannot run or a file operation fails, and with the signal's reason when aborted (see runSourceWorker). */
 export function copyInWorker(job: CopyJob, signal?: AbortSignal): Promise<CopyResult> {
   return runSourceWorker<CopyResult>(copyMain, { ...job, window: WINDOW_BYTES, maxAhead: MAX_AHEAD, ioBytes: IO_BYTES }, 'copy worker', signal).catch((err: unknown) => {
     if (signal?.aborted === true && err === signal.reason) throw err;
@@ -74,11 +74,11 @@ export function copyInWorker(job: CopyJob, signal?: AbortSignal): Promise<CopyRe
 }
 
 /** The worker's code: self-contained (it runs from its source text). */
-function copyMain(wt: typeof import('node:worker_threads')): void {
+function copyMain(wt: SourceWorkerContext): void {
   const fs = require('node:fs') as typeof import('node:fs');
   const crypto = require('node:crypto') as typeof import('node:crypto');
   const job = wt.workerData as CopyJob & { window: number; maxAhead: number; ioBytes: number };
-  const port = wt.parentPort!;
+  const port = wt.parentPort;
   let stage: CopyStage = 'copy';
 
   // Reads [at, at + n) fully, or fails.

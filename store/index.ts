@@ -37,6 +37,7 @@ export type { FileHeader, RecordKind } from './format';
 export { NodeStoreFs, nodeStoreFs, readFully, writeFully, isErrno, parentDir } from './file-system';
 export type { StoreFs, StoreFsOp, OpenMode, FileId } from './file-system';
 export { RecordCursor, CHUNK_BYTES } from './record-cursor';
+export { closeIdleSourceWorkers } from './source-worker';
 export type { CursorStep, RecordView, DamageView, RecordCursorOptions } from './record-cursor';
 export { scanRecords } from './record-scan';
 export type { ScanItem, ScannedRecord, DamagedRange } from './record-scan';
