@@ -7,7 +7,7 @@
 import { TableCorruptError } from './errors';
 import { KIND_DELETE, KIND_PUT, recordChecksumOk, recordLengthAt } from './format';
 import { nodeStoreFs, readFully } from './file-system';
-import { checkRangeInWorker, WORKER_MIN_BYTES } from './record-check-worker';
+import { checkRangeInWorker, WORKER_MIN_BYTES, type RangeCheckResult } from './record-check-worker';
 import { LiveOffsets, OffsetRemap } from './compaction-remap';
 import { RecordCursor, RecordView } from './record-cursor';
 import type { CompactionHost } from './compaction';
@@ -15,6 +15,9 @@ import { CompactionOutput } from './compaction-output';
 import { TimeSlicer } from './time-slicer';
 
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** What a worker's check of a range came to. */
+type CheckOutcome = RangeCheckResult | { error: unknown };
 
 /** What the copier needs from the compaction driving it. */
 export interface CopyContext {
@@ -40,6 +43,7 @@ export class RecordCopier {
   private maxSeq = 0;
   private maxTombstone: { offset: number; length: number } | undefined;
   private readonly slicer = new TimeSlicer();
+  private pendingCheck: { target: number; result: Promise<CheckOutcome> | undefined } | undefined;
 
   constructor(
     private readonly ctx: CopyContext,
@@ -65,13 +69,7 @@ export class RecordCopier {
     // pass copies (on the real disk only: the worker reads without the
     // StoreFs). The bytes below target no longer change, so both see the same
     // records; the round counts only if the worker found them all intact.
-    const checking =
-      host.sfs === nodeStoreFs && target - this.copied >= WORKER_MIN_BYTES
-        ? checkRangeInWorker({ fd: host.fd, start: this.copied, end: target }, host.signal).then(
-            (found) => found,
-            (err: unknown) => ({ error: err }),
-          )
-        : undefined;
+    const checking = this.takeCheck(target) ?? this.checkInWorker(target);
     let failure: { error: unknown } | undefined;
     try {
       await this.copyPass(target, first, asOf, checking === undefined, liveAt, atStart);
@@ -92,6 +90,42 @@ export class RecordCopier {
     }
     if (failure !== undefined) throw failure.error;
     this.copied = target;
+  }
+
+  /**
+   * Starts the worker's check of [copied, target) now (when it would get
+   * one), so that it runs while the caller prepares the copy of that range;
+   * copyRange(target) then waits for it. The caller must call copyRange
+   * or dropCheck next: the worker reads the table's descriptor.
+   */
+  startCheck(target: number): void {
+    this.pendingCheck = { target, result: this.checkInWorker(target) };
+  }
+
+  /** Waits for a check started and not used (so the descriptor it reads may be closed after). */
+  async dropCheck(): Promise<void> {
+    const pending = this.pendingCheck;
+    this.pendingCheck = undefined;
+    await pending?.result;
+  }
+
+  private takeCheck(target: number): Promise<CheckOutcome> | undefined {
+    const pending = this.pendingCheck;
+    this.pendingCheck = undefined;
+    if (pending === undefined) return undefined;
+    // Only a check of this very range may stand for it (the caller keeps to that; this is a safety net).
+    if (pending.target !== target) throw new Error(`record check started for ${pending.target}, copy up to ${target}`);
+    return pending.result;
+  }
+
+  /** A worker's check of [copied, target), for a large range on the real disk; undefined otherwise. */
+  private checkInWorker(target: number): Promise<CheckOutcome> | undefined {
+    const { host } = this.ctx;
+    if (host.sfs !== nodeStoreFs || target - this.copied < WORKER_MIN_BYTES) return undefined;
+    return checkRangeInWorker({ fd: host.fd, start: this.copied, end: target }, host.signal).then(
+      (found) => found,
+      (err: unknown) => ({ error: err }),
+    );
   }
 
   /** The copy pass of copyRange; `checksums` false when a worker checks them. */

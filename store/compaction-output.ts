@@ -6,6 +6,14 @@
  * cursor's buffer are copied with one Buffer.copy: a copy per record
  * allocates a view each time), then copied into the write buffer; a full
  * buffer is written while the next one fills (two buffers).
+ *
+ * Every BACKGROUND_SYNC_BYTES written, an fdatasync of the file starts
+ * behind the writes (one at a time, not waited for), so the new file's
+ * dirty pages go to disk while the copy goes on rather than all in the
+ * compaction's first sync (~120 ms for 166 MB here), and the table's own
+ * fsyncs never have much of them to wait behind (ext4 in data=ordered mode
+ * commits them together). Only `sync` counts as durable; a failed
+ * background sync fails the next flush or sync.
  */
 import type { RecordView } from './record-cursor';
 import { RECORD_HEADER_BYTES } from './format';
@@ -13,6 +21,8 @@ import { StoreFs, writeFully } from './file-system';
 
 /** Size of each of the two write buffers. */
 export const WRITE_BUFFER_BYTES = 1024 * 1024;
+/** Bytes written between background fdatasyncs of the new file. */
+export const BACKGROUND_SYNC_BYTES = 32 * 1024 * 1024;
 
 /** The new file being built: its descriptor and everything written or buffered so far. */
 export class CompactionOutput {
@@ -22,6 +32,10 @@ export class CompactionOutput {
   // New-file offset of outBuf[0]: bytes written or being written before it.
   private written = 0;
   private writing: Promise<void> = Promise.resolve();
+  // The background fdatasync in flight, where the next one is due, and the first one's failure.
+  private syncing: Promise<void> | undefined;
+  private nextSyncAt: number;
+  private syncFailure: { error: unknown } | undefined;
   private runBuf: Buffer | undefined;
   private runStart = 0;
   private runLen = 0;
@@ -34,7 +48,11 @@ export class CompactionOutput {
     private readonly io: <T>(operation: string, fn: () => Promise<T>) => Promise<T>,
     /** Called after each buffer is handed to the file. */
     private readonly onFlushed: () => Promise<void>,
-  ) {}
+    /** Bytes written between background fdatasyncs. */
+    private readonly syncEveryBytes = BACKGROUND_SYNC_BYTES,
+  ) {
+    this.nextSyncAt = syncEveryBytes;
+  }
 
   /** Length of the new file once everything noted so far is written. */
   get end(): number {
@@ -100,6 +118,8 @@ export class CompactionOutput {
   async flush(wait: boolean): Promise<void> {
     this.copyRun();
     await this.writing;
+    if (this.syncFailure !== undefined) throw this.syncFailure.error;
+    if (this.written >= this.nextSyncAt && this.syncing === undefined) this.syncBehind();
     if (this.outLen === 0) return;
     const buf = this.outBuf;
     const len = this.outLen;
@@ -118,12 +138,29 @@ export class CompactionOutput {
   /** Writes everything noted so far and fdatasyncs the file. */
   async sync(): Promise<void> {
     await this.flush(true);
+    await this.syncing;
+    if (this.syncFailure !== undefined) throw this.syncFailure.error;
     await this.io('fdatasync', () => this.sfs.fdatasync(this.fd));
   }
 
-  /** Waits for the write in flight, ignoring its failure (before closing the file after an error). */
+  /** Waits for the write and background sync in flight, ignoring their failures (before closing the file after an error). */
   async settle(): Promise<void> {
     await this.writing.catch(() => undefined);
+    await this.syncing;
+  }
+
+  /** Starts a background fdatasync of what is written so far (see the class doc). */
+  private syncBehind(): void {
+    this.nextSyncAt = this.written + this.syncEveryBytes;
+    this.syncing = this.io('fdatasync', () => this.sfs.fdatasync(this.fd)).then(
+      () => {
+        this.syncing = undefined;
+      },
+      (err: unknown) => {
+        this.syncFailure ??= { error: err };
+        this.syncing = undefined;
+      },
+    );
   }
 
   private reserve(bytes: number): void {

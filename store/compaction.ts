@@ -56,7 +56,7 @@ import { encodeFileHeader, FILE_HEADER_BYTES } from './format';
 import { parentDir, StoreFs } from './file-system';
 import { KeyIndex } from './key-index';
 import { CopyContext, RecordCopier } from './compaction-copy';
-import { IndexTranslation } from './compaction-remap';
+import { IndexTranslation, type LiveOffsets } from './compaction-remap';
 import { CompactionOutput } from './compaction-output';
 import { TimeSlicer } from './time-slicer';
 import { WriteQueue } from './write-queue';
@@ -216,20 +216,27 @@ class Compaction implements CopyContext {
       // Phases 1 and 2: catch up with the writers without stopping them.
       let synced = out.end;
       const tailIsLarge = () => this.rounds < MAX_ROUNDS && queue.fileEnd - copier.copied > SMALL_TAIL_BYTES;
-      const catchUpRound = async () => {
-        await this.round();
-        // What is copied goes to disk outside the pause, so the fdatasync in it is short.
-        if (out.end - synced > SMALL_TAIL_BYTES) {
-          await out.sync();
-          synced = out.end;
-        }
+      // What is copied goes to disk outside the pause, so the fdatasync in it is short.
+      const syncCopied = async () => {
+        if (out.end - synced <= SMALL_TAIL_BYTES) return;
+        const end = out.end;
+        await out.sync();
+        synced = end;
       };
-      do await catchUpRound();
-      while (tailIsLarge());
-      // Most of the index's offsets translated outside the pause; then what was written meanwhile is copied.
+      await this.round();
+      while (tailIsLarge()) {
+        await syncCopied();
+        await this.round();
+      }
+      // Most of the index's offsets translated outside the pause, while the
+      // copy so far goes to disk (the walk only reads and writes memory);
+      // then what was written meanwhile is copied.
       const translation = (this.translation = new IndexTranslation(host.index, copier.remap));
-      await translation.walk(copier.copied, (slicer) => this.yield(slicer));
-      while (tailIsLarge()) await catchUpRound();
+      await both(syncCopied(), translation.walk(copier.copied, (slicer) => this.yield(slicer)));
+      while (tailIsLarge()) {
+        await this.round();
+        await syncCopied();
+      }
       await out.flush(true);
       await this.step('caught-up');
 
@@ -322,7 +329,17 @@ class Compaction implements CopyContext {
       this.checkLive();
       const live = host.index;
       // Round one covers most of the file: find its live records from the index, so that the dead ones cost no lookup.
-      const liveAt = first ? await this.copier!.liveOffsets(target, firstPrev) : undefined;
+      let liveAt: LiveOffsets | undefined;
+      if (first) {
+        // The worker checks the range's checksums while its live records are found.
+        this.copier!.startCheck(target);
+        try {
+          liveAt = await this.copier!.liveOffsets(target, firstPrev);
+        } catch (err) {
+          await this.copier!.dropCheck();
+          throw err;
+        }
+      }
       await this.copier!.copyRange(target, first, (key) => firstPrev.get(key) ?? locationOf(live, key), liveAt, atStart);
       return;
     }
@@ -415,6 +432,13 @@ class Compaction implements CopyContext {
       throw new StoreIoError(this.host.table, 'compact', { cause: err, details: { step: operation } });
     }
   }
+}
+
+/** Waits for both; then rejects with the first one's failure, if any (neither is left running). */
+async function both(a: Promise<void>, b: Promise<void>): Promise<void> {
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  if (ra.status === 'rejected') throw ra.reason;
+  if (rb.status === 'rejected') throw rb.reason;
 }
 
 /** The record offset of `key` in `index`, or -1. */
