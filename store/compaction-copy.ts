@@ -10,11 +10,23 @@ import { nodeStoreFs, readFully } from './file-system';
 import { checkRangeInWorker, WORKER_MIN_BYTES, type RangeCheckResult } from './record-check-worker';
 import { LiveOffsets, OffsetRemap } from './compaction-remap';
 import { RecordCursor, RecordView } from './record-cursor';
+import type { KeyIndex } from './key-index';
 import type { CompactionHost } from './compaction';
 import { CompactionOutput } from './compaction-output';
 import { TimeSlicer } from './time-slicer';
 
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+/** Slots (or bitmap words) handled between clock reads when finding the live offsets: well under a slice. */
+const LIVE_BLOCK = 4096;
+
+/** Adds the location as of target of every key in slots [from, to) (see liveOffsets). */
+function addLiveSlots(index: KeyIndex, live: LiveOffsets, from: number, to: number, target: number, firstPrev: Map<string, number>): void {
+  for (let slot = from; slot < to; slot++) {
+    if (!index.slotUsed(slot)) continue;
+    const at = index.offsetOf(slot);
+    live.add(at < target ? at : (firstPrev.get(index.keyOf(slot)) ?? -1));
+  }
+}
 
 /** What a worker's check of a range came to. */
 type CheckOutcome = RangeCheckResult | { error: unknown };
@@ -180,20 +192,20 @@ export class RecordCopier {
     // later write to it was undone (below target nothing changes any more).
     // One written since is at its firstPrev location as of target.
     // (The key is made as a string only then.)
+    // In blocks of plain synchronous loops, which V8 optimizes far better
+    // than one loop around an await: at 1M keys this took 117-154 ms, now
+    // 47-77 ms (with the checksum worker on the other core).
     this.slicer.restart();
-    for (let slot = 0; slot < index.slotLimit; slot++) {
-      if (index.slotUsed(slot)) {
-        const at = index.offsetOf(slot);
-        live.add(at < target ? at : (firstPrev.get(index.keyOf(slot)) ?? -1));
-      }
-      if (this.slicer.due()) await this.ctx.yield(this.slicer);
+    for (let slot = 0; slot < index.slotLimit; slot += LIVE_BLOCK) {
+      addLiveSlots(index, live, slot, Math.min(index.slotLimit, slot + LIVE_BLOCK), target, firstPrev);
+      if (this.slicer.dueNow()) await this.ctx.yield(this.slicer);
     }
     // Keys removed (and slots reused) since: their location as of target is in firstPrev.
     for (const at of firstPrev.values()) live.add(at);
     // Rank the offsets, so that each can carry the new offset of its copy.
-    for (let word = 0; word < live.words; word++) {
-      live.count(word);
-      if (this.slicer.due()) await this.ctx.yield(this.slicer);
+    for (let word = 0; word < live.words; word += LIVE_BLOCK) {
+      live.countWords(word, Math.min(live.words, word + LIVE_BLOCK));
+      if (this.slicer.dueNow()) await this.ctx.yield(this.slicer);
     }
     live.counted();
     this.remap.useBulk(live);

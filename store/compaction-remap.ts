@@ -60,11 +60,16 @@ export class LiveOffsets {
     return (this.bits[Math.floor(cell / 32)] & (1 << cell % 32)) !== 0;
   }
 
-  /** Counts word `word` (call for each word in order, after the last add). */
-  count(word: number): void {
-    this.before ??= new Int32Array(this.bits.length);
-    this.before[word] = this.total;
-    this.total += popcount(this.bits[word]);
+  /** Counts words [from, to) (call for every word, in order, after the last add). */
+  countWords(from: number, to: number): void {
+    const before = (this.before ??= new Int32Array(this.bits.length));
+    const bits = this.bits;
+    let total = this.total;
+    for (let word = from; word < to; word++) {
+      before[word] = total;
+      total += popcount(bits[word]);
+    }
+    this.total = total;
   }
 
   /** After every word is counted: makes room for a value per offset, each -1 until set. */

@@ -584,7 +584,7 @@ describe('table file compaction', () => {
     set.add(-1);
     set.add(start - 21);
     set.add(end);
-    for (let w = 0; w < set.words; w++) set.count(w);
+    set.countWords(0, set.words);
     set.counted();
     added.forEach((at, i) => set.setValue(at, 7 * i + 0.5 * 2 ** 40));
     set.setValue(all[1], 99);
@@ -596,7 +596,7 @@ describe('table file compaction', () => {
   test('compaction - the offset remap answers round one from its live set and later rounds from their sorted tail', () => {
     const bulk = new LiveOffsets(100, 10000);
     for (const at of [100, 150, 9979]) bulk.add(at);
-    for (let w = 0; w < bulk.words; w++) bulk.count(w);
+    bulk.countWords(0, bulk.words);
     bulk.counted();
     const remap = new OffsetRemap();
     remap.useBulk(bulk);
@@ -616,7 +616,7 @@ describe('table file compaction', () => {
     for (let i = 0; i < n; i++) index.set(`k${i}`, oldAt(i), 50);
     const bulk = new LiveOffsets(oldAt(0), oldAt(n));
     for (let i = 0; i < n; i++) bulk.add(oldAt(i));
-    for (let w = 0; w < bulk.words; w++) bulk.count(w);
+    bulk.countWords(0, bulk.words);
     bulk.counted();
     const remap = new OffsetRemap();
     remap.useBulk(bulk);
