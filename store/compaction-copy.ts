@@ -9,7 +9,7 @@ import { KIND_DELETE, KIND_PUT, recordChecksumOk, recordLengthAt } from './forma
 import { nodeStoreFs, readFully } from './file-system';
 import { checkRangeInWorker, WORKER_MIN_BYTES, type RangeCheckResult } from './record-check-worker';
 import { LiveOffsets, OffsetRemap } from './compaction-remap';
-import { RecordCursor, RecordView } from './record-cursor';
+import { RecordCursor, RecordView, type CursorStep } from './record-cursor';
 import type { KeyIndex } from './key-index';
 import type { CompactionHost } from './compaction';
 import { CompactionOutput } from './compaction-output';
@@ -156,14 +156,10 @@ export class RecordCopier {
     const cursor = new RecordCursor(host.sfs, host.fd, this.copied, target, READ_CHUNK_BYTES, { checksums });
     this.slicer.restart();
     for (;;) {
-      const step = cursor.step();
-      if (step === 'record') {
-        const r = cursor.record;
-        if (liveAt !== undefined && r.kind === KIND_PUT) this.takePut(r, liveAt);
-        else this.take(r, target, asOf, lastDeletes, startNotes);
-        if (output.full) await output.flush(false);
-        if (this.slicer.due()) await this.ctx.yield(this.slicer);
-      } else if (step === 'more') {
+      const step = this.copySome(cursor, target, asOf, lastDeletes, startNotes, liveAt);
+      if (step === 'flush') await output.flush(false);
+      else if (step === 'yield') await this.ctx.yield(this.slicer);
+      else if (step === 'more') {
         // The cursor's buffer is about to change.
         output.copyRun();
         await this.ctx.io('read', () => cursor.fill());
@@ -174,6 +170,32 @@ export class RecordCopier {
       } else {
         throw new TableCorruptError(host.table, cursor.damage.offset, cursor.damage.reason, { details: { during: 'compaction' } });
       }
+    }
+  }
+
+  /**
+   * Takes the cursor's records one after another until the pass must wait:
+   * for the write buffer to be flushed, for a yield, or for the cursor to
+   * be refilled (or at its end or damage). Synchronous, so that V8
+   * optimizes the per-record loop as a plain loop.
+   */
+  private copySome(
+    cursor: RecordCursor,
+    target: number,
+    asOf: (key: string) => number,
+    lastDeletes: Map<string, number> | undefined,
+    startNotes: ReadonlyMap<string, number> | undefined,
+    liveAt: LiveOffsets | undefined,
+  ): Exclude<CursorStep, 'record'> | 'flush' | 'yield' {
+    const output = this.ctx.output;
+    for (;;) {
+      const step = cursor.step();
+      if (step !== 'record') return step;
+      const r = cursor.record;
+      if (liveAt !== undefined && r.kind === KIND_PUT) this.takePut(r, liveAt);
+      else this.take(r, target, asOf, lastDeletes, startNotes);
+      if (output.full) return 'flush';
+      if (this.slicer.due()) return 'yield';
     }
   }
 
