@@ -231,19 +231,47 @@ function workerMain(wt: SourceWorkerContext, deps: WorkerDeps): void {
     // `acc`; checked all at once (see crc.ts) before the buffer moves, before
     // damage of another kind after them is reported, and at the end.
     let spanStart = 0;
-    let acc = 0;
-    let spanRecords = 0;
-    let spanMaxSeq = 0;
+    const span = { acc: 0, records: 0, maxSeq: 0 };
+    const maxKeyBytes = job.maxKeyBytes;
+    // The loop over a buffer's well-framed whole records, as a function of
+    // its own whose state is in locals: in the loop below, which shares its
+    // variables with the closures above, every access was a context slot
+    // (the check took ~100 ms of framing per 1M records, ~60 ms this way).
+    // Stops at the first record that is not whole in buf[p, bufLen), runs
+    // past `limit` (the range's end, as a buffer position), or is framed
+    // badly: the loop below deals with that one. Returns where it stopped.
+    const frameRun = (buf: Buffer, p: number, bufLen: number, limit: number): number => {
+      let acc = span.acc;
+      let records = span.records;
+      let maxSeq = span.maxSeq;
+      while (bufLen - p >= HEADER) {
+        const kind = buf[p + 4];
+        const keyBytes = u16(buf, p + 6);
+        const valueBytes = u32(buf, p + 8);
+        if ((kind !== 1 && kind !== 2) || buf[p + 5] !== 0 || keyBytes === 0 || keyBytes > maxKeyBytes || (kind === 2 && valueBytes !== 0)) break;
+        const length = HEADER + keyBytes + valueBytes;
+        if (p + length > limit || length > bufLen - p) break;
+        if (checksums) acc = rc.fold(acc, buf, p, length);
+        const seq = u32(buf, p + 12) + u32(buf, p + 16) * 0x100000000;
+        if (seq > maxSeq) maxSeq = seq;
+        records++;
+        p += length;
+      }
+      span.acc = acc;
+      span.records = records;
+      span.maxSeq = maxSeq;
+      return p;
+    };
     // Adds the span's records up to spanEnd to the result, or those before the first whose checksum fails (damage). False on damage.
     const settle = (spanEnd: number): boolean => {
       const from = spanStart;
-      const held = !checksums || rc.spanHolds(acc, buf, from, spanEnd);
-      const records = spanRecords;
-      const maxSeq = spanMaxSeq;
+      const held = !checksums || rc.spanHolds(span.acc, buf, from, spanEnd);
+      const records = span.records;
+      const maxSeq = span.maxSeq;
       spanStart = spanEnd;
-      acc = 0;
-      spanRecords = 0;
-      spanMaxSeq = 0;
+      span.acc = 0;
+      span.records = 0;
+      span.maxSeq = 0;
       if (held && keys === undefined) {
         result.records += records;
         if (maxSeq > result.maxSeq) result.maxSeq = maxSeq;
@@ -295,6 +323,12 @@ function workerMain(wt: SourceWorkerContext, deps: WorkerDeps): void {
           break;
         }
       }
+      const reached = frameRun(buf, p, bufLen, job.end - bufStart);
+      if (reached !== p) {
+        pos = bufStart + reached;
+        continue;
+      }
+      // The record at p is not whole in the buffer (refilled on the next turn), or not valid.
       const kind = buf[p + 4];
       const keyBytes = u16(buf, p + 6);
       const valueBytes = u32(buf, p + 8);
@@ -311,10 +345,10 @@ function workerMain(wt: SourceWorkerContext, deps: WorkerDeps): void {
         break;
       }
       if (length > bufLen - p) continue; // refilled on the next turn
-      if (checksums) acc = rc.fold(acc, buf, p, length);
+      if (checksums) span.acc = rc.fold(span.acc, buf, p, length);
       const seq = u32(buf, p + 12) + u32(buf, p + 16) * 0x100000000;
-      if (seq > spanMaxSeq) spanMaxSeq = seq;
-      spanRecords++;
+      if (seq > span.maxSeq) span.maxSeq = seq;
+      span.records++;
       pos += length;
     }
     if (result.damage === undefined) settle(pos - bufStart);

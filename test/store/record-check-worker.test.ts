@@ -93,6 +93,9 @@ describe('record check worker', () => {
         },
       },
       { name: 'a bad kind alone', damage: (buf) => (buf[offsets[9010] + 4] = 9) },
+      { name: 'a key length of zero', damage: (buf) => buf.writeUInt16LE(0, offsets[12000] + 6) },
+      { name: 'the last record runs past the end', damage: (buf) => buf.writeUInt32LE(1 << 20, offsets[offsets.length - 1] + 8) },
+      { name: 'a record mid-file claims more bytes than the file has', damage: (buf) => buf.writeUInt32LE(0x7fffffff, offsets[100] + 8) },
     ];
     expect(straddler).toBeGreaterThan(0);
     for (const c of cases) {
