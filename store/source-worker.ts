@@ -8,8 +8,8 @@
  * self-contained too, and reaches `main` as the same-named member of its
  * second argument, from its own source text.
  *
- * Threads are kept for the next job: starting one costs ~25-70 ms of CPU
- * (a new V8 isolate and Node's bootstrap), as much as checking ~50 MB of
+ * Threads are kept for the next job: starting one costs 55-70 ms of CPU
+ * here (a new V8 isolate and Node's bootstrap), as much as checking ~50 MB of
  * records, and a maintenance run starts one to three per table. A thread
  * that answered goes back to an idle list (at most MAX_IDLE, each ended
  * after IDLE_MS unused, unref'd meanwhile so it never keeps the process
@@ -68,6 +68,8 @@ wt.parentPort.on('message', (job) => {
 interface PooledThread {
   worker: Worker;
   idleTimer?: NodeJS.Timeout;
+  /** Set once the thread has failed or exited: it is never handed out again. */
+  dead: boolean;
 }
 
 const idle: PooledThread[] = [];
@@ -82,10 +84,23 @@ function takeThread(): PooledThread {
     return thread;
   }
   const worker = new Worker(HOST_SOURCE, { eval: true });
-  return { worker };
+  const fresh: PooledThread = { worker, dead: false };
+  // For the thread's whole life, not only while a job runs: an error while
+  // it is idle (something a job left running) must neither go unhandled,
+  // which would end the process, nor leave a dead thread in the idle list.
+  const retire = (): void => {
+    fresh.dead = true;
+    clearTimeout(fresh.idleTimer);
+    const at = idle.indexOf(fresh);
+    if (at >= 0) idle.splice(at, 1);
+  };
+  worker.on('error', retire);
+  worker.on('exit', retire);
+  return fresh;
 }
 
 function giveBack(thread: PooledThread): void {
+  if (thread.dead) return;
   if (idle.length >= MAX_IDLE) {
     void thread.worker.terminate();
     return;

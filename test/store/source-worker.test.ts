@@ -48,6 +48,15 @@ function crashMain(): void {
   });
 }
 
+/** A worker that answers with its thread's id, then fails outside any handler while its thread sits idle. */
+function failLaterMain(wt: SourceWorkerContext): void {
+  const threads = require('node:worker_threads') as typeof import('node:worker_threads');
+  wt.parentPort.postMessage({ ok: true, result: threads.threadId });
+  setTimeout(() => {
+    throw new Error('failed after answering');
+  }, 20);
+}
+
 describe('source workers', () => {
   afterEach(() => closeIdleSourceWorkers());
 
@@ -84,6 +93,14 @@ describe('source workers', () => {
     await expect(runSourceWorker<number>(crashMain, {}, 'crash worker')).rejects.toThrow('crashed later');
     expect(idleSourceWorkers()).toBe(0);
     await expect(runSourceWorker<number>(threadMain, {}, 'thread worker')).resolves.not.toBe(before);
+  });
+
+  test('source worker - a thread that fails while idle leaves the idle list, and the process goes on', async () => {
+    const first = await runSourceWorker<number>(failLaterMain, {}, 'fail-later worker');
+    expect(idleSourceWorkers()).toBe(1);
+    // Its failure is an 'error' event with no job listening: handled by the pool, which drops the thread.
+    while (idleSourceWorkers() > 0) await new Promise((r) => setTimeout(r, 10));
+    await expect(runSourceWorker<number>(threadMain, {}, 'thread worker')).resolves.not.toBe(first);
   });
 
   test('source worker - an aborted thread is not used again', async () => {
