@@ -119,7 +119,8 @@ export class CompactionOutput {
     this.copyRun();
     await this.writing;
     if (this.syncFailure !== undefined) throw this.syncFailure.error;
-    if (this.written >= this.nextSyncAt && this.syncing === undefined) this.syncBehind();
+    // Not for a waited flush: that ends a phase, and a sync of the file usually follows it.
+    if (!wait && this.written >= this.nextSyncAt && this.syncing === undefined) this.syncBehind();
     if (this.outLen === 0) return;
     const buf = this.outBuf;
     const len = this.outLen;
