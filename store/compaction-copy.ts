@@ -75,7 +75,11 @@ export class RecordCopier {
    * exactly when that location is not -1.
    */
   async copyRange(target: number, first: boolean, asOf: (key: string) => number, liveAt?: LiveOffsets, atStart?: ReadonlyMap<string, number>): Promise<void> {
-    if (target <= this.copied) return;
+    if (target <= this.copied) {
+      // Nothing to copy (a file of only its header): a check started for this range is not needed.
+      await this.dropCheck();
+      return;
+    }
     const { host } = this.ctx;
     // Checksums of a large range are checked by a worker thread while this
     // pass copies (on the real disk only: the worker reads without the

@@ -215,9 +215,20 @@ export class IndexTranslation {
     return next;
   }
 
-  /** The translated offsets; call after the last settle(), with nothing written since. */
+  /**
+   * The translated offsets, one per slot of the index; call after the last
+   * settle(), with nothing written since. Slots made since the walk copied
+   * the array and free again (keys created and deleted meanwhile) have no
+   * offset to translate, but the index still counts them.
+   */
   offsets(): Float64Array {
-    return this.shadow!;
+    let shadow = this.shadow!;
+    if (shadow.length < this.index.slotLimit) {
+      const grown = new Float64Array(this.index.slotLimit);
+      grown.set(shadow);
+      shadow = this.shadow = grown;
+    }
+    return shadow;
   }
 
   private translate(slot: number, heldStart: number, newHeldStart: number): void {

@@ -127,6 +127,13 @@ export interface CompactionResult {
  */
 export type AppendObserver = (key: string, prevOffset: number, offset: number) => void;
 
+/**
+ * Called for every key a rolled-back batch puts back into the index (or takes
+ * out of it) after a failed write or fsync: the key's location changed
+ * without an append.
+ */
+export type UndoObserver = (key: string) => void;
+
 /** The new state a compaction installs in its table file. */
 export interface CompactionSwitch {
   fd: number;
@@ -152,8 +159,8 @@ export interface CompactionHost {
   readonly index: KeyIndex;
   /** Aborted when the table is about to close: give up unless already renamed (its reason is the error). */
   readonly signal: AbortSignal;
-  /** Sets or clears the append observer. */
-  observe(observer: AppendObserver | undefined): void;
+  /** Sets or clears the append observer, and the observer of keys changed by a rollback. */
+  observe(observer: AppendObserver | undefined, onUndo?: UndoObserver): void;
   /** Switches the table to the new file (synchronously; the queue is already switched). */
   install(next: CompactionSwitch): void;
 }
@@ -207,11 +214,18 @@ class Compaction implements CopyContext {
       const copier = (this.copier = new RecordCopier(this, FILE_HEADER_BYTES, this.opts.keepTombstonesAbove ?? Infinity));
       await out.writeHeader(encodeFileHeader(this.generation));
       await this.step('started');
-      host.observe((key, prevOffset) => {
-        if (!this.since.has(key)) this.since.set(key, prevOffset);
-        if (this.sincePrev !== undefined && !this.sincePrev.has(key)) this.sincePrev.set(key, prevOffset);
-        this.translation?.noteWrite(key);
-      });
+      host.observe(
+        (key, prevOffset) => {
+          if (!this.since.has(key)) this.since.set(key, prevOffset);
+          if (this.sincePrev !== undefined && !this.sincePrev.has(key)) this.sincePrev.set(key, prevOffset);
+          this.translation?.noteWrite(key);
+        },
+        // A rolled-back delete puts its key back at its earlier location,
+        // maybe in a slot the translation walk has passed: translate it again
+        // at the end, like a written key. (`since` needs nothing: it already
+        // holds that location, noted by the append being undone.)
+        (key) => this.translation?.noteWrite(key),
+      );
 
       // Phases 1 and 2: catch up with the writers without stopping them.
       let synced = out.end;
@@ -270,7 +284,21 @@ class Compaction implements CopyContext {
       dirError = err;
     }
     const bytesBefore = queue.writtenEnd;
-    this.switchFile();
+    try {
+      this.switchFile();
+    } catch (err) {
+      // Only a bug gets here, after the rename: the table path names the new
+      // file while the table still uses the old one. Fail the table closed
+      // (the held writes are rejected; a reopen reads the new file, which
+      // holds every acknowledged write) rather than leave the writes paused.
+      host.observe(undefined);
+      const error = new StoreIoError(host.table, 'compact', { cause: err, details: { step: 'switch' } });
+      host.logger.error({ err, op: 'compact' }, 'compaction could not switch to the new file; the table must be reopened');
+      queue.failWith(error);
+      queue.resume();
+      await host.sfs.close(this.output.fd).catch(() => undefined);
+      throw error;
+    }
     if (dirError !== undefined) {
       // The rename may not survive a crash, so nothing may be acknowledged
       // from the new file: fail the table (the held writes are rejected).
@@ -380,17 +408,15 @@ class Compaction implements CopyContext {
     const end = this.output.end;
     // The held batch goes to the new file's end instead of the old one's.
     const heldStart = queue.writtenEnd;
+    // Everything that can throw comes first, before anything changes.
     // Keys written since settle() are all in the held batch (or deleted).
     translation.settle(heldStart, end);
     const held = queue.heldBatch;
-    if (held !== undefined) {
-      // Its undo log in new-file offsets: a failed write of it must restore those (lengths are the same).
-      for (let i = 0; i < held.count; i++) {
-        const prev = held.prevOffsets[i];
-        if (prev >= 0) held.prevOffsets[i] = translation.offsetIn(prev, heldStart, end);
-      }
-    }
-    index.adoptOffsets(translation.offsets());
+    // Its undo log in new-file offsets: a failed write of it must restore those (lengths are the same).
+    const heldPrev = held?.prevOffsets.slice(0, held.count).map((prev) => (prev >= 0 ? translation.offsetIn(prev, heldStart, end) : prev));
+    const offsets = translation.offsets();
+    if (heldPrev !== undefined) for (let i = 0; i < heldPrev.length; i++) held!.prevOffsets[i] = heldPrev[i];
+    index.adoptOffsets(offsets);
     host.observe(undefined);
     queue.switchFile(this.output.fd, end);
     host.install({ fd: this.output.fd, generation: this.generation, index, fileRecords: copier.records + (held?.count ?? 0) });

@@ -24,7 +24,7 @@ import { resolve as resolvePath } from 'node:path';
 import type { Logger } from 'pino';
 import { tableLogger } from './table-logger';
 import { BadRequestError, MaintenanceConflictError, StoreIoError, TableClosedError, TableCorruptError, ValueTooLargeError } from './errors';
-import { AppendObserver, COMPACT_SUFFIX, compactTable, CompactionHost, CompactionResult, CompactionSwitch, CompactOptions } from './compaction';
+import { AppendObserver, UndoObserver, COMPACT_SUFFIX, compactTable, CompactionHost, CompactionResult, CompactionSwitch, CompactOptions } from './compaction';
 import { FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, MAX_VALUE_FIELD, RECORD_HEADER_BYTES, recordBytes, recordChecksumOk, u16, u32 } from './format';
 import { fileIdOf, FileId, isErrno, nodeStoreFs, parentDir, readFully, StoreFs, writeFully } from './file-system';
 import { KeyIndex } from './key-index';
@@ -143,6 +143,7 @@ export class TableFile {
   private readonly cache: ReadCache;
   private closing: Promise<void> | undefined;
   private observer: AppendObserver | undefined;
+  private undoObserver: UndoObserver | undefined;
   private maintenance: MaintenanceKind | undefined;
   // The running maintenance run: aborting tells it to give up; `settled` settles when it has.
   private running: { abort: AbortController; settled: Promise<void> } | undefined;
@@ -556,6 +557,7 @@ export class TableFile {
       } else if (this.index.set(key, prev, batch.prevLengths[i])) {
         this.order?.insert(key);
       }
+      this.undoObserver?.(key);
     }
     this.fileRecords -= batch.count;
   }
@@ -630,8 +632,9 @@ export class TableFile {
         return self.index;
       },
       signal,
-      observe(observer) {
+      observe(observer, onUndo) {
         self.observer = observer;
+        self.undoObserver = observer === undefined ? undefined : onUndo;
       },
       install(next: CompactionSwitch) {
         // The key set is unchanged (same live keys), so the key order stays valid.
