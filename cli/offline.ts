@@ -7,6 +7,7 @@
  * 1 the file has damage (verify; salvage still writes what is intact and
  * exits 1 so a script notices the loss); 2 usage error or an unreadable file.
  */
+import { isUtf8 } from 'node:buffer';
 import { nodeStoreFs, pendingCutOf, salvageFile, scanFile, verifyFile, type DamagedRange, type VerifyReport } from '../store';
 import type { CommandIo } from './remote';
 
@@ -128,6 +129,7 @@ async function dump(args: Parsed, io: CommandIo): Promise<number> {
   const cut = await pendingCutOf(args.file, nodeStoreFs);
   for await (const item of scanFile(args.file)) {
     let line: unknown;
+    let text: string | undefined;
     if (item.type === 'header') {
       line = { header: item.header ?? null, ...(item.damage === undefined ? {} : { damage: item.damage }), ...(cut === undefined ? {} : { pendingCut: cut }) };
       if (item.damage !== undefined) damaged = true;
@@ -135,21 +137,34 @@ async function dump(args: Parsed, io: CommandIo): Promise<number> {
       damaged = true;
       line = { damage: { start: item.start, end: item.end, reason: item.reason, tail: item.tail } };
     } else {
-      line = { offset: item.offset, seq: item.seq, kind: item.kind, key: item.key, ...(item.value === undefined ? {} : { value: valueOf(item.value) }) };
+      const head = JSON.stringify({ offset: item.offset, seq: item.seq, kind: item.kind, key: item.key });
+      // The value goes in as its stored text, never parsed and written again
+      // (which would change numbers and overflow the stack on deep nesting).
+      text = item.value === undefined ? head : `${head.slice(0, -1)},"value":${valueText(item.value)}}`;
     }
     // Respect back-pressure: a dump of a large table can be far bigger than memory.
-    if (!io.stdout.write(`${JSON.stringify(line)}\n`)) await drained(io.stdout);
+    if (!io.stdout.write(`${text ?? JSON.stringify(line)}\n`)) await drained(io.stdout);
   }
   return damaged ? DAMAGED : OK;
 }
 
-/** A stored value as JSON when it is JSON text (as the service stores them), else base64. */
-function valueOf(value: Buffer): unknown {
-  try {
-    return JSON.parse(value.toString('utf8')) as unknown;
-  } catch {
-    return { base64: value.toString('base64') };
+/**
+ * A stored value as it is stored when it is JSON text (as the service
+ * stores them), on one line; else `{"base64": ...}`. Outside strings JSON
+ * may hold line breaks, inside them it may not: so turning every CR and LF
+ * into a space keeps the same value on one line.
+ */
+function valueText(value: Buffer): string {
+  if (isUtf8(value)) {
+    const text = value.toString('utf8');
+    try {
+      JSON.parse(text);
+      return text.replace(/[\r\n]/g, ' ');
+    } catch {
+      // Not JSON: shown as bytes.
+    }
   }
+  return JSON.stringify({ base64: value.toString('base64') });
 }
 
 function drained(stream: CommandIo['stdout']): Promise<void> {

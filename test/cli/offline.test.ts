@@ -194,6 +194,38 @@ describe('offline tools', () => {
     expect(damaged).toEqual([{ damage: { start: rec.offset, end: rec.offset + rec.length, reason: expect.any(String), tail: false } }]);
   });
 
+  test('offline tools - dump prints each value as stored: numbers unchanged, deep nesting, line breaks, bytes that are not JSON', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    const deep = '['.repeat(50000) + ']'.repeat(50000);
+    const values: [string, Buffer][] = [
+      ['big', Buffer.from('12345678901234567890')],
+      ['one', Buffer.from('1.0')],
+      ['huge', Buffer.from('1e400')],
+      ['pretty', Buffer.from('{\r\n  "a": [1,\n 2]\n}')],
+      ['deep', Buffer.from(deep)],
+      ['text', Buffer.from('not json')],
+      ['bytes', Buffer.from([0x22, 0xff, 0x22])],
+    ];
+    const t = await TableFile.open({ table: 't', path: file });
+    for (const [key, value] of values) await t.put(key, value);
+    await t.close();
+    const d = await run('dump', [file]);
+    expect(d.code).toBe(0);
+    const lines = d.out.trim().split('\n');
+    expect(lines).toHaveLength(1 + values.length);
+    const raw = lines.slice(1);
+    expect(raw[0]).toMatch(/,"value":12345678901234567890}$/);
+    expect(raw[1]).toMatch(/,"value":1\.0}$/);
+    expect(raw[2]).toMatch(/,"value":1e400}$/);
+    expect(raw[3].endsWith(',"value":{    "a": [1,  2] }}')).toBe(true);
+    expect(raw[4].endsWith(`,"value":${deep}}`)).toBe(true);
+    const parsed = raw.map((l) => JSON.parse(l));
+    expect(parsed.map((l) => l.key)).toEqual(values.map(([k]) => k));
+    expect(parsed[3].value).toEqual({ a: [1, 2] });
+    expect(parsed[5].value).toEqual({ base64: Buffer.from('not json').toString('base64') });
+    expect(parsed[6].value).toEqual({ base64: Buffer.from([0x22, 0xff, 0x22]).toString('base64') });
+  });
+
   test('offline tools - usage errors and unreadable files exit 2 with a message', async () => {
     expect((await run('verify', [])).code).toBe(2);
     expect((await run('verify', ['a', 'b'])).code).toBe(2);
