@@ -4,6 +4,9 @@
  * comes from `argv` and `env`, so tests need no real environment.
  */
 import { parseDuration, TABLE_NAME_PATTERN } from '../supervisor';
+
+/** The longest --timeout: 24 days, under the 2^31-1 ms a timer can wait. */
+const MAX_TIMEOUT_MS = 24 * 24 * 3600 * 1000;
 import { UsageError } from './exit-codes';
 
 /** The operator commands that talk to a running service. */
@@ -99,6 +102,8 @@ export function parseRemoteArgs(command: RemoteCommand, argv: readonly string[],
     } catch {
       throw new UsageError(`--timeout: '${timeout}' is not a duration (use e.g. 30s, 5m)`);
     }
+    // The longest a timer can wait (2^31-1 ms): a longer one would fire at once.
+    if (timeoutMs > MAX_TIMEOUT_MS) throw new UsageError(`--timeout: '${timeout}' is longer than the maximum, 24d`);
   }
   return {
     command,

@@ -30,6 +30,7 @@ describe('cli remote args', () => {
     const args = parseRemoteArgs('compact', ['--json', 'orders', '--force', '--timeout', '90s'], {});
     expect(args).toEqual(expect.objectContaining({ table: 'orders', force: true, json: true, timeoutMs: 90_000 }));
     expect(parseRemoteArgs('backup', ['--timeout=45'], {}).timeoutMs).toBe(45_000);
+    expect(parseRemoteArgs('backup', ['--timeout=24d'], {}).timeoutMs).toBe(24 * 24 * 3600 * 1000);
     expect(parseRemoteArgs('backup', ['--', '-odd-name'], {}).table).toBe('-odd-name');
   });
 
@@ -44,6 +45,8 @@ describe('cli remote args', () => {
     ['status', ['--nats', 'nats://h:1', '--token', 'x'], /--token is for HTTP/],
     ['backup', ['bad.name'], /is not a table name/],
     ['status', ['--timeout', '0s'], /--timeout: '0s' is not a duration/],
+    ['status', ['--timeout', '25d'], /--timeout: '25d' is longer than the maximum, 24d/],
+    ['status', ['--timeout=1000d'], /--timeout: '1000d' is longer than the maximum/],
   ] as const)('cli remote args - %s %j is a usage error', (command, argv, message) => {
     expect(() => parseRemoteArgs(command, [...argv], {})).toThrow(UsageError);
     expect(() => parseRemoteArgs(command, [...argv], {})).toThrow(message);
