@@ -4,6 +4,9 @@
  * read), every failure is answered through `httpErrorAnswer`, and request
  * logs never hold the Authorization header or the URL's query string.
  */
+import { isUtf8 } from 'node:buffer';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { Subjects, type Bus } from '../bus';
@@ -68,6 +71,11 @@ export function routesOf(app: FastifyInstance): readonly { method: string; url: 
 }
 
 function parseJsonBody(req: FastifyRequest, body: Buffer | string, done: (err: Error | null, body?: unknown) => void): void {
+  // As on the bus: bytes that are not UTF-8 would be stored as U+FFFD, not as sent.
+  if (typeof body !== 'string' && !isUtf8(body)) {
+    done(new BadRequestError('body is not valid JSON (not UTF-8)'));
+    return;
+  }
   const text = typeof body === 'string' ? body : body.toString('utf8');
   if (text.trim() === '') {
     done(null, undefined);
@@ -81,6 +89,36 @@ function parseJsonBody(req: FastifyRequest, body: Buffer | string, done: (err: E
   } catch (cause) {
     done(new BadRequestError('body is not valid JSON', { cause }));
   }
+}
+
+/**
+ * Answers a request that Node's HTTP parser rejected before fastify saw it
+ * (a malformed request line, header or chunk; headers over the size limit; a
+ * request that timed out), in the same error shape as every other answer,
+ * then closes the connection: after a parse error the rest of its bytes
+ * cannot be trusted.
+ */
+function clientErrorHandler(this: FastifyInstance, err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  let status = 400;
+  let code = 'bad_request';
+  let message = 'malformed HTTP request';
+  if (err.code === 'HPE_HEADER_OVERFLOW') {
+    status = 431;
+    message = 'request headers (or URL) too large';
+  } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    status = 408;
+    code = 'timeout';
+    message = 'request not received in time';
+  }
+  this.log.debug({ op: 'http', err: { code: err.code, message: err.message } }, 'client error');
+  if (socket.writable) {
+    const body = JSON.stringify({ error: { code, message } });
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 /**
@@ -134,6 +172,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     // Closing is answered below, in the usual error shape, instead of fastify's own 503 body.
     return503OnClosing: false,
     frameworkErrors: (err, req, reply) => void sendError(err, req, reply),
+    clientErrorHandler,
   });
   const routes: { method: string; url: string }[] = [];
   registered.set(app, routes);

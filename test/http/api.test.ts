@@ -80,6 +80,13 @@ describe('http api on the real service', () => {
     expect((await app.inject({ method: 'PUT', url: '/api/tables/events/keys/exact', headers: json, payload: exact })).statusCode).toBe(200);
     const back = await app.inject({ method: 'GET', url: '/api/tables/events/keys/exact', headers: admin });
     expect(back.body).toBe(`{"found":true,"value":${exact.trim()}}`);
+    // Bytes that are not UTF-8 are refused, as on the bus, not stored as U+FFFD.
+    for (const bytes of [[0x22, 0x61, 0xff, 0xfe, 0x62, 0x22], [0x22, 0xed, 0xa0, 0x80, 0x22]]) {
+      const bad = await app.inject({ method: 'PUT', url: '/api/tables/events/keys/exact', headers: json, payload: Buffer.from(bytes) });
+      expect(bad.statusCode).toBe(400);
+      expect(bad.json()).toEqual({ error: { code: 'bad_request', message: expect.stringMatching(/not UTF-8/) } });
+    }
+    expect((await app.inject({ method: 'GET', url: '/api/tables/events/keys/exact', headers: admin })).body).toBe(`{"found":true,"value":${exact.trim()}}`);
 
     const page1 = await app.inject({ method: 'GET', url: '/api/tables/orders/keys?limit=3', headers: admin });
     const sorted = [...keys].sort();

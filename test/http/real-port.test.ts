@@ -4,6 +4,7 @@
  * recovery of one table, held at a chosen step through the file-access seam.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { tableFilePath } from '../../actors/table-owner';
 import { startService, type RunningService } from '../../cli/serve';
@@ -223,6 +224,35 @@ describe('http over the service\'s real port', () => {
         throw new Error(`${route}: ${(err as Error).message}`, { cause: err });
       }
     }
+  });
+
+  test('http - requests the HTTP parser rejects get the error shape too, and the connection is closed', async () => {
+    const { port } = new URL(base);
+    const raw = (bytes: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => socket.end(bytes));
+        let got = '';
+        socket.setEncoding('latin1');
+        socket.on('data', (d: string) => (got += d));
+        socket.on('error', reject);
+        socket.on('close', () => resolve(got));
+      });
+    const answers = [
+      ['garbage request line', 'NOT HTTP AT ALL\r\n\r\n', 400],
+      ['bad header line', 'GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n', 400],
+      ['bad chunk size', 'PUT /api/tables/orders/keys/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400],
+      ['both lengths', 'PUT /api/tables/orders/keys/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400],
+      ['headers too large', `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`, 431],
+    ] as const;
+    for (const [what, bytes, status] of answers) {
+      const text = await raw(bytes);
+      const [head, body] = text.split('\r\n\r\n');
+      expect([what, head.split('\r\n')[0]]).toEqual([what, expect.stringMatching(new RegExp(`^HTTP/1\\.1 ${status} `))]);
+      expect(head).toMatch(/content-type: application\/json/i);
+      expect([what, JSON.parse(body)]).toEqual([what, { error: { code: 'bad_request', message: expect.any(String) } }]);
+    }
+    // The service still serves.
+    expect((await call('GET', '/healthz')).status).toBe(200);
   });
 
   test('http - during a real recovery the table answers 503 with Retry-After and /readyz is not ready, while the other table serves', async () => {
