@@ -26,7 +26,7 @@
  */
 import type { Logger } from 'pino';
 import { StoreIoError, storeIo, TableCorruptError } from './errors';
-import { decodeFileHeader, encodeFileHeader, FILE_HEADER_BYTES, KIND_PUT } from './format';
+import { decodeFileHeader, encodeFileHeader, FILE_HEADER_BYTES, KIND_DELETE, KIND_PUT, readSeq, RECORD_HEADER_BYTES } from './format';
 import { isErrno, parentDir, readFully, StoreFs, writeFully } from './file-system';
 import { KeyIndex, NOT_ASCII } from './key-index';
 import { RecordCursor } from './record-cursor';
@@ -131,9 +131,15 @@ export async function loadTable(sfs: StoreFs, fd: number, table: string, path: s
   const tornTailBytes = size - end;
   let tornTailFile: string | undefined;
   if (tornTailBytes > 0) {
+    const cutSeq = await seqOfCutRecord(sfs, fd, table, end, size);
+    // A tail that looks torn may be a record that was acknowledged (and even
+    // backed up) and then damaged where it lies. Its number is never handed
+    // out again: recovery merges by sequence number, and takes one number in
+    // a backup and in the file to name the same record.
+    if (cutSeq !== undefined && cutSeq > seq && cutSeq - seq <= MAX_SEQ_SKIP) seq = cutSeq;
     tornTailFile = await keepTornTail(sfs, fd, table, path, header.generation, end, size);
     await storeIo(table, 'truncate', () => sfs.truncate(fd, end));
-    logger.warn({ bytes: tornTailBytes, offset: end, reason: cursor.damage.reason, keptIn: tornTailFile }, 'torn tail truncated');
+    logger.warn({ bytes: tornTailBytes, offset: end, reason: cursor.damage.reason, keptIn: tornTailFile, seq }, 'torn tail truncated');
   }
   // Also makes durableLength honest: bytes a previous process wrote without
   // fsync (policy none) may still be only in the page cache.
@@ -142,6 +148,17 @@ export async function loadTable(sfs: StoreFs, fd: number, table: string, path: s
 }
 
 const TAIL_CHUNK_BYTES = 1024 * 1024;
+/** The most a cut record's sequence number may be above the last intact one's to be believed (beyond: a damaged header). */
+const MAX_SEQ_SKIP = 2 ** 32;
+
+/** The sequence number in the header of the record cut at `end`, when a whole header with a known kind is there. */
+async function seqOfCutRecord(sfs: StoreFs, fd: number, table: string, end: number, size: number): Promise<number | undefined> {
+  if (size - end < RECORD_HEADER_BYTES) return undefined;
+  const head = Buffer.alloc(RECORD_HEADER_BYTES);
+  const n = await storeIo(table, 'read', () => readFully(sfs, fd, head, 0, RECORD_HEADER_BYTES, end));
+  if (n < RECORD_HEADER_BYTES || (head[4] !== KIND_PUT && head[4] !== KIND_DELETE)) return undefined;
+  return readSeq(head, 0);
+}
 
 /**
  * Copies bytes [end, size) of the table file to `<path>.torn-<end>-<ms>` (fsynced,
