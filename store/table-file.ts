@@ -243,7 +243,12 @@ export class TableFile {
   peek(key: string): Buffer | undefined {
     this.checkOpen();
     const slot = this.index.slotOf(key);
-    if (slot < 0) return undefined;
+    if (slot < 0) {
+      // A key that breaks the key rules gets the same answer as from a write
+      // (a stored key obeys them, so only a miss needs the check).
+      validateKey(key);
+      return undefined;
+    }
     return this.readShared(key, this.index.offsetOf(slot), this.index.lengthOf(slot));
   }
 

@@ -209,6 +209,11 @@ describe('table file', () => {
     await expect(t.put('\uDC00', b('x'))).rejects.toThrow(KeyInvalidError);
     await expect(t.put(42 as unknown as string, b('x'))).rejects.toThrow(KeyInvalidError);
     await expect(t.delete('')).rejects.toThrow(KeyInvalidError);
+    // Reads answer a key that breaks the rules the same way, not "not found".
+    expect(() => t.get('')).toThrow(KeyInvalidError);
+    expect(() => t.get('é'.repeat(513))).toThrow(/1026 bytes in UTF-8/);
+    expect(() => t.peek('bad\uD800')).toThrow(/lone UTF-16 surrogate/);
+    expect(t.get('k'.repeat(1024))).toBeUndefined();
     await expect(t.put('v', Buffer.alloc(101))).rejects.toThrow(ValueTooLargeError);
     await expect(t.put('v', Buffer.alloc(101))).rejects.toMatchObject({ code: 'VALUE_TOO_LARGE', details: { bytes: 101, max: 100 } });
     await expect(t.put('v', 'text' as unknown as Buffer)).rejects.toThrow(BadRequestError);
