@@ -50,6 +50,8 @@ declare module 'fastify' {
     operation?: string;
     /** The route also accepts a one-time `?ticket=` from `POST /api/events/ticket` (EventSource cannot send headers). */
     ticket?: boolean;
+    /** The query parameters the route takes (each at most once); any other is 400. Default: none. */
+    query?: readonly string[];
   }
 }
 

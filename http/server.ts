@@ -197,6 +197,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     if (given === undefined && req.routeOptions.config.ticket === true) {
       // Hooks see the query untyped; fastify's parser always gives an object of strings and string arrays.
       const ticket = (req.query as Record<string, unknown>).ticket;
+      if (Array.isArray(ticket)) throw new BadRequestError('ticket: give it at most once');
       if (typeof ticket === 'string') {
         presented = true;
         grant = ctx.tickets.redeem(ticket);
@@ -209,6 +210,12 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
       // Never the token: only that one was missing or not accepted.
       log.warn({ op: 'auth', method: req.method, route: routeOf(req), ip: req.ip, presented, grant }, 'unauthorized request');
       throw err;
+    }
+    // Every route lists the query parameters it takes; fastify's parser gives strings, and arrays for repeats.
+    const allowed = req.routeOptions.config.query ?? (req.routeOptions.config.ticket === true ? ['ticket'] : []);
+    for (const [name, value] of Object.entries(req.query as Record<string, unknown>)) {
+      if (!allowed.includes(name)) throw new BadRequestError(`${name}: is not a query parameter of this route`);
+      if (typeof value !== 'string') throw new BadRequestError(`${name}: give it at most once`);
     }
   });
 

@@ -72,7 +72,7 @@ export function registerTableRoutes(app: FastifyInstance, ctx: HttpContext): voi
 
   app.get<{ Params: TableParams; Querystring: Query }>(
     '/api/tables/:table/keys',
-    { config: { access: 'admin', operation: 'select' } },
+    { config: { access: 'admin', operation: 'select', query: ['prefix', 'after', 'limit'] } },
     async (req, reply) => {
       const table = configuredTable(ctx, req.params.table);
       const q = req.query;
@@ -83,9 +83,6 @@ export function registerTableRoutes(app: FastifyInstance, ctx: HttpContext): voi
       if (prefix !== undefined) body.prefix = prefix;
       if (after !== undefined) body.after = after;
       if (limit !== undefined) body.limit = limit;
-      for (const name of Object.keys(q)) {
-        if (!['prefix', 'after', 'limit'].includes(name)) throw new BadRequestError(`${name}: is not a query parameter of this route`);
-      }
       return call(table, 'select', validateRequest('select', body), reply);
     },
   );

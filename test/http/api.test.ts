@@ -129,6 +129,11 @@ describe('http api on the real service', () => {
       ['compact with an unknown field', { method: 'POST', url: '/api/admin/compact', headers: json, payload: { force: true, now: 1 } }, 400],
       ['backup with a body', { method: 'POST', url: '/api/admin/backup/orders', headers: json, payload: { x: 1 } }, 400],
       ['history limit too large', { method: 'GET', url: '/api/admin/history?limit=5000', headers: admin }, 400],
+      ['query parameter on a route that takes none', { method: 'GET', url: '/api/events?x=1', headers: admin }, 400],
+      ['query parameter on a data route', { method: 'GET', url: '/api/tables/orders/keys/k?v=1', headers: admin }, 400],
+      ['query parameter on health', { method: 'GET', url: '/api/admin/health?verbose=1', headers: admin }, 400],
+      ['history limit given twice', { method: 'GET', url: '/api/admin/history?limit=1&limit=2', headers: admin }, 400],
+      ['event ticket given twice', { method: 'GET', url: '/api/events?ticket=a&ticket=b' }, 400],
     ];
     for (const [what, req, status] of cases) {
       const res = await app.inject(req);
