@@ -66,6 +66,9 @@ describe('http push routes', () => {
       [{ endpoint: SUB.endpoint }, /keys: is required/],
       [{ ...SUB, keys: { p256dh: SUB.keys.p256dh } }, /keys.auth: is required/],
       [{ ...SUB, keys: { ...SUB.keys, auth: 'not base64!!' } }, /keys.auth/],
+      [{ ...SUB, keys: { ...SUB.keys, p256dh: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } }, /keys.p256dh: is not an uncompressed P-256 public key/],
+      [{ ...SUB, keys: { ...SUB.keys, p256dh: `A${SUB.keys.p256dh.slice(1)}` } }, /keys.p256dh/],
+      [{ ...SUB, keys: { ...SUB.keys, auth: 'AAAAAAAAAAAA' } }, /keys.auth: is not a 16-byte secret/],
       [{ ...SUB, extra: 1 }, /extra: is not allowed/],
       [[SUB], /body/],
     ];
