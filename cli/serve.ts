@@ -5,7 +5,7 @@ import { createActor, toPromise, waitFor } from 'xstate';
 import { Notifier, notifierMachine, PushSubscriptions } from '../actors';
 import { createBus, MicroService, Subjects, VERSION, type Bus } from '../bus';
 import { createHttpServer, listenHttp, resolveVapidKeys, type ServiceLifecycle } from '../http';
-import { closeIdleSourceWorkers, type StoreFs } from '../store';
+import { closeIdleSourceWorkers, ConfigInvalidError, isErrno, type StoreFs } from '../store';
 import { acquireDataDirLock, allTablesSettled, loadConfig, supervisorMachine, systemClock, type Config, type DataDirLock } from '../supervisor';
 
 /** How long stopping waits for queued notifications to be delivered. */
@@ -37,6 +37,16 @@ export interface StartOptions {
   abort?: AbortSignal;
 }
 
+/** Creates `dir` if need be; ConfigInvalidError naming `setting` when it is not a directory or cannot be made. */
+function ensureDirectory(dir: string, setting: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    const reason = isErrno(err, 'EEXIST') || isErrno(err, 'ENOTDIR') ? 'is not a directory' : `cannot be created (${(err as Error).message})`;
+    throw new ConfigInvalidError(`${setting}: '${dir}' ${reason}`, { cause: err });
+  }
+}
+
 /**
  * Starts Tablekeeper: the bus (NATS when configured, otherwise in-process),
  * the HTTP server, the micro-service responder, and the supervisor with one
@@ -47,7 +57,9 @@ export interface StartOptions {
  * DataDirLockedError. The lock is released once the tables are closed.
  */
 export async function startService(config: Config, logger: Logger, opts: StartOptions = {}): Promise<RunningService> {
-  mkdirSync(config.dataDir, { recursive: true });
+  ensureDirectory(config.dataDir, 'dataDir');
+  // Now rather than at the first backup, hours later.
+  ensureDirectory(config.backupDir, 'backupDir');
   let lockLost!: (reason: string) => void;
   const lost = new Promise<string>((resolve) => (lockLost = resolve));
   const lock = await acquireDataDirLock(config.dataDir, {
@@ -207,7 +219,8 @@ export async function serveCommand(env: NodeJS.ProcessEnv): Promise<number> {
         return 0;
       }
       logger.fatal({ err, op: 'serve' }, 'tablekeeper failed to start');
-      return 1;
+      // A configuration that cannot work exits like one that does not load.
+      return err instanceof ConfigInvalidError ? 2 : 1;
     }
     const lost = await Promise.race([aborted(stopRequested.signal).then(() => undefined), running.lockLost]);
     if (lost !== undefined) logger.fatal({ op: 'stop', reason: lost }, 'stopping: another service may be using the data directory');

@@ -96,6 +96,18 @@ describe('serve - stopping', () => {
     expect(JSON.parse(readFileSync(lockOwnerFile(), 'utf8'))).toMatchObject({ token: 'theirs' });
   });
 
+  test('serve - a data or backup directory that is a file stops the start with CONFIG_INVALID, before anything opens', async () => {
+    const file = path.join(dir, 'plain-file');
+    writeFileSync(file, 'x');
+    const { logger } = captureLogger('info');
+    await expect(startService({ ...testConfig(dir), backupDir: file }, logger)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/^backupDir: '.*plain-file' is not a directory$/) });
+    await expect(startService({ ...testConfig(file), backupDir: path.join(dir, 'b') }, logger)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/^dataDir: /) });
+    await expect(startService({ ...testConfig(dir), backupDir: path.join(file, 'below') }, logger)).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    // Nothing was started: no lock, no table file.
+    expect(existsSync(path.join(dir, LOCK_DIR_NAME))).toBe(false);
+    expect(existsSync(tableFilePath(dir, 'orders'))).toBe(false);
+  });
+
   test('serve - writes acknowledged before a stop are on disk after it', async () => {
     const config = testConfig(dir);
     const { logger } = captureLogger('warn');
