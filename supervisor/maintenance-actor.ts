@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { fromCallback } from 'xstate';
 import type { MaintenanceJob, MaintenanceOutcome, MaintenanceRequest, TableOwnerState } from '../actors';
 import {
+  ADMIN_OPERATIONS,
   decodeJson,
   encodeJson,
   ERROR_CODES,
@@ -50,6 +51,7 @@ export interface MaintenanceActorInput {
 }
 
 const SCHEDULES = ['backup', 'compaction', 'scrub'] as const;
+const ADMIN_OPERATION_SET: ReadonlySet<string> = new Set(ADMIN_OPERATIONS);
 const SETTLED_STATES: ReadonlySet<string> = new Set(['serving', 'corrupt', 'failed', 'down']);
 
 /** The wire code for an internal error code (`internal` for one the table does not know). */
@@ -212,6 +214,8 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
       try {
         const [op, table, ...rest] = msg.subject.slice(adminRoot.length).split('.');
         if (rest.length > 0) throw new UnknownOperationError(msg.subject.slice(adminRoot.length));
+        // The subject first: an unknown operation says so, whatever its body.
+        if (!ADMIN_OPERATION_SET.has(op)) throw new UnknownOperationError(op ?? '');
         const body = decodeJson(msg.data);
         const { maintenance, history } = await ready;
         switch (op) {

@@ -92,6 +92,17 @@ describe('maintenance', () => {
     }
   }
 
+  test('maintenance - an unknown admin operation is named as such, whatever its body', async () => {
+    await start(configFor(tmp.dir, ['alpha']));
+    for (const data of [Buffer.from('not json'), Buffer.from('{}'), Buffer.alloc(0)]) {
+      const reply = await bus.request('admin.frobnicate', data);
+      expect(decodeJson(reply.data)).toEqual({ error: { code: 'bad_request', message: "unknown operation 'frobnicate'" } });
+    }
+    // A known one with a bad body still says what is wrong with the body.
+    const bad = await bus.request('admin.health', Buffer.from('not json'));
+    expect(decodeJson(bad.data)).toEqual({ error: { code: 'bad_request', message: 'body is not valid JSON' } });
+  });
+
   test('maintenance - admin.backup backs up every table, verifies it, keeps the newest N, records history and events', async () => {
     const config = configFor(tmp.dir, ['alpha', 'beta']);
     await start(config);
