@@ -88,6 +88,11 @@ function isStatus(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 400 && n <= 599;
 }
 
+/** A framework message may quote the whole URL (up to the 16 KiB header limit): at most 300 characters of it. */
+function shortened(message: string): string {
+  return message.length > 300 ? `${message.slice(0, 300)}...` : message;
+}
+
 /**
  * The HTTP answer for any thrown value: `HttpError`, a `RemoteError` from a
  * bus reply (its status as sent), any `TablekeeperError` (through
@@ -111,10 +116,10 @@ export function httpErrorAnswer(err: unknown): HttpErrorAnswer {
   const status = typeof err === 'object' && err !== null && 'statusCode' in err ? err.statusCode : undefined;
   const kind = isStatus(status) ? FRAMEWORK_STATUS[status] : undefined;
   if (kind !== undefined && err instanceof Error) {
-    if (kind === 'BAD_REQUEST') return answer(400, 'bad_request', err.message);
+    if (kind === 'BAD_REQUEST') return answer(400, 'bad_request', shortened(err.message));
     const m = HTTP_ONLY_ERRORS[kind];
     return answer(m.status, m.wire, kind === 'ROUTE_NOT_FOUND' ? 'no such route' : err.message);
   }
-  if (isStatus(status) && status < 500 && err instanceof Error) return answer(400, 'bad_request', err.message);
+  if (isStatus(status) && status < 500 && err instanceof Error) return answer(400, 'bad_request', shortened(err.message));
   return answer(500, 'internal', 'internal error; the service logged it', true);
 }

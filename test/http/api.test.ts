@@ -147,6 +147,10 @@ describe('http api on the real service', () => {
     }
     const k = await app.inject({ method: 'GET', url: '/api/tables/orders/keys/k', headers: admin });
     expect(k.json()).toEqual({ found: false });
+    // A path segment over the parameter limit: 400, and the message does not quote the whole URL.
+    const long = await app.inject({ method: 'GET', url: `/api/tables/${'t'.repeat(5000)}/keys/k`, headers: admin });
+    expect(long.statusCode).toBe(400);
+    expect(long.json().error.message.length).toBeLessThanOrEqual(303);
   });
 
   test('http - unknown tables and routes are 404', async () => {
