@@ -96,7 +96,7 @@ const STATE_PREFIX = 's:';
 // Scrub state alone rewrites ~2 KiB an hour with nine tables: a few days' worth.
 const DEFAULT_COMPACTION: HistoryCompaction = { deadBytes: 256 * 1024, fragmentation: 0.5 };
 
-/** The entries of one kind for one table, oldest first. */
+/** The entries of one kind for one table, in the order they were added (oldest first). */
 interface Group {
   keys: string[];
   results: HistoryEntry['result'][];
@@ -104,13 +104,29 @@ interface Group {
   last: HistoryEntry | undefined;
 }
 
-/** Index of the first element of sorted `list` that is >= `key`. */
+/** The counter at the end of an entry key (`h:<at>:<counter>`): the order entries were added in. */
+function counterOf(key: string): number {
+  return Number(key.slice(key.lastIndexOf(':') + 1));
+}
+
+/**
+ * Entry keys in the order they were added: by counter, not by the time in
+ * front of it, which a clock set back puts before older entries. Files written
+ * before the history ordered by counter can hold a counter twice (the counter
+ * went on from the key with the latest time, not the highest counter); those
+ * go by time.
+ */
+function byAdded(a: string, b: string): number {
+  return counterOf(a) - counterOf(b) || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** Index of the first element of `list` (sorted by byAdded) that is not before `key`. */
 function lowerBound(list: string[], key: string): number {
   let lo = 0;
   let hi = list.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (list[mid] < key) lo = mid + 1;
+    if (byAdded(list[mid], key) < 0) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -132,7 +148,7 @@ const closingFiles = new Map<string, Promise<void>>();
  */
 export class HistoryStore {
   private seq = 0;
-  // Every entry key, sorted (time, then counter).
+  // Every entry key, in the order added (see byAdded).
   private readonly entries: string[] = [];
   private readonly groups = new Map<string, Group>();
   private compacting: Promise<void> | undefined;
@@ -195,28 +211,34 @@ export class HistoryStore {
 
   /** Reads every entry once to build the in-memory index; trims groups over the limit. */
   private async load(): Promise<void> {
+    const loaded: { key: string; entry: HistoryEntry }[] = [];
     let after: string | undefined;
     for (;;) {
       const page = this.file.select({ prefix: ENTRY_PREFIX, after, limit: 1000 });
       for (const item of page.items) {
-        let entry: HistoryEntry;
         try {
-          entry = JSON.parse(item.value.toString('utf8')) as HistoryEntry;
+          loaded.push({ key: item.key, entry: JSON.parse(item.value.toString('utf8')) as HistoryEntry });
         } catch {
           continue;
         }
-        // Keys come in order, so each goes at the end.
-        this.entries.push(item.key);
-        const group = this.group(entry.kind, entry.table);
-        group.keys.push(item.key);
-        group.results.push(entry.result);
-        group.last = entry;
       }
       if (page.next === undefined) break;
       after = page.next;
     }
-    const newest = this.entries.at(-1);
-    this.seq = newest ? Number(newest.slice(newest.lastIndexOf(':') + 1)) + 1 : 0;
+    // The file gives them by key, i.e. by time: put them in the order added.
+    loaded.sort((a, b) => byAdded(a.key, b.key));
+    let counter = -1;
+    for (const { key, entry } of loaded) {
+      this.entries.push(key);
+      const group = this.group(entry.kind, entry.table);
+      group.keys.push(key);
+      group.results.push(entry.result);
+      group.last = entry;
+      // The highest counter, not the last key's: the newest entry of each group is never trimmed, so it survives restarts.
+      const n = counterOf(key);
+      if (n > counter) counter = n;
+    }
+    this.seq = counter + 1;
     for (const group of this.groups.values()) await this.trim(group);
     this.maybeCompact();
   }
@@ -245,10 +267,13 @@ export class HistoryStore {
 
   /** Appends an entry (durably) and trims the oldest of its kind and table beyond the limit. */
   async add(entry: HistoryEntry): Promise<void> {
-    // Keys sort by time, then by a counter that survives restarts.
+    // Ordered by the counter (it survives restarts), not by the time: after a
+    // clock set back, the entry just added is still the newest, the one
+    // admin.health shows, and trimming drops the oldest added, not it. The
+    // time stays in front so that the key format is the one of older files.
     const key = `${ENTRY_PREFIX}${entry.at}:${String(this.seq++).padStart(12, '0')}`;
     await this.file.put(key, Buffer.from(JSON.stringify(entry)));
-    // A clock set back can put a new key before older ones: insert in order.
+    // At the end, but for adds not awaited one by one whose writes finish out of order.
     this.entries.splice(lowerBound(this.entries, key), 0, key);
     const group = this.group(entry.kind, entry.table);
     const at = lowerBound(group.keys, key);

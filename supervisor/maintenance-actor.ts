@@ -133,6 +133,7 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
           name,
           spec,
           clock,
+          logger,
           // A table with no backup yet gets one soon after the first start.
           firstRun: name === 'backup' ? 'now' : 'later',
           targets: tables,

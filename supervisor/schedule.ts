@@ -1,4 +1,5 @@
 import { Cron } from 'croner';
+import type { Logger } from 'pino';
 import { parseDuration, type ScheduleSetting } from './config';
 
 /** The clock the schedules run on; injected so tests can move time by hand. */
@@ -20,17 +21,33 @@ export const systemClock: Clock = {
 };
 
 /**
+ * How far a recorded time may lie ahead of the clock before the clock is taken
+ * to have been set back (NTP correcting a clock that ran ahead). Below it, a
+ * little skew between hosts or a slewed clock does not make a run repeat.
+ */
+export const CLOCK_BACK_TOLERANCE_MS = 60_000;
+
+/** Whether `recorded` (a time the schedule saved) lies so far ahead of `now` that the clock must have been set back since. */
+export function clockWentBack(recorded: number, now: number): boolean {
+  return recorded > now + CLOCK_BACK_TOLERANCE_MS;
+}
+
+/**
  * When a schedule runs next. The next run comes from the last run's time, not
  * from boot, so a restart neither skips nor repeats a run: an interval runs at
  * `last + every`; a cron expression at its first time after `last`. A run that
  * fell due while the service was down runs once, now. With no run yet,
  * `firstRun` decides: `now` (run at once) or `later` (one period from now).
+ * A last run later than now (see `clockWentBack`) is due now: counting from it
+ * would wait out the whole correction (a day for a clock a day ahead) on top
+ * of the period.
  */
 export function nextRunAt(spec: ScheduleSetting, lastRun: number | undefined, now: number, firstRun: 'now' | 'later'): number {
   if (lastRun === undefined) {
     if (firstRun === 'now') return now;
     return 'every' in spec ? now + parseDuration(spec.every) : cronAfter(spec.cron, now);
   }
+  if (clockWentBack(lastRun, now)) return now;
   const due = 'every' in spec ? lastRun + parseDuration(spec.every) : cronAfter(spec.cron, lastRun);
   return Math.max(due, now);
 }
@@ -80,6 +97,10 @@ export class Schedule {
   private woke = false;
   // Targets of the current run still to be tried, and the run's scheduled time.
   private pending: { at: number; targets: string[]; retryMs: number } | undefined;
+  // The recorded time of the last run this process finished, whether or not
+  // saving it worked: with the save failed, the persisted one is older and
+  // already due, and the run would start again at once, back to back.
+  private lastRun: number | undefined;
   nextAt: number | undefined;
 
   constructor(
@@ -93,6 +114,8 @@ export class Schedule {
       save: (state: ScheduleState) => Promise<void>;
       job: (targets: string[]) => Promise<RunReport>;
       onError: (err: unknown) => void;
+      /** For warnings that are not a failed run (the clock set back). */
+      logger?: Logger;
     },
   ) {}
 
@@ -126,13 +149,30 @@ export class Schedule {
   private dueAt(now: number): number {
     const { spec, firstRun } = this.opts;
     const state = this.opts.state();
-    if (state?.lastRun !== undefined) return nextRunAt(spec, state.lastRun, now, firstRun);
+    // This process's own last run, once it has one, over the persisted one:
+    // it is never older (the state is only written from it), and it is the
+    // one that counts when the save failed, also when the persisted one is
+    // later than now (a clock set back) and the run just made up for it.
+    const lastRun = this.lastRun ?? state?.lastRun;
+    if (lastRun !== undefined) {
+      if (clockWentBack(lastRun, now)) this.warnClockBack(lastRun, now, 'last run is later than now: the clock was set back; running now');
+      return nextRunAt(spec, lastRun, now, firstRun);
+    }
     const key = JSON.stringify(spec);
-    if (state?.firstDue !== undefined && state.spec === key) return Math.max(state.firstDue, now);
     const first = nextRunAt(spec, undefined, now, firstRun);
+    if (state?.firstDue !== undefined && state.spec === key) {
+      // Saved as at most one period from the first start: a first run past the
+      // one computed now was computed on a clock that has been set back since.
+      if (!clockWentBack(state.firstDue, first)) return Math.max(state.firstDue, now);
+      this.warnClockBack(state.firstDue, now, 'first run is further away than one period: the clock was set back; counting from now');
+    }
     // Saved before it is waited for: a restart in between keeps this time.
     if (Number.isFinite(first)) this.opts.save({ firstDue: first, spec: key }).catch((err: unknown) => this.opts.onError(err));
     return first;
+  }
+
+  private warnClockBack(at: number, now: number, msg: string): void {
+    this.opts.logger?.warn({ op: this.opts.name, at: new Date(at).toISOString(), now: new Date(now).toISOString(), aheadMs: at - now }, `schedule: ${msg}`);
   }
 
   private arm(at: number, fn: () => void): void {
@@ -140,11 +180,21 @@ export class Schedule {
     if (!Number.isFinite(at)) return;
     // Timers cap at about 24.8 days; re-arm in steps for longer waits.
     const wait = Math.max(0, Math.min(at - clock.now(), 2 ** 31 - 1));
+    const expected = clock.now() + wait;
     this.timer = clock.setTimeout(() => {
       this.timer = undefined;
       if (this.stopped) return;
-      if (clock.now() < at) this.arm(at, fn);
-      else fn();
+      const now = clock.now();
+      if (now >= at) return fn();
+      // A timer waits out elapsed time, not the wall clock: short of its time
+      // by more than the tolerance, the clock was set back while it waited.
+      // The wait is over all the same; waiting for the wall clock to catch up
+      // would add the whole correction (fire records the run at now).
+      if (clockWentBack(expected, now)) {
+        this.warnClockBack(expected, now, 'timer fired before its time: the clock was set back while it waited; running now');
+        return fn();
+      }
+      this.arm(at, fn);
     }, wait);
   }
 
@@ -182,8 +232,12 @@ export class Schedule {
       }
     }
     this.pending = undefined;
+    // A run's time is never later than now, but for a clock set back during
+    // the wait (see arm) or the run: recorded as now, it is not due again at once.
+    const lastRun = Math.min(at, this.opts.clock.now());
+    this.lastRun = lastRun;
     try {
-      await this.opts.save({ lastRun: at });
+      await this.opts.save({ lastRun });
     } catch (err) {
       this.opts.onError(err);
     }

@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { TableFile } from '../../store';
 import { HistoryStore, type HistoryEntry } from '../../supervisor/history';
 import { useTempDir } from '../helpers/store-temp';
 
@@ -62,12 +63,50 @@ describe('history', () => {
     await third.close();
   });
 
-  test('history - an entry from a clock set back sorts by its time and does not become the last', async () => {
+  test('history - after the clock is set back, the entry just added is the last and the newest, and trimming drops the oldest added, also after a reopen', async () => {
+    let h = await HistoryStore.open(tmp.dir, { limit: 3 });
+    // Three runs on a clock a day ahead, then NTP sets it back and two more run.
+    for (let i = 0; i < 3; i++) await h.add(entry(86_400 + i * 3600, 'backup', 'a'));
+    await h.add(entry(10 * 3600, 'backup', 'a', 'failed'));
+    await h.add(entry(11 * 3600, 'backup', 'a'));
+    const check = (store: HistoryStore) => {
+      expect(store.last('backup', 'a')?.durationMs).toBe(11 * 3600);
+      expect(store.count('backup', 'a')).toEqual({ count: 3, failed: 1 });
+      expect(store.recent(10).map((e) => e.durationMs)).toEqual([11 * 3600, 10 * 3600, 86_400 + 2 * 3600]);
+    };
+    check(h);
+    await h.close();
+    h = await HistoryStore.open(tmp.dir, { limit: 3 });
+    check(h);
+    // The counter goes on from the highest one, not from the entry with the latest time.
+    await h.add(entry(12 * 3600, 'backup', 'a'));
+    expect(h.recent(10).map((e) => e.durationMs)).toEqual([12 * 3600, 11 * 3600, 10 * 3600]);
+    await h.close();
+    h = await HistoryStore.open(tmp.dir, { limit: 3 });
+    expect(h.last('backup', 'a')?.durationMs).toBe(12 * 3600);
+    expect(h.recent(10).map((e) => e.durationMs)).toEqual([12 * 3600, 11 * 3600, 10 * 3600]);
+    await h.close();
+  });
+
+  test('history - a file written before the counter order, with a counter used twice after a clock set back, opens in the order added', async () => {
+    // As the earlier code left it: the counter went on, at each open, from the key with the latest time.
+    const dir = path.join(tmp.dir, '.tablekeeper');
+    mkdirSync(dir, { recursive: true });
+    const file = await TableFile.open({ table: '_history', path: path.join(dir, 'history.tkt') });
+    const put = (i: number, counter: number) =>
+      file.put(`h:${new Date(T0 + i * 1000).toISOString()}:${String(counter).padStart(12, '0')}`, Buffer.from(JSON.stringify(entry(i, 'backup', 'a'))));
+    await put(100, 0);
+    await put(101, 1);
+    await put(10, 2); // clock set back, same run of the service
+    await put(11, 2); // restarted: counter 2 again (from the key at 101)
+    await put(12, 3);
+    await file.close();
     const h = await HistoryStore.open(tmp.dir);
-    await h.add(entry(10, 'compaction', 'a'));
-    await h.add(entry(5, 'compaction', 'a', 'failed'));
-    expect(h.last('compaction', 'a')?.durationMs).toBe(10);
-    expect(h.recent(10).map((e) => e.durationMs)).toEqual([10, 5]);
+    expect(h.recent(10).map((e) => e.durationMs)).toEqual([12, 11, 10, 101, 100]);
+    expect(h.last('backup', 'a')?.durationMs).toBe(12);
+    await h.add(entry(13, 'backup', 'a'));
+    expect(h.last('backup', 'a')?.durationMs).toBe(13);
+    expect(h.recent(1).map((e) => e.durationMs)).toEqual([13]);
     await h.close();
   });
 
