@@ -11,13 +11,22 @@
  *
  * Layout: `<backupDir>/<table>/<name>.tkt` (the copy) and `<name>.json` (its
  * manifest), with `name = <table>-<YYYYMMDDTHHMMSSmmmZ>-g<generation>`, which
- * sorts by time and is safe in file names (a second backup in the same
- * millisecond gets `-001`, `-002`, ...). Steps:
+ * sorts by time and is safe in file names (a leftover of the same name, a
+ * `.partial` or a data file without a manifest, makes it `-001`, `-002`,
+ * ...). The time is never before the newest backup's: a backup taken while
+ * the wall clock ran ahead must not stay "newest" after the clock is set
+ * back (recovery, restore and retention all take the newest by time), so a
+ * backup is timed max(now, newest backup's createdAt + 1 ms). Steps:
  * 1. copy [0, L) into `<name>.tkt.partial` and fdatasync it;
  * 2. verify by reading the copy back: every byte must equal the table's
  *    byte at the same offset (so the copy's sha256, taken of the bytes
  *    copied, is that of the copy), and a full record scan must find every
- *    checksum valid and no damage; the scan counts records and maxSeq. The
+ *    checksum valid and no damage; the scan counts records and maxSeq.
+ *    Damage in the table file itself (a bad record or header in bytes the
+ *    copy equals, or found by the worker that checks the table's bytes) is
+ *    reported as a TableCorruptError in the BackupFailedError's cause chain,
+ *    as compaction does, so that the owner starts the recovery; a copy that
+ *    differs from the table is a plain verification failure. The
  *    live keys at L are counted from the table's index (LiveKeysAt), and
  *    also by the scan when it runs in-process, and must agree. On the real
  *    disk a large copy is made in a worker thread that fdatasyncs and reads
@@ -34,7 +43,7 @@ import { createHash, Hash } from 'node:crypto';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { tableLogger } from './table-logger';
-import { BackupFailedError, BadRequestError } from './errors';
+import { BackupFailedError, BadRequestError, TableCorruptError } from './errors';
 import { decodeFileHeader, FILE_HEADER_BYTES, FORMAT_VERSION, KIND_PUT } from './format';
 import { isErrno, nodeStoreFs, readFully, readWholeFile, StoreFs, writeFileDurably, writeFully } from './file-system';
 import { ByteKeySet } from './byte-key-set';
@@ -69,7 +78,11 @@ export interface BackupManifest {
 
 /** Options of backupTable. */
 export interface BackupOptions {
-  /** The backup's time (name and createdAt); default now. */
+  /**
+   * The wall-clock time of the backup; default now. Its name and createdAt
+   * are this or, when that is not after the newest backup of the table, 1 ms
+   * after that one (see the module doc).
+   */
   now?: Date;
   logger?: Logger;
 }
@@ -99,7 +112,8 @@ const NAME_PATTERN = /^(.+)-(\d{8}T\d{9}Z)-g(\d+)(?:-\d{3})?$/;
  * MaintenanceConflictError when a compaction or backup of the table runs,
  * TableClosedError when it is closed or starts closing before the copy is
  * verified (the backup is then cancelled), and BackupFailedError (cause
- * chained) for anything else; a failed or cancelled backup leaves no files.
+ * chained) for anything else, with a TableCorruptError as its cause when the
+ * table file itself is damaged; a failed or cancelled backup leaves no files.
  */
 export function backupTable(file: TableFile, backupDir: string, opts: BackupOptions = {}): Promise<BackupManifest> {
   const logger = tableLogger(opts.logger, file.table);
@@ -107,7 +121,7 @@ export function backupTable(file: TableFile, backupDir: string, opts: BackupOpti
 }
 
 /** See backupTable. When `signal` is aborted (the table is closing) before the copy is renamed, it deletes what it made and rejects with the signal's reason. */
-async function takeBackup(file: TableFile, backupDir: string, now: Date, logger: Logger, signal: AbortSignal): Promise<BackupManifest> {
+async function takeBackup(file: TableFile, backupDir: string, clock: Date, logger: Logger, signal: AbortSignal): Promise<BackupManifest> {
   const { table } = file;
   const sfs = file.fileSystem;
   const started = performance.now();
@@ -125,6 +139,9 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
     const generation = file.generation;
     stage = 'mkdir';
     await sfs.mkdir(dir);
+    // No other backup of the table runs meanwhile (the maintenance slot), so the newest stays the newest.
+    const newest = (await listBackups(backupDir, table, { fs: sfs, logger }))[0];
+    const now = newest === undefined ? clock : new Date(Math.max(clock.getTime(), Date.parse(newest.createdAt) + 1));
     const name = uniqueName(backupName(table, now, generation), new Set(await sfs.readdir(dir)));
     if (name === undefined) throw new BackupFailedError(table, 'exists', { details: { name: backupName(table, now, generation) } });
     const partial = path.join(dir, `${name}.tkt.partial`);
@@ -143,6 +160,12 @@ async function takeBackup(file: TableFile, backupDir: string, now: Date, logger:
       found.problems.push(`the copy has ${found.liveKeys} live keys, the table's index ${liveKeys}`);
     }
     if (found.problems.length === 0 && found.generation !== generation) found.problems.push(`header generation ${found.generation}, expected ${generation}`);
+    if (found.tableDamage !== undefined) {
+      // Not a bad copy: the table file is damaged, which the owner must hear about as corruption (it recovers the table).
+      const { offset, reason } = found.tableDamage;
+      const cause = new TableCorruptError(table, offset, reason, { details: { during: 'backup' } });
+      throw new BackupFailedError(table, 'verification', { cause, details: { name, problems: found.problems } });
+    }
     if (found.problems.length > 0) {
       throw new BackupFailedError(table, 'verification', { details: { name, problems: found.problems } });
     }
@@ -348,7 +371,8 @@ async function removeLeftovers(sfs: StoreFs, dir: string, backups: BackupManifes
  * byte); the live keys are counted from the table's index (LiveKeysAt), so
  * the report has no liveKeys then. Rejects when the copy or its fdatasync
  * fails (stage 'copy') or the read-back fails (stage 'verify'); differences
- * are problems in the report.
+ * are problems in the report, and damage known to be in the table file is
+ * also its tableDamage.
  */
 async function copyAndVerify(
   sfs: StoreFs,
@@ -396,9 +420,13 @@ async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, le
   const headerBuf = Buffer.alloc(FILE_HEADER_BYTES);
   const got = await readFully(sfs, src, headerBuf, 0, FILE_HEADER_BYTES, 0);
   const header = decodeFileHeader(headerBuf.subarray(0, got));
-  if (typeof header === 'string') report.problems.push(`header: ${header}`);
-  else report.generation = header.generation;
-  if (report.problems.length > 0) return report;
+  if (typeof header === 'string') {
+    // Read from the table's own descriptor: the damage is in the table file.
+    report.problems.push(`header: ${header}`);
+    report.tableDamage = { offset: 0, reason: header };
+    return report;
+  }
+  report.generation = header.generation;
   // Both settle before the descriptors are closed (a closed number may be reused by another open).
   const [copy, records] = await Promise.allSettled([
     copyInWorker({ src, dst, length }, signal),
@@ -415,7 +443,11 @@ async function copyAndVerifyInWorkers(sfs: StoreFs, src: number, dst: number, le
   const { differs, sha256 } = copy.value;
   if (differs !== undefined) report.problems.push(`copy read back differs from the bytes copied, in [${differs[0]}, ${differs[1]})`);
   const { damage } = records.value;
-  if (damage !== undefined) report.problems.push(`damaged record at offset ${damage.offset}: ${damage.reason}`);
+  if (damage !== undefined) {
+    // The worker checked the table's bytes, not the copy's: the damage is in the table file.
+    report.problems.push(`damaged record at offset ${damage.offset}: ${damage.reason}`);
+    report.tableDamage = { offset: damage.offset, reason: damage.reason };
+  }
   report.sha256 = sha256;
   report.records = records.value.records;
   report.maxSeq = records.value.maxSeq;
@@ -456,6 +488,14 @@ interface CopyReport {
   liveKeys: number | undefined;
   maxSeq: number;
   problems: string[];
+  /**
+   * Damage that is in the table file, not only in the copy: found in the
+   * table's own bytes, or in bytes of the copy that equal them. Also one of
+   * the problems.
+   */
+  tableDamage?: { offset: number; reason: string };
+  /** Set once the read-back found a byte that differs from the source's (see sameAsSource; it then compares no more). */
+  differsFromSource?: boolean;
 }
 
 /**
@@ -463,7 +503,8 @@ interface CopyReport {
  * and every record (checksums, damage, counts). Works in time slices;
  * `keysHint` sizes the live key set (no rehash pauses when about right).
  * With `source` (a descriptor of the file it was copied from), also checks
- * that every byte read equals the source's byte at the same offset. Rejects
+ * that every byte read equals the source's byte at the same offset, and
+ * damage found in bytes that do is the report's tableDamage. Rejects
  * with the signal's reason, at its next read, once `signal` is aborted.
  */
 async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint: number, source?: number, signal?: AbortSignal): Promise<CopyReport> {
@@ -479,8 +520,11 @@ async function inspectCopy(sfs: StoreFs, file: string, length: number, keysHint:
     await compare?.(headerBuf, 0, got, 0);
     hash.update(headerBuf.subarray(0, got));
     const header = decodeFileHeader(headerBuf.subarray(0, got));
-    if (typeof header === 'string') report.problems.push(`header: ${header}`);
-    else report.generation = header.generation;
+    if (typeof header === 'string') {
+      // The copy's full header, equal to the table's: the table's header is damaged.
+      if (source !== undefined && report.problems.length === 0 && report.differsFromSource !== true) report.tableDamage = { offset: 0, reason: header };
+      report.problems.push(`header: ${header}`);
+    } else report.generation = header.generation;
     if (report.problems.length === 0 && length > FILE_HEADER_BYTES) await scanCopy(sfs, fd, length, report, hash, keysHint, compare, signal);
   } finally {
     await sfs.close(fd).catch(() => undefined);
@@ -494,14 +538,13 @@ type SourceCompare = (buf: Buffer, start: number, end: number, position: number)
 
 function sameAsSource(sfs: StoreFs, source: number, report: CopyReport): SourceCompare {
   let spare = Buffer.allocUnsafe(0);
-  let differs = false;
   return async (buf, start, end, position) => {
-    if (differs || end <= start) return;
+    if (report.differsFromSource === true || end <= start) return;
     const n = end - start;
     if (spare.length < n) spare = Buffer.allocUnsafe(n);
     const got = await readFully(sfs, source, spare, 0, n, position);
     if (got !== n || !buf.subarray(start, end).equals(spare.subarray(0, n))) {
-      differs = true;
+      report.differsFromSource = true;
       report.problems.push(`copy read back differs from the bytes copied, in [${position}, ${position + n})`);
     }
   };
@@ -554,7 +597,10 @@ async function scanCopy(
     } else if (step === 'end') {
       break;
     } else {
-      report.problems.push(`damaged record at offset ${cursor.damage.offset}: ${cursor.damage.reason}`);
+      const { offset, reason } = cursor.damage;
+      report.problems.push(`damaged record at offset ${offset}: ${reason}`);
+      // Every byte read so far was compared before its records were scanned: with no difference, the bad record is the table's.
+      if (compare !== undefined && report.differsFromSource !== true) report.tableDamage = { offset, reason };
       break;
     }
   }

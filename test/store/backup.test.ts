@@ -8,6 +8,7 @@ import {
   recordBytes,
   backupTable,
   BadRequestError,
+  chooseBackup,
   listBackups,
   MaintenanceConflictError,
   pruneBackups,
@@ -15,6 +16,7 @@ import {
   StoreFsOp,
   StoreIoError,
   TableClosedError,
+  TableCorruptError,
   TableFile,
   verifyBackup,
 } from '../../store';
@@ -33,6 +35,7 @@ const open = (ffs?: FaultyFs): Promise<TableFile> => {
   return TableFile.open({ table: 't', path: path.join(dataDir(), 't.tkt'), fs: ffs });
 };
 const at = (ms: number): Date => new Date(Date.UTC(2024, 0, 2, 3, 4, 5) + ms);
+const tableFile = (): string => path.join(dataDir(), 't.tkt');
 const backupFiles = (): string[] => (fs.existsSync(tableDir()) ? fs.readdirSync(tableDir()).sort() : []);
 
 /** Opens a copy of a backup's data file as a table (the backup itself stays untouched). */
@@ -40,6 +43,52 @@ async function openCopyOf(m: BackupManifest): Promise<TableFile> {
   const dir = fs.mkdtempSync(path.join(tmp.dir, 'restore-'));
   fs.copyFileSync(path.join(tableDir(), `${m.name}.tkt`), path.join(dir, 't.tkt'));
   return TableFile.open({ table: 't', path: path.join(dir, 't.tkt') });
+}
+
+/** The TableCorruptError in `err` or its causes (as the table owner looks for it), or null. */
+function corruptionIn(err: unknown): TableCorruptError | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) if (e instanceof TableCorruptError) return e;
+  return null;
+}
+
+/** Flips the bits of one byte of a file in place (through its own descriptor, as bit rot would). */
+function flipByte(file: string, offset: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, offset);
+    fs.writeSync(fd, Buffer.from([byte[0] ^ 0x55]), 0, 1, offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The offset of the record of a table file that holds byte `offset`. */
+async function recordAround(file: string, offset: number): Promise<number> {
+  for await (const item of scanFile(file)) if (item.type === 'record' && item.offset <= offset && offset < item.offset + item.length) return item.offset;
+  throw new Error(`no record holds byte ${offset}`);
+}
+
+/** A backup of `t` fails verification with the table's damage at `offset` in its cause chain, and keeps nothing. */
+async function expectTableCorrupt(t: TableFile, offset: number, reason: string, now: Date): Promise<void> {
+  const err = await backupTable(t, backupDir(), { now }).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(BackupFailedError);
+  expect(err).toMatchObject({ details: { reason: 'verification' } });
+  const corrupt = corruptionIn(err);
+  expect(corrupt).toBeInstanceOf(TableCorruptError);
+  expect(corrupt).toMatchObject({ table: 't', offset, reason, details: { during: 'backup' } });
+  expect(backupFiles()).toEqual([]);
+}
+
+/** Runs `fn` with the manifests of `hidden` moved out of the backup directory, so that listBackups does not see them. */
+async function unseen<T>(hidden: BackupManifest[], fn: () => Promise<T>): Promise<T> {
+  const aside = (m: BackupManifest): string => path.join(tmp.dir, `${m.name}.json.aside`);
+  for (const m of hidden) fs.renameSync(path.join(tableDir(), `${m.name}.json`), aside(m));
+  try {
+    return await fn();
+  } finally {
+    for (const m of hidden) fs.renameSync(aside(m), path.join(tableDir(), `${m.name}.json`));
+  }
 }
 
 /** Records, live keys and highest sequence of a table file, counted by the offline scanner. */
@@ -133,10 +182,14 @@ describe('table backups', () => {
     const m2 = await backupTable(t, backupDir(), { now: at(679) });
     expect(m2).toMatchObject({ name: 't-20240102T030405679Z-g2', records: 2, liveKeys: 2, maxSeq: 5, generation: 2 });
     expect((await listBackups(backupDir(), 't')).map((x) => x.name)).toEqual([m2.name, m.name]);
-    // The same instant twice gets a suffix rather than failing or overwriting, and sorts as the newer one.
+    // The same instant again is taken 1 ms after the newest backup, so it sorts as the newer one.
     const m3 = await backupTable(t, backupDir(), { now: at(679) });
+    expect(m3).toMatchObject({ name: 't-20240102T030405680Z-g2', createdAt: '2024-01-02T03:04:05.680Z' });
+    // A leftover of the same name (a crashed backup's partial copy) gets a suffix rather than failing or being overwritten.
+    fs.writeFileSync(path.join(tableDir(), 't-20240102T030405681Z-g2.tkt.partial'), 'leftover');
     const m4 = await backupTable(t, backupDir(), { now: at(679) });
-    expect([m3.name, m4.name]).toEqual(['t-20240102T030405679Z-g2-001', 't-20240102T030405679Z-g2-002']);
+    expect(m4.name).toBe('t-20240102T030405681Z-g2-001');
+    fs.rmSync(path.join(tableDir(), 't-20240102T030405681Z-g2.tkt.partial'));
     expect((await listBackups(backupDir(), 't')).map((x) => x.name)).toEqual([m4.name, m3.name, m2.name, m.name]);
     expect(await verifyBackup(m2, backupDir())).toMatchObject({ ok: true });
     expect(await verifyBackup(m4, backupDir())).toMatchObject({ ok: true });
@@ -351,6 +404,73 @@ describe('table backups', () => {
     await t.close();
   });
 
+  test('backup - damage in the table file itself, found by the in-process scan, is reported as a TableCorruptError at its offset; a bad copy is not', async () => {
+    const ffs = new FaultyFs();
+    const t = await open(ffs);
+    for (let i = 0; i < 200; i++) await t.put(`k${i}`, b(`value-${i}`));
+    await t.sync();
+    expect(t.durableLength).toBeLessThan(WORKER_MIN_BYTES);
+    // A copy written wrong (its first byte, in the header) differs from the table: a bad copy, not damage of the table.
+    ffs.failOn({ op: 'write', nth: 1, corrupt: true });
+    const badCopy = await backupTable(t, backupDir(), { now: at(0) }).catch((e: unknown) => e);
+    expect(badCopy).toMatchObject({ code: 'BACKUP_FAILED', details: { reason: 'verification' } });
+    expect(corruptionIn(badCopy)).toBeNull();
+    // Bit rot in a record after the table was opened (no read has touched it).
+    const where = Math.floor(t.durableLength / 2);
+    const damaged = await recordAround(tableFile(), where);
+    flipByte(tableFile(), where);
+    await expectTableCorrupt(t, damaged, 'checksum mismatch', at(1));
+    // The header (its generation field): offset 0.
+    flipByte(tableFile(), 8);
+    await expectTableCorrupt(t, 0, 'header checksum mismatch', at(2));
+    await t.close();
+  });
+
+  test('backup - damage in the table file itself, found by the worker check of a large table, is reported as a TableCorruptError at its offset', async () => {
+    const t = await open();
+    const value = Buffer.alloc(400, 'v');
+    for (let i = 0; t.durableLength < WORKER_MIN_BYTES + 64 * 1024; ) {
+      const puts: Promise<void>[] = [];
+      for (let j = 0; j < 500; j++, i++) puts.push(t.put(`k${i}`, value));
+      await Promise.all(puts);
+    }
+    await t.sync();
+    const where = Math.floor(t.durableLength * 0.7);
+    const damaged = await recordAround(tableFile(), where);
+    flipByte(tableFile(), where);
+    await expectTableCorrupt(t, damaged, 'checksum mismatch', at(3));
+    flipByte(tableFile(), 8);
+    await expectTableCorrupt(t, 0, 'header checksum mismatch', at(4));
+    await t.close();
+  });
+
+  test('backup - after the wall clock is set back, a new backup is still timed after the newest one, so it is the one recovery, restore and retention take as newest', async () => {
+    const t = await open();
+    for (let i = 0; i < 40; i++) await t.put(`a${i}`, b(`a${i}`));
+    // Taken while the host clock ran a day ahead.
+    const ahead = await backupTable(t, backupDir(), { now: new Date('2025-01-02T12:00:00Z') });
+    for (let i = 0; i < 40; i++) await t.put(`b${i}`, b(`b${i}`));
+    // The clock is corrected; the next backup holds more.
+    const after = await backupTable(t, backupDir(), { now: new Date('2025-01-01T12:30:00Z') });
+    expect(after).toMatchObject({ name: 't-20250102T120000001Z-g1', createdAt: '2025-01-02T12:00:00.001Z' });
+    expect(after.maxSeq).toBeGreaterThan(ahead.maxSeq);
+    expect((await listBackups(backupDir(), 't')).map((m) => m.name)).toEqual([after.name, ahead.name]);
+    // Restore (and recovery, through the same listing) start from the later backup.
+    expect((await chooseBackup(backupDir(), 't')).manifest).toEqual(after);
+    // Retention keeps the later one.
+    expect(await pruneBackups(backupDir(), 't', 1, { verify: 'until-verified', trusted: [after.name] })).toEqual([ahead]);
+    // An hour later by the (still behind) clock: again after the newest.
+    await t.put('c', b('c'));
+    const next = await backupTable(t, backupDir(), { now: new Date('2025-01-01T13:30:00Z') });
+    expect(next.createdAt).toBe('2025-01-02T12:00:00.002Z');
+    expect(await pruneBackups(backupDir(), 't', 1, { verify: 'until-verified', trusted: [next.name] })).toEqual([after]);
+    expect((await listBackups(backupDir(), 't')).map((m) => m.name)).toEqual([next.name]);
+    // Once the clock passes the newest backup, backups take its time again.
+    await t.put('d', b('d'));
+    expect(await backupTable(t, backupDir(), { now: new Date('2025-01-03T00:00:00Z') })).toMatchObject({ createdAt: '2025-01-03T00:00:00.000Z' });
+    await t.close();
+  });
+
   test('backup - a write rolled back after an fsync failure during the backup does not disturb it', async () => {
     const ffs = new FaultyFs();
     const t = await open(ffs);
@@ -442,13 +562,16 @@ describe('table backups', () => {
     expect((await listBackups(backupDir(), 't')).map((m) => m.name)).toEqual([made[3], made[2], made[1], made[0]].map((m) => m.name));
     // A trusted fresh backup counts without a read (its file is damaged here, so a read would reject it) and is never deleted.
     await t.put('k9', b('v9'));
-    const fresh = await backupTable(t, backupDir(), { now: at(2500) }); // sorts below made[3], as with a clock set back
+    // Sorts below made[3], as a backup can when made[3]'s manifest could not be read while it was taken (it is then not
+    // "the newest" to come after): the manifest is moved away meanwhile.
+    const fresh = await unseen([made[3]], () => backupTable(t, backupDir(), { now: at(2500) }));
+    expect(fresh.createdAt < made[3].createdAt).toBe(true);
     fs.writeFileSync(path.join(tableDir(), `${fresh.name}.tkt`), 'x');
     const second = await pruneBackups(backupDir(), 't', 1, { verify: 'until-verified', trusted: [fresh.name] });
     expect(second.map((m) => m.name).sort()).toEqual([made[2].name, made[1].name, made[0].name].sort());
     expect((await listBackups(backupDir(), 't')).map((m) => m.name)).toEqual([made[3].name, fresh.name]);
     // Trusted but older than `keep` allows: still kept.
-    const older = await backupTable(t, backupDir(), { now: at(100) });
+    const older = await unseen([made[3], fresh], () => backupTable(t, backupDir(), { now: at(100) }));
     expect(await pruneBackups(backupDir(), 't', 1, { verify: 'until-verified', trusted: [older.name] })).toEqual([]);
     await t.close();
   });

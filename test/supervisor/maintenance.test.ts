@@ -448,9 +448,10 @@ describe('maintenance', () => {
     const b = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
     expect([a.results[0].status, b.results[0].status]).toEqual(['ok', 'ok']);
     expect(a.results[0].file).toBe('alpha-20260101T100000000Z-g1');
-    expect(b.results[0].file).toBe('alpha-20260101T100000000Z-g1-001');
+    // The second is taken 1 ms after the first, so it sorts after it.
+    expect(b.results[0].file).toBe('alpha-20260101T100000001Z-g1');
     const health = (await requestJson(bus, 'admin.health', {})) as any;
-    expect(health.tables[0].lastBackup).toMatchObject({ at: iso(T0 + 10 * HOUR), file: b.results[0].file, verified: true });
+    expect(health.tables[0].lastBackup).toMatchObject({ at: iso(T0 + 10 * HOUR + 1), file: b.results[0].file, verified: true });
     expect(health.tables[0].backups).toBe(2);
   });
 
@@ -469,10 +470,10 @@ describe('maintenance', () => {
     clock2.set(T0);
     await start(config, { clock: clock2 });
     const reply = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
-    expect(reply.results[0]).toMatchObject({ status: 'ok', pruned: 0, file: 'alpha-20260101T000000000Z-g1' });
-    // Keeping "the newest two" by time would have deleted the only backup that verifies.
+    // Timed after the newest backup despite the clock, so it is the newest, and the one that verifies is kept.
+    expect(reply.results[0]).toMatchObject({ status: 'ok', pruned: 1, file: 'alpha-20260101T100000002Z-g1' });
     expect(backupFiles(config, 'alpha')).toEqual(
-      ['alpha-20260101T000000000Z-g1', 'alpha-20260101T100000000Z-g1', 'alpha-20260101T100000000Z-g1-001'].map((n) => `${n}.tkt`).sort(),
+      ['alpha-20260101T100000001Z-g1', 'alpha-20260101T100000002Z-g1'].map((n) => `${n}.tkt`).sort(),
     );
   });
 
