@@ -38,9 +38,10 @@ describe('serve - notifications', () => {
 
   test('serve - a failed backup reaches the configured webhook, signed; the VAPID key is served', async () => {
     const base = testConfig(path.join(dir, 'data'));
-    // A file where the backup directory should be: every backup fails.
-    const backupDir = path.join(dir, 'not-a-dir');
-    fs.writeFileSync(backupDir, 'x');
+    // A file where the table's backup directory should be (the start checks only the top one): every backup of it fails.
+    const backupDir = path.join(dir, 'backups');
+    fs.mkdirSync(backupDir);
+    fs.writeFileSync(path.join(backupDir, 'orders'), 'x');
     const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
     service = await startService(
       { ...base, backupDir, notify: { ...base.notify, webhooks: [{ url, secret: 'e2e-secret' }] } },
