@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { assign, fromCallback, fromPromise, sendParent, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { Bus, Message, MicroService } from '../bus';
 import {
+  corruptionIn,
   listBackups,
   MaintenanceConflictError,
   TableCorruptError,
@@ -162,14 +163,6 @@ const maintain = fromPromise<TableCorruptError | null, { file: TableFile; job: M
     return corruptionIn(err);
   }
 });
-
-/** The TableCorruptError in `err` or its causes, if any. */
-function corruptionIn(err: unknown): TableCorruptError | null {
-  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    if (e instanceof TableCorruptError) return e;
-  }
-  return null;
-}
 
 const closeTable = fromPromise<void, { file: TableFile | null; logger: Logger }>(async ({ input }) => {
   if (!input.file) return;

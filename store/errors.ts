@@ -201,6 +201,14 @@ export class ConfigInvalidError extends TablekeeperError {
   }
 }
 
+/** The TableCorruptError in `err` or its causes, if any. */
+export function corruptionIn(err: unknown): TableCorruptError | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof TableCorruptError) return e;
+  }
+  return null;
+}
+
 /** Something that should not happen happened. */
 export class InternalError extends TablekeeperError {
   constructor(message: string, options?: ErrorOptions) {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { MaintenanceOutcome, MaintenanceRequest } from '../actors';
 import { ERROR_CODES, publishEvent, type BackupEvent, type Bus, type Subjects } from '../bus';
-import { listBackups, pruneBackups, TableUnavailableError, toTablekeeperError, type BackupManifest, type StoreFs } from '../store';
+import { corruptionIn, listBackups, pruneBackups, TableUnavailableError, toTablekeeperError, type BackupManifest, type StoreFs } from '../store';
 import type { Config } from './config';
 import type { HistoryEntry, HistoryStore } from './history';
 import type { Clock } from './schedule';
@@ -322,8 +322,10 @@ export class Maintenance {
             break;
           }
           logger.warn({ table, op: 'compact', attempt: attempts, err }, 'compaction failed');
-          // A table that could not run it (not serving, closing, busy) is not tried again at once.
-          if (attempts >= 2 || couldNotRun(err)) result = { table, status: 'error', durationMs, attempts, error: errorBody(err) };
+          // A table that could not run it (not serving, closing, busy) is not tried again at once;
+          // nor one found damaged: it is being recovered, and the damage is what to report.
+          const damage = corruptionIn(err);
+          if (attempts >= 2 || couldNotRun(err) || damage !== null) result = { table, status: 'error', durationMs, attempts, error: errorBody(damage ?? err) };
         }
       }
       if (!result) {

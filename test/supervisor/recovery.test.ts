@@ -157,6 +157,24 @@ describe('recovery', () => {
     expect(health.tables.find((t) => t.table === 'alpha')).toMatchObject({ state: 'serving', recoveries: { count: 1, failed: 0 }, degraded: null });
   });
 
+  test('recovery - damage a manual compaction finds is its reported error (no retry into the recovery), and the table is recovered', async () => {
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config);
+    await serving('alpha');
+    await fill('alpha', 0, 40, 'old');
+    await requestJson(bus, 'admin.backup.alpha', {});
+    await fill('alpha', 0, 40, 'new');
+    await damageValueOf(tableFilePath(config.dataDir, 'alpha'), 'k7');
+    const answer = (await requestJson(bus, 'admin.compact.alpha', { force: true })) as { results: any[] };
+    expect(answer.results).toEqual([expect.objectContaining({ table: 'alpha', status: 'error', attempts: 1, error: expect.objectContaining({ code: 'TABLE_CORRUPT' }) })]);
+    await until(() => named('recovery_complete').length === 1, 'the recovery');
+    await serving('alpha');
+    expect(named('corruption_detected')[0].body).toMatchObject({ table: 'alpha', source: 'maintenance' });
+    // k7's newest record was damaged and is in no backup: gone, not wrong; the rest is intact.
+    expect(named('recovery_complete')[0].body).toMatchObject({ status: 'recovered', lostKeys: ['k7'] });
+    expect(await get('alpha', 'k8')).toEqual({ tag: 'new', i: 8 });
+  });
+
   test('recovery - a table file that fails to open is recovered at start, and the other tables serve', async () => {
     const config = configFor(tmp.dir, ['alpha', 'beta']);
     await start(config);
