@@ -8,6 +8,7 @@ import { NodeStoreFs, scanFile, type OpenMode, type ScannedRecord, type StoreFs 
 import { loadConfig, type Config } from '../../supervisor/config';
 import { journalDir, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
+import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 import { until, within } from '../helpers/wait';
 import { fieldCheckingLogger } from '../helpers/log-fields';
@@ -173,6 +174,54 @@ describe('recovery', () => {
     // k7's newest record was damaged and is in no backup: gone, not wrong; the rest is intact.
     expect(named('recovery_complete')[0].body).toMatchObject({ status: 'recovered', lostKeys: ['k7'] });
     expect(await get('alpha', 'k8')).toEqual({ tag: 'new', i: 8 });
+  });
+
+  test('recovery - a backup that finds a damaged record in the table file starts the recovery, which rebuilds the table from the last backup', async () => {
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config);
+    await serving('alpha');
+    await fill('alpha', 0, 50, 'old');
+    const first = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(first.results[0]).toMatchObject({ status: 'ok' });
+    await fill('alpha', 50, 100, 'new');
+    const file = tableFilePath(config.dataDir, 'alpha');
+    await damageValueOf(file, 'k30'); // written before the backup: the backup still has it
+    await damageValueOf(file, 'k70'); // written after it: truly gone
+
+    // No read touches the damage: only the backup can find it.
+    const reply = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(reply.results[0]).toMatchObject({ table: 'alpha', status: 'failed', error: { code: 'BACKUP_FAILED' } });
+    await until(() => named('recovery_complete').length === 1, 'the recovery');
+    await serving('alpha');
+
+    expect(named('corruption_detected').map((e) => e.body)).toEqual([expect.objectContaining({ table: 'alpha', source: 'maintenance' })]);
+    expect(named('recovery_complete')[0].body).toMatchObject({ table: 'alpha', trigger: 'auto', status: 'recovered', recordsLost: 1, lostKeys: ['k70'] });
+    expect(await get('alpha', 'k30')).toEqual({ tag: 'old', i: 30 });
+    expect(await get('alpha', 'k70')).toBeUndefined();
+    expect(await get('alpha', 'k99')).toEqual({ tag: 'new', i: 99 });
+    const health = (await requestJson(bus, 'admin.health', {})) as { tables: any[] };
+    expect(health.tables[0]).toMatchObject({ table: 'alpha', state: 'serving', recoveries: { count: 1, failed: 0 } });
+    // The rebuilt file backs up again.
+    const again = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(again.results[0]).toMatchObject({ status: 'ok' });
+  });
+
+  test('recovery - a copy written wrong is a failed backup only: the table file is sound and keeps serving', async () => {
+    const fs = new FaultyFs();
+    const config = configFor(tmp.dir, ['alpha']);
+    await start(config, undefined, fs);
+    await serving('alpha');
+    await fill('alpha', 0, 20, 'v');
+    fs.failOn({ op: 'write', nth: 1, corrupt: true }); // the copy's first write is silently changed
+    const bad = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(bad.results[0]).toMatchObject({ status: 'failed', error: { code: 'BACKUP_FAILED' } });
+    // The next backup runs on the owner after the failed one: a recovery would have taken the table out of serving first.
+    const good = (await requestJson(bus, 'admin.backup.alpha', {})) as { results: any[] };
+    expect(good.results[0]).toMatchObject({ status: 'ok' });
+    await bus.flush();
+    expect(named('corruption_detected')).toEqual([]);
+    const health = (await requestJson(bus, 'admin.health', {})) as { tables: any[] };
+    expect(health.tables[0]).toMatchObject({ state: 'serving', recoveries: { count: 0 } });
   });
 
   test('recovery - a table file that fails to open is recovered at start, and the other tables serve', async () => {
