@@ -15,9 +15,10 @@ import {
   type Bus,
   type Message,
 } from '../bus';
-import { BadRequestError, TableNotFoundError, UnknownOperationError, toTablekeeperError, type StoreFs, type TableCorruptError } from '../store';
+import { BadRequestError, TableNotFoundError, TableUnavailableError, UnknownOperationError, toTablekeeperError, type StoreFs, type TableCorruptError } from '../store';
 import type { OwnerControl } from './recovery';
-import type { RecoveryJournal } from './recovery-journal';
+import { pendingJournals, type RecoveryJournal } from './recovery-journal';
+import type { RunRegistry } from './run-registry';
 import type { Config } from './config';
 import { HistoryStore } from './history';
 import { Maintenance } from './maintenance';
@@ -48,9 +49,14 @@ export interface MaintenanceActorInput {
   pending: RecoveryJournal[];
   /** File access seam for the backup directory (retention), for fault-injection tests. */
   fs?: StoreFs;
+  /** Work that outlives this actor if it stops or crashes (see run-registry.ts); shared with its successors. */
+  runs: RunRegistry;
 }
 
 const SCHEDULES = ['backup', 'compaction', 'scrub'] as const;
+/** RunRegistry keys: maintenance runs and admin requests (any table), and the history's close. */
+const ANY_TABLE = '*';
+const HISTORY_CLOSE = '';
 const ADMIN_OPERATION_SET: ReadonlySet<string> = new Set(ADMIN_OPERATIONS);
 const SETTLED_STATES: ReadonlySet<string> = new Set(['serving', 'corrupt', 'failed', 'down']);
 
@@ -69,19 +75,34 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
   ({ input, receive, sendBack }) => {
     const { config, bus, logger, clock } = input;
     const restarts = new Map<string, number>();
+    const { runs } = input;
+    // Runs and admin requests under way: they record their outcome in the history, which is closed only after them.
+    const noted = <T>(run: Promise<T>): Promise<T> => {
+      runs.add(ANY_TABLE, run);
+      return run;
+    };
     // Callers waiting for an owner to reach a state, by table.
-    const waiters = new Map<string, { want: (s: TableOwnerState | 'down') => boolean; resolve: (s: TableOwnerState | 'down') => void }[]>();
+    type Waiter = { want: (s: TableOwnerState | 'down') => boolean; resolve: (s: TableOwnerState | 'down') => void; reject: (err: Error) => void };
+    const waiters = new Map<string, Waiter[]>();
+    // Once stopped (or crashed), this actor moves no owner any more: the
+    // supervisor would not act on it, so a run in progress gets an error at
+    // its next step instead of waiting for ever (it keeps its journal, and
+    // the next actor or the next start finishes it).
+    const gone = (table: string): Error => new TableUnavailableError(table, 'stopping (maintenance stopped)');
     const waitFor = (table: string, want: (s: TableOwnerState | 'down') => boolean): Promise<TableOwnerState | 'down'> => {
+      if (stopped) return Promise.reject(gone(table));
       const now = states.get(table);
       if (now !== undefined && want(now)) return Promise.resolve(now);
-      return new Promise((resolve) => waiters.set(table, [...(waiters.get(table) ?? []), { want, resolve }]));
+      return new Promise((resolve, reject) => waiters.set(table, [...(waiters.get(table) ?? []), { want, resolve, reject }]));
     };
     const owners: OwnerControl = {
       async stop(table) {
+        if (stopped) throw gone(table);
         sendBack({ type: 'RECOVERY_STOP', table } satisfies MaintenanceActorReport);
         await waitFor(table, (s) => s === 'down');
       },
       async start(table) {
+        if (stopped) throw gone(table);
         // The supervisor reports `opening` first; wait past it for where the open settles.
         const opening = waitFor(table, (s) => s !== 'down');
         sendBack({ type: 'RECOVERY_START', table } satisfies MaintenanceActorReport);
@@ -95,6 +116,7 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
     const states = new Map<string, TableOwnerState | 'down'>(tables.map((t) => [t, 'down']));
     const schedules = new Map<string, Schedule>();
     let stopped = false;
+    let started: Maintenance | undefined;
     const publishEvent = (event: BackupEvent, body: Record<string, unknown>): void => {
       try {
         publishCheckedEvent(bus, subjects, event, { event, at: new Date(clock.now()).toISOString(), ...body });
@@ -105,6 +127,7 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
 
     const submit = (table: string, request: MaintenanceRequest) =>
       new Promise<MaintenanceOutcome>((resolve, reject) => {
+        if (stopped) return reject(gone(table));
         sendBack({ type: 'MAINTAIN', table, job: { request, resolve, reject } } satisfies MaintenanceActorReport);
       });
 
@@ -121,11 +144,27 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
         );
         publishEvent('corruption_detected', { table: '_history', source: 'open', reason, quarantined, persisted });
       }
-      const maintenance = new Maintenance({ config, bus, subjects, logger, clock, history, submit, owners, fs: input.fs });
+      const maintenance = new Maintenance({ config, bus, subjects, logger, clock, history, submit, owners, fs: input.fs, runs });
+      started = maintenance;
       await maintenance.loadBackupLists(tables);
       if (stopped) return { maintenance, history };
       for (const journal of input.pending) {
-        maintenance.resume(journal).catch(() => undefined); // published, recorded and logged by Maintenance
+        void (async () => {
+          // A run of the same table that a crashed predecessor left going
+          // ends first (at its next owner step, see `gone`): two runs of one
+          // journal would build the same files at once.
+          if (runs.busy(journal.table)) {
+            await runs.settled(journal.table);
+            if (stopped) return;
+            // It may have got as far as putting the verified file in place (journal removed).
+            if (pendingJournals(config.dataDir, [journal.table]).length === 0) {
+              logger.info({ table: journal.table, op: journal.mode }, 'the interrupted recovery had finished its file; starting the owner');
+              await owners.start(journal.table);
+              return;
+            }
+          }
+          await maintenance.resume(journal);
+        })().catch(() => undefined); // published, recorded and logged by Maintenance
       }
       for (const name of SCHEDULES) {
         const spec = name === 'backup' ? config.backup : name === 'compaction' ? config.compaction : config.scrub;
@@ -144,12 +183,13 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
             const up = targets.filter((t) => states.get(t) === 'serving');
             const down = targets.filter((t) => states.get(t) !== 'serving');
             if (up.length === 0) return { deferred: down };
-            const run =
+            const run = await noted<{ deferred?: string[] }>(
               name === 'backup'
-                ? await maintenance.backup(up, 'scheduled', { defer: true })
+                ? maintenance.backup(up, 'scheduled', { defer: true })
                 : name === 'compaction'
-                  ? await maintenance.compact(up, { force: false, trigger: 'scheduled', defer: true })
-                  : await maintenance.scrub(up, { defer: true });
+                  ? maintenance.compact(up, { force: false, trigger: 'scheduled', defer: true })
+                  : maintenance.scrub(up, { defer: true }),
+            );
             return { deferred: [...down, ...(run.deferred ?? [])] };
           },
           onError: (err) => logger.error({ err, op: name }, 'scheduled run failed'),
@@ -272,16 +312,25 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
       stopped = true;
       sub?.unsubscribe();
       for (const s of schedules.values()) s.stop();
-      // Every history write is durable when acknowledged; closing only releases the file.
-      void ready
-        .then(({ maintenance, history }) => {
-          maintenance.stop();
-          return history.close();
-        })
-        .catch(() => undefined);
+      // Stopped before the waiters fail, so that the runs they end know it was the stop.
+      started?.stop();
+      for (const [table, list] of waiters) for (const w of list) w.reject(gone(table));
+      waiters.clear();
+      // Every history write is durable when acknowledged; closing only
+      // releases the file, once the runs still going have recorded theirs.
+      runs.add(
+        HISTORY_CLOSE,
+        ready
+          .then(async ({ maintenance, history }) => {
+            maintenance.stop();
+            await runs.settled(undefined, HISTORY_CLOSE);
+            return history.close();
+          })
+          .catch(() => undefined),
+      );
     };
     try {
-      sub = bus.subscribe(`${adminRoot}>`, onAdmin);
+      sub = bus.subscribe(`${adminRoot}>`, (msg) => noted(onAdmin(msg)));
     } catch (err) {
       cleanup();
       throw err;

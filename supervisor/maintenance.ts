@@ -5,6 +5,7 @@ import { corruptionIn, listBackups, pruneBackups, TableUnavailableError, toTable
 import type { Config } from './config';
 import type { HistoryEntry, HistoryStore } from './history';
 import type { Clock } from './schedule';
+import type { RunRegistry } from './run-registry';
 import { finishRecovery, startRecovery, type OwnerControl, type RecoveryOutcome } from './recovery';
 import type { RecoveryJournal } from './recovery-journal';
 
@@ -53,6 +54,8 @@ export interface MaintenanceDeps {
   owners: OwnerControl;
   /** File access seam for the backup directory (retention); default the real disk. */
   fs?: StoreFs;
+  /** Where recovery runs are noted until they settle (see run-registry.ts). */
+  runs?: RunRegistry;
 }
 
 /** What set a recovery off. */
@@ -502,6 +505,13 @@ export class Maintenance {
       },
       async (err: unknown) => {
         this.recoveries.delete(table);
+        if (this.stopped) {
+          // Cut short by the stop at an owner step: not a failure. The journal
+          // (kept unless the verified file was already in place) lets the next start finish it.
+          this.deps.logger.warn({ table, op: 'recover', err }, 'recovery cut short: maintenance stopped; it is finished from its journal');
+          for (const r of entry.replies) r({ error: { code: 'unavailable', message: 'maintenance stopped (a stop or a restart); the recovery is finished from its journal' } });
+          throw err;
+        }
         const error = errorBody(err);
         // The owner stays down (requests get `unavailable`) and the damaged file
         // stays in quarantine; an operator can restore from a backup.
@@ -516,6 +526,7 @@ export class Maintenance {
       },
     );
     this.recoveries.set(table, entry);
+    this.deps.runs?.add(table, entry.run);
     return entry.run;
   }
 

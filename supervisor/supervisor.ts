@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
-import { assign, enqueueActions, setup, type ActorRefFrom } from 'xstate';
+import { assign, enqueueActions, fromPromise, setup, type ActorRefFrom } from 'xstate';
 import type { Bus, MicroService } from '../bus';
 import { existsSync } from 'node:fs';
 import { tableFilePath, tableOwnerMachine, type TableOwnerOutput, type TableOwnerReport, type TableOwnerState } from '../actors';
 import { TableCorruptError, TableUnavailableError, type StoreFs } from '../store';
 import type { Config } from './config';
 import { maintenanceActor, type MaintenanceActorReport } from './maintenance-actor';
+import { RunRegistry } from './run-registry';
 import { systemClock, type Clock } from './schedule';
 import { TableDispatch, tablesGateway, type GatewayEvent } from './tables-gateway';
 import { pendingJournals, type RecoveryJournal } from './recovery-journal';
@@ -21,6 +22,12 @@ export interface SupervisorInput {
   now?: () => number;
   /** Clock for the maintenance schedules (tests pass a simulated one). */
   clock?: Clock;
+  /**
+   * Maintenance work that may outlive a maintenance actor (see
+   * run-registry.ts). The supervisor waits for it before it reaches
+   * `stopped`; a caller that passes its own can wait for it too.
+   */
+  runs?: RunRegistry;
 }
 
 /** The supervisor's view of one table's owner. */
@@ -94,6 +101,16 @@ function tableOf(eventType: string): string {
   return at === -1 ? '' : eventType.slice(at + OWNER_PREFIX.length);
 }
 
+const STOPPING = { code: 'unavailable', message: 'the service is stopping' } as const;
+/** What the supervisor answers, once stopping, to what would start new work. */
+const refusedWhileStopping = {
+  MAINTAIN: { actions: ({ event }: { event: SupervisorEvent }) => event.type === 'MAINTAIN' && event.job.reject(new TableUnavailableError(event.table, 'stopping')) },
+  OWNER_CORRUPT: { actions: ({ event }: { event: SupervisorEvent }) => event.type === 'OWNER_CORRUPT' && event.reply?.({ error: STOPPING }) },
+  OWNER_COMPACT_REQUEST: {
+    actions: ({ event }: { event: SupervisorEvent }) => event.type === 'OWNER_COMPACT_REQUEST' && event.reply({ status: 'error', table: event.table, error: STOPPING }),
+  },
+};
+
 /**
  * The supervisor: spawns one owner per configured table and restarts an owner
  * that ends in failure, with exponential backoff and a restart limit per
@@ -116,17 +133,26 @@ export const supervisorMachine = setup({
       helpers: Record<HelperId, HelperRecord>;
       /** Corruption reports that came while the maintenance actor was down, for the restarted one. */
       heldReports: OwnerCorruptEvent[];
+      runs: RunRegistry;
     },
     events: {} as SupervisorEvent,
   },
-  actors: { tableOwner: tableOwnerMachine, tablesGateway, maintenanceActor },
+  actors: {
+    tableOwner: tableOwnerMachine,
+    tablesGateway,
+    maintenanceActor,
+    maintenanceDrained: fromPromise<void, RunRegistry>(({ input }) => input.settled()),
+  },
   actions: {
     recordState: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'OWNER_STATE') return;
       const record = context.owners[event.table];
       const openRecoveryTried = event.state === 'serving' ? undefined : record.openRecoveryTried;
       enqueue.assign({ owners: { ...context.owners, [event.table]: { ...record, state: event.state, openRecoveryTried } } });
-      enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table: event.table, state: event.state, restarts: record.restartCount });
+      // A maintenance actor that is down (restarting, or stopped by a stop) learns every state when it is started again.
+      if (context.helpers.maintenance.down !== true) {
+        enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table: event.table, state: event.state, restarts: record.restartCount });
+      }
     }),
     dispatchJob: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'MAINTAIN') return;
@@ -196,7 +222,7 @@ export const supervisorMachine = setup({
       }
       enqueue.spawnChild('maintenanceActor', {
         id: 'maintenance',
-        input: { config: input.config, bus: input.bus, logger: input.logger, clock: input.clock ?? systemClock, pending, fs: input.fs },
+        input: { config: input.config, bus: input.bus, logger: input.logger, clock: input.clock ?? systemClock, pending, fs: input.fs, runs: context.runs },
       });
       enqueue.assign({ helpers: ({ context: c }) => ({ ...c.helpers, maintenance: { ...c.helpers.maintenance, down: false } }) });
       if (!params.restarted) return;
@@ -264,7 +290,7 @@ export const supervisorMachine = setup({
       const failed = !output || output.reason === 'failed';
       const reason = output?.error?.message ?? ('error' in event ? String((event.error as Error)?.message ?? event.error) : undefined);
       enqueue.sendTo('gateway', { type: 'OWNER_ALIVE', table, alive: false, recovering: record.recovering } satisfies GatewayEvent);
-      enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table, state: 'down' });
+      if (context.helpers.maintenance.down !== true) enqueue.sendTo('maintenance', { type: 'OWNER_STATE', table, state: 'down' });
       enqueue.assign({
         owners: ({ context: c }) => ({
           ...c.owners,
@@ -327,6 +353,7 @@ export const supervisorMachine = setup({
       dispatch: new TableDispatch(),
       helpers: { gateway: { restarts: [], restartCount: 0 }, maintenance: { restarts: [], restartCount: 0 } },
       heldReports: [],
+      runs: input.runs ?? new RunRegistry(),
       owners: Object.fromEntries(
         input.config.tables.map((t) => [
           t.name,
@@ -390,21 +417,29 @@ export const supervisorMachine = setup({
     stopping: {
       entry: enqueueActions(({ context, enqueue }) => {
         context.input.logger.info({ op: 'stop' }, 'stopping all tables');
+        // First, so that it starts nothing more and a recovery under way
+        // stops at its next owner step (its journal says where it got to).
+        enqueue.stopChild('maintenance');
+        enqueue.assign({ helpers: ({ context: c }) => ({ ...c.helpers, maintenance: { ...c.helpers.maintenance, down: true } }) });
+        for (const report of context.heldReports) report.reply?.({ error: STOPPING });
+        enqueue.assign({ heldReports: [] });
         for (const [table, o] of Object.entries(context.owners)) {
           if (o.alive) enqueue.sendTo(ownerId(table), { type: 'STOP' });
         }
       }),
-      always: { guard: 'noOwnerAlive', target: 'stopped' },
+      always: { guard: 'noOwnerAlive', target: 'draining' },
       on: {
         OWNER_STATE: { guard: 'knownOwner', actions: 'recordState' },
-        MAINTAIN: { actions: ({ event }) => event.job.reject(new TableUnavailableError(event.table, 'stopping')) },
-        OWNER_CORRUPT: { actions: ({ event }) => event.reply?.({ error: { code: 'unavailable', message: 'the service is stopping' } }) },
-        OWNER_COMPACT_REQUEST: {
-          actions: ({ event }) =>
-            event.reply({ status: 'error', table: event.table, error: { code: 'unavailable', message: 'the service is stopping' } }),
-        },
+        ...refusedWhileStopping,
         'xstate.done.actor.*': { guard: 'endedOwner', actions: 'ownerDown' },
         'xstate.error.actor.*': { guard: 'endedOwner', actions: 'ownerDown' },
+      },
+    },
+    draining: {
+      // A recovery's file work and the history's close end before the supervisor does (and the service lets go of its data directory).
+      invoke: { src: 'maintenanceDrained', input: ({ context }) => context.runs, onDone: 'stopped', onError: 'stopped' },
+      on: {
+        ...refusedWhileStopping,
       },
     },
     stopped: { type: 'final' },

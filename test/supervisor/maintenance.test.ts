@@ -307,6 +307,44 @@ describe('maintenance', () => {
     await within(waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1), 'the crash to be noticed');
   }
 
+  test('maintenance - a corruption report held while the actor is down is answered when the service stops', async () => {
+    const clock = new SimulatedClock();
+    const config = configFor(tmp.dir, ['alpha']);
+    const a = await start(config, { clock });
+    await crashMaintenanceActor(a); // the clock stays put: no restart yet
+    const asked = requestJson(bus, 'tables.alpha.corruption', { reason: 'suspect disk' }, { timeoutMs: 20_000 });
+    await within(waitFor(a, (s) => s.context.heldReports.length === 1), 'the report to be held');
+    a.send({ type: 'STOP' });
+    await expect(asked).rejects.toMatchObject({ wireCode: 'unavailable' });
+    await within(toPromise(a), 'the supervisor to stop');
+  });
+
+  test('maintenance - a recovery under way when the actor crashes is finished once, by the restarted actor', async () => {
+    const clock = new SimulatedClock();
+    clock.set(Date.UTC(2026, 0, 1, 0, 0, 0));
+    const fs = new FaultyFs();
+    const config = configFor(tmp.dir, ['alpha']);
+    const a = await start(config, { clock, fs });
+    await fill('alpha', 10);
+    // The owner's close, the recovery's first step, is held while the actor crashes.
+    const close = fs.hold('close');
+    const asked = requestJson(bus, 'tables.alpha.corruption', { reason: 'suspect disk' }, { timeoutMs: 20_000 });
+    await close.reached;
+    await crashMaintenanceActor(a);
+    clock.increment(1000); // past the restart backoff
+    await within(waitFor(a, (s) => s.children.maintenance?.getSnapshot().status === 'active'), 'the restart');
+    close.release();
+    await expect(asked).rejects.toMatchObject({ wireCode: 'unavailable' });
+    await until(() => count('recovery_complete') === 1, 'the recovery');
+    await within(waitFor(a, (s) => s.context.owners.alpha.state === 'serving' && !s.context.owners.alpha.recovering), 'alpha to serve');
+    await bus.flush();
+    expect(count('recovery_failed')).toBe(0);
+    expect(events.find((e) => e.subject === 'backups.recovery_complete')!.body).toMatchObject({ table: 'alpha', recordsLost: 0, liveKeys: 10 });
+    const history = (await requestJson(bus, 'admin.history', {})) as { entries: { kind: string; result: string }[] };
+    expect(history.entries.filter((e) => e.kind === 'recovery').map((e) => e.result)).toEqual(['ok']);
+    expect(await requestJson(bus, 'tables.alpha.get', { key: 'k9' })).toEqual({ found: true, value: { r: 0, i: 9 } });
+  });
+
   test('maintenance - an actor that crashes after its start leaves no schedule or subscription behind: the restarted one runs alone', async () => {
     const clock = new SimulatedClock();
     clock.set(Date.UTC(2026, 0, 1, 0, 0, 0));

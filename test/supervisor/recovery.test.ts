@@ -6,7 +6,7 @@ import { decodeJson, InProcessBus, requestJson } from '../../bus';
 import { tableFilePath } from '../../actors/table-owner';
 import { NodeStoreFs, scanFile, type OpenMode, type ScannedRecord, type StoreFs } from '../../store';
 import { loadConfig, type Config } from '../../supervisor/config';
-import { journalDir, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
+import { journalDir, pendingJournals, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
@@ -444,6 +444,33 @@ describe('recovery', () => {
     expect(named('corruption_detected')).toHaveLength(0);
     await expect(requestJson(bus, 'admin.restore', {})).rejects.toMatchObject({ wireCode: 'bad_request' });
     await expect(requestJson(bus, 'admin.restore.nosuch', {})).rejects.toMatchObject({ wireCode: 'not_found' });
+  });
+
+  test('recovery - a stop while a recovery takes its owner down ends the run before the supervisor stops; the next start finishes it', async () => {
+    const fs = new FaultyFs();
+    const config = configFor(tmp.dir, ['alpha']);
+    const a = await start(config, undefined, fs);
+    await serving('alpha');
+    await fill('alpha', 0, 10, 'x');
+    // The owner's close, the recovery's first step, is held: the stop comes in the middle of the run.
+    const close = fs.hold('close');
+    const asked = requestJson(bus, 'tables.alpha.corruption', { reason: 'suspect disk' }, { timeoutMs: 20_000 });
+    await close.reached;
+    a.send({ type: 'STOP' });
+    close.release();
+    // Answered (not left to time out), and by the time the supervisor is done, nothing of the run goes on.
+    await expect(asked).rejects.toMatchObject({ wireCode: 'unavailable' });
+    await within(toPromise(a), 'the supervisor to stop');
+    actor = undefined;
+    expect(pendingJournals(config.dataDir, ['alpha'])).toHaveLength(1);
+    expect(existsSync(tableFilePath(config.dataDir, 'alpha'))).toBe(true);
+    expect(named('recovery_failed')).toEqual([]);
+    // The next start finishes the run from its journal, and nothing is lost.
+    await start(config);
+    await until(() => named('recovery_complete').length === 1, 'the resumed recovery');
+    await serving('alpha');
+    expect(named('recovery_complete')[0].body).toMatchObject({ table: 'alpha', recordsLost: 0, liveKeys: 10 });
+    expect(await get('alpha', 'k9')).toEqual({ tag: 'x', i: 9 });
   });
 
   test('recovery - an operator corruption request is answered once the table serves again, with nothing lost', async () => {
