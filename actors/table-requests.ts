@@ -5,6 +5,7 @@ import {
   errorReply,
   parseKeyRequest,
   PayloadTooLargeError,
+  respondJson,
   TABLE_OPERATIONS,
   jsonMemberSpan,
   validateRequest,
@@ -133,7 +134,9 @@ export class TableRequests {
         const error = new TableCorruptError(this.table, body.offset ?? 0, body.reason, { details: { reported: true } });
         const source = body.source ?? 'operator';
         this.log.warn({ op, source, reason: body.reason, offset: body.offset }, 'corruption reported');
-        this.report({ type: 'CORRUPTION_DETECTED', error, source, reply: msg.reply ? (reply) => void msg.respond(encodeJson(reply)) : undefined });
+        // The outcome may be `{error}` (a failed recovery, the service
+        // stopping): respondJson sends that with the error headers.
+        this.report({ type: 'CORRUPTION_DETECTED', error, source, reply: msg.reply ? (reply) => void respondJson(msg, reply) : undefined });
       } catch (err) {
         this.fail(msg, err);
       }

@@ -71,7 +71,9 @@ export interface Bus {
   /**
    * Sends a request and resolves with the first reply. Rejects with
    * `BusTimeoutError`, `BusNoRespondersError` (nobody subscribes to the
-   * subject) or `BusClosedError`.
+   * subject) or `BusClosedError`. `subject` may be a request's reply
+   * subject (answering a request with a question): the requester gets it as
+   * its reply, with a `reply` of its own to answer.
    */
   request(subject: string, data?: Uint8Array, opts?: RequestOptions): Promise<Message>;
   /**

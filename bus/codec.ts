@@ -53,12 +53,30 @@ export function errorReply(err: unknown): { body: ErrorReply; headers: Record<st
   const mapping = ERROR_CODES[e.code] ?? ERROR_CODES.INTERNAL;
   return {
     body: { error: { code: mapping.wire, message: e.message } },
-    headers: {
-      // Header values may not hold line breaks; the body keeps the exact message.
-      [SERVICE_ERROR_HEADER]: e.message.replace(/[\r\n]+/g, ' '),
-      [SERVICE_ERROR_CODE_HEADER]: String(mapping.status),
-    },
+    headers: errorHeaders(e.message, mapping.status),
   };
+}
+
+function errorHeaders(message: string, status: number): Record<string, string> {
+  return {
+    // Header values may not hold line breaks; the body keeps the exact message.
+    [SERVICE_ERROR_HEADER]: message.replace(/[\r\n]+/g, ' '),
+    [SERVICE_ERROR_CODE_HEADER]: String(status),
+  };
+}
+
+/**
+ * Replies with a body built elsewhere, which may already be an error body
+ * (`{error: {code, message}}` with a wire code, e.g. the outcome a
+ * supervisor hands back for a deferred reply). Such a body goes with the
+ * micro error headers like every other error reply, with the wire code's
+ * usual status, so that `$SRV.STATS` and NATS tooling count it as an error.
+ * Returns what `msg.respond` returns.
+ */
+export function respondJson(msg: Message, body: unknown): boolean {
+  const remote = asErrorBody(body);
+  if (remote === undefined) return msg.respond(encodeJson(body));
+  return msg.respond(encodeJson(body), { headers: errorHeaders(remote.message, statusOfWire(remote.code)) });
 }
 
 /** Replies with a structured error for `err`. Returns what `msg.respond` returns. */

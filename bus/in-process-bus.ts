@@ -11,12 +11,15 @@
  *   instead, so a request/reply loop made only of microtasks cannot starve
  *   timers and I/O.
  * - Subscription matching is cached per subject; any (un)subscribe clears the
- *   cache.
+ *   cache. A queue group's turn is kept per queue name on the bus, not in the
+ *   cache, so that its members share the messages evenly.
  * - A request's reply goes straight to its pending request object, without a
  *   lookup; the unique inbox subject (`_INBOX.<bus>.<n>`) is only built when
  *   someone reads `msg.reply` or a wildcard subscription could see the reply.
- *   A publish to an inbox finds its request by number. Timeouts share one
- *   timer per length (`RequestTimers`).
+ *   A publish to an inbox finds its request by number, and so does a
+ *   request to an inbox (a reply that asks something back: the requester
+ *   sees a reply subject on it). Timeouts share one timer per length
+ *   (`RequestTimers`).
  */
 import { randomBytes } from 'node:crypto';
 import pino, { type Logger } from 'pino';
@@ -40,6 +43,7 @@ import {
   MatchSet,
   PendingRequest,
   QueueGroup,
+  QueueRotation,
   ReplyMessage,
   type LocalBus,
   type Target,
@@ -85,6 +89,8 @@ export class InProcessBus implements Bus, LocalBus {
   /** Subscriptions whose pattern could match `_INBOX.*`; while 0, replies skip matching. */
   private inboxWatchers = 0;
   private readonly cache = new Map<string, MatchSet>();
+  /** Each queue name's turn, shared by every match set that names it (see QueueRotation). */
+  private readonly rotations = new Map<string, QueueRotation>();
   /** Every unsettled request by number (not a Map: see seq-table.ts). */
   private readonly pending = new SeqTable<PendingRequest>();
   private readonly timers: RequestTimers;
@@ -129,23 +135,42 @@ export class InProcessBus implements Bus, LocalBus {
     if (this.state !== 'open') throw new BusClosedError();
     const sub = new LocalSubscription(subject, queue, handler, this);
     this.subs.push(sub);
+    if (queue !== undefined) {
+      let rotation = this.rotations.get(queue);
+      if (rotation === undefined) this.rotations.set(queue, (rotation = new QueueRotation()));
+      rotation.users++;
+    }
     if (watchesInbox(sub.tokens)) this.inboxWatchers++;
     this.cache.clear();
     return sub;
   }
 
   request(subject: string, data?: Uint8Array, opts?: RequestOptions): Promise<Message> {
+    // For an inbox subject the match is only its wildcard watchers (never cached).
     let match = this.cache.get(subject);
     if (match === undefined) match = this.computeMatch(subject);
     const timeoutMs = opts?.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     checkTimeout(timeoutMs);
     const headers = copyHeaders(opts?.headers);
     if (this.state !== 'open') return Promise.reject(new BusClosedError());
-    if (match.empty) return Promise.reject(new BusNoRespondersError(subject));
+    // A request to one of our inboxes answers a request with a request, as
+    // NATS allows. Our inboxes always have a subscriber there (the
+    // requester's inbox subscription lives as long as the connection), so an
+    // inbox whose request has settled times out rather than having no responders.
+    const ours = subject.startsWith(this.inboxPrefix);
+    if (match.empty && !ours) return Promise.reject(new BusNoRespondersError(subject));
     const p = new PendingRequest(++this.seq, subject, timeoutMs, this);
     this.pending.set(p.seq, p);
     this.timers.add(p, timeoutMs);
-    this.dispatch(match, subject, copyBody(data), headers, p);
+    let body = copyBody(data);
+    if (ours) {
+      const target = this.pending.get(parseSeq(subject, this.inboxPrefix.length));
+      if (target !== undefined) {
+        this.enqueue(target, new ReplyMessage(target, body, headers, this, p));
+        body = copyBody(body);
+      }
+    }
+    this.dispatch(match, subject, body, headers, p);
     return p.promise;
   }
 
@@ -163,6 +188,7 @@ export class InProcessBus implements Bus, LocalBus {
     this.subs = [];
     this.inboxWatchers = 0;
     this.cache.clear();
+    this.rotations.clear();
     if (!(await settlesWithin(this.settleHandlers(), this.drainTimeoutMs))) {
       this.log.warn({ inflight: this.inflight.size, timeoutMs: this.drainTimeoutMs }, 'drain timed out; closing anyway');
     }
@@ -185,6 +211,7 @@ export class InProcessBus implements Bus, LocalBus {
     for (const s of this.subs) s.active = false;
     this.subs = [];
     this.cache.clear();
+    this.rotations.clear();
     this.qTargets = [];
     this.qMsgs = [];
     this.qHead = 0;
@@ -200,7 +227,7 @@ export class InProcessBus implements Bus, LocalBus {
     const body = copyBody(data);
     const headers = copyHeaders(opts?.headers);
     // Straight to the requester (a reply after it settled is dropped on delivery).
-    this.enqueue(request, new ReplyMessage(request, body, headers));
+    this.enqueue(request, new ReplyMessage(request, body, headers, this));
     if (this.inboxWatchers > 0) {
       const subject = request.inbox();
       this.dispatch(this.matchUncached(subject.split('.')), subject, copyBody(body), headers, undefined);
@@ -224,6 +251,10 @@ export class InProcessBus implements Bus, LocalBus {
     if (i < 0) return;
     this.subs.splice(i, 1);
     if (watchesInbox(sub.tokens)) this.inboxWatchers--;
+    if (sub.queue !== undefined) {
+      const rotation = this.rotations.get(sub.queue);
+      if (rotation !== undefined && --rotation.users === 0) this.rotations.delete(sub.queue);
+    }
     this.cache.clear();
   }
 
@@ -249,7 +280,7 @@ export class InProcessBus implements Bus, LocalBus {
     const request = subject.startsWith(this.inboxPrefix)
       ? this.pending.get(parseSeq(subject, this.inboxPrefix.length))
       : undefined;
-    if (request !== undefined) this.enqueue(request, new ReplyMessage(request, body, headers));
+    if (request !== undefined) this.enqueue(request, new ReplyMessage(request, body, headers, this));
     // Inbox subjects are unique: match them without filling the cache.
     if (this.inboxWatchers > 0) {
       const match = this.matchUncached(subject.split('.'));
@@ -296,7 +327,7 @@ export class InProcessBus implements Bus, LocalBus {
       }
       let group = match.groups.find((g) => g.name === sub.queue);
       if (group === undefined) {
-        group = new QueueGroup(sub.queue);
+        group = new QueueGroup(sub.queue, this.rotations.get(sub.queue)!);
         match.groups.push(group);
       }
       group.members.push(sub);

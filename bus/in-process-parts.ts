@@ -42,9 +42,11 @@ export class LocalMessage implements ObservableMessage {
   }
 
   respond(data: Uint8Array, opts?: PublishOptions): boolean {
+    // sendReply may throw (a body that is not bytes, bad headers) before
+    // anything is sent; the request is answered, and counted, only after it.
+    const sent = this.request === undefined ? false : this.bus.sendReply(this.request, data, opts);
     if (this.observer !== undefined) this.complete(replyError(opts));
-    if (this.request === undefined) return false;
-    return this.bus.sendReply(this.request, data, opts);
+    return sent;
   }
 
   [OBSERVE_REPLY](observer: ReplyObserver, startedMs: number): void {
@@ -61,22 +63,31 @@ export class LocalMessage implements ObservableMessage {
   }
 }
 
-/** A reply, as the requester sees it. */
+/**
+ * A reply, as the requester sees it. A reply sent with `request()` to the
+ * inbox (as NATS allows) carries that request as `answer`: the requester
+ * then sees a reply subject and can respond to it.
+ */
 export class ReplyMessage implements Message {
-  readonly reply = undefined;
-
   constructor(
     private readonly request: PendingRequest,
     readonly data: Uint8Array,
     readonly headers: Headers | undefined,
+    private readonly bus: LocalBus,
+    private readonly answer: PendingRequest | undefined = undefined,
   ) {}
 
   get subject(): string {
     return this.request.inbox();
   }
 
-  respond(): boolean {
-    return false;
+  get reply(): string | undefined {
+    return this.answer?.inbox();
+  }
+
+  respond(data: Uint8Array, opts?: PublishOptions): boolean {
+    if (this.answer === undefined) return false;
+    return this.bus.sendReply(this.answer, data, opts);
   }
 }
 
@@ -161,16 +172,30 @@ export class PendingRequest implements Target, TimedEntry {
   }
 }
 
-/** Subscriptions sharing a queue name on one subject, served in turn. */
+/**
+ * The turn of one queue name, kept by the bus for as long as a subscription
+ * uses the name. Not in the match set: match sets are cached per subject and
+ * rebuilt on every (un)subscribe, so a turn kept there would start over for
+ * each new subject and after each change, and send most messages to the
+ * first member.
+ */
+export class QueueRotation {
+  /** Messages handed out so far (a double: exact far beyond any bus's lifetime). */
+  next = 0;
+  /** Live subscriptions using the name; the bus forgets the rotation at 0. */
+  users = 0;
+}
+
+/** Subscriptions sharing a queue name that match one subject, served in turn. */
 export class QueueGroup {
   readonly members: LocalSubscription[] = [];
-  next = 0;
-  constructor(readonly name: string) {}
+  constructor(
+    readonly name: string,
+    private readonly rotation: QueueRotation,
+  ) {}
 
   pick(): LocalSubscription {
-    const m = this.members[this.next % this.members.length];
-    this.next = (this.next + 1) % this.members.length;
-    return m;
+    return this.members[this.rotation.next++ % this.members.length];
   }
 }
 

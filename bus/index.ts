@@ -29,6 +29,7 @@ export {
   isErrorReply,
   requestJson,
   respondError,
+  respondJson,
   respondOk,
   SERVICE_ERROR_CODE_HEADER,
   SERVICE_ERROR_HEADER,
@@ -72,6 +73,6 @@ export {
   type ServiceInfo,
   type ServiceStats,
 } from './micro';
-export { checkPattern, checkSubject, isValidSubject } from './rules';
+export { checkPattern, checkSubject, isValidSubject, MAX_QUEUE_BYTES, MAX_SUBJECT_BYTES } from './rules';
 export { VERSION } from './version';
 export { jsonMemberSpan } from './json-span';

@@ -207,8 +207,14 @@ export class Endpoint implements ReplyObserver {
 
   private finish(msg: ObservableMessage, body: unknown): void {
     if (msg.answered) return;
-    if (body !== undefined) respondOk(msg, body);
-    else if (msg.reply === undefined) msg.complete(undefined); // a publish: nothing to answer
+    try {
+      if (body !== undefined) respondOk(msg, body);
+      else if (msg.reply === undefined) msg.complete(undefined); // a publish: nothing to answer
+    } catch (err) {
+      // The body could not be sent (over NATS `max_payload`): the caller gets
+      // the error instead, counted as one, rather than a timeout.
+      this.fail(msg, err);
+    }
   }
 
   private fail(msg: ObservableMessage, err: unknown): void {
@@ -249,8 +255,11 @@ class EndpointMessage implements ObservableMessage {
   }
 
   respond(data: Uint8Array, opts?: PublishOptions): boolean {
+    // Recorded once sent: a reply that throws (too large) is followed by an
+    // error reply, which is the one to count.
+    const sent = this.raw.respond(data, opts);
     if (!this.answered) this.complete(replyError(opts));
-    return this.raw.respond(data, opts);
+    return sent;
   }
 
   complete(error: string | undefined): void {

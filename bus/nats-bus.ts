@@ -441,17 +441,26 @@ class NatsMessage implements ObservableMessage {
   }
 
   respond(data: Uint8Array, opts?: PublishOptions): boolean {
-    if (this.observer !== undefined) this.complete(replyError(opts));
     const reply = this.msg.reply;
-    if (!reply) return false;
+    if (!reply) {
+      if (this.observer !== undefined) this.complete(replyError(opts));
+      return false;
+    }
     const headers = toNatsHeaders(opts?.headers);
     try {
       this.bus.send(reply, copyBody(data), headers, 'reply');
-      return true;
     } catch (err) {
-      if (err instanceof BusClosedError) return false;
-      throw err;
+      if (!(err instanceof BusClosedError)) {
+        // Not sent (too large, bad headers): the request is not answered yet,
+        // so the error reply that usually follows is the one the stats count.
+        throw err;
+      }
+      if (this.observer !== undefined) this.complete(replyError(opts));
+      return false;
     }
+    // Recorded only once sent, for the same reason.
+    if (this.observer !== undefined) this.complete(replyError(opts));
+    return true;
   }
 }
 

@@ -17,13 +17,35 @@ function isForbidden(c: number): boolean {
 }
 
 /**
+ * The longest subject or subscription subject, in UTF-8 bytes.
+ * nats-server closes the whole connection (not just the one message) when a
+ * protocol line exceeds its `max_control_line` (4096 bytes by default), and a
+ * PUB line also carries the reply subject and the sizes (a SUB line the
+ * queue name): half of it is left for them. The in-process bus applies the same limit, so both refuse alike.
+ */
+export const MAX_SUBJECT_BYTES = 2048;
+/** The longest queue name, in UTF-8 bytes: a SUB line carries it beside a subject of up to `MAX_SUBJECT_BYTES`. */
+export const MAX_QUEUE_BYTES = 256;
+
+/** Throws unless `s` fits in `max` bytes; counts bytes only when it might not. */
+function checkLength(s: string, max: number, what: string): void {
+  if (s.length * 3 <= max) return; // a UTF-16 unit is at most 3 UTF-8 bytes
+  const bytes = Buffer.byteLength(s, 'utf8');
+  if (bytes > max) {
+    throw new InvalidSubjectError(`${what} of ${bytes} bytes is longer than the limit of ${max} bytes (UTF-8)`);
+  }
+}
+
+/**
  * Checks a subject or subscription pattern in one pass.
- * Tokens are non-empty; `*` and `>` are whole tokens only; `>` is last.
+ * Tokens are non-empty; `*` and `>` are whole tokens only; `>` is last;
+ * at most `MAX_SUBJECT_BYTES` long.
  */
 function check(subject: string, wildcards: boolean, what: string): void {
   if (typeof subject !== 'string' || subject.length === 0) {
     throw new InvalidSubjectError(`${what} must be a non-empty string`);
   }
+  checkLength(subject, MAX_SUBJECT_BYTES, what);
   let tokenStart = 0;
   let sawFullWildcard = false;
   const n = subject.length;
@@ -74,11 +96,12 @@ export function isValidSubject(subject: string): boolean {
   }
 }
 
-/** Throws unless `queue` is a non-empty name without whitespace. */
+/** Throws unless `queue` is a non-empty name without whitespace, at most `MAX_QUEUE_BYTES` long. */
 export function checkQueue(queue: string): void {
   if (typeof queue !== 'string' || queue.length === 0) {
     throw new InvalidSubjectError('queue name must be a non-empty string');
   }
+  checkLength(queue, MAX_QUEUE_BYTES, 'queue name');
   for (let i = 0; i < queue.length; i++) {
     if (isForbidden(queue.charCodeAt(i))) {
       throw new InvalidSubjectError(`queue name '${queue}' contains whitespace or a control character`);

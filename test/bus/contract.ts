@@ -11,6 +11,7 @@ import pino, { type Logger } from 'pino';
 import type { Bus, Message } from '../../bus/bus';
 import { BusClosedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError } from '../../bus/errors';
 import { BadRequestError } from '../../store/errors';
+import { MAX_QUEUE_BYTES, MAX_SUBJECT_BYTES } from '../../bus/rules';
 
 /** Creates a fresh, connected bus for one test. */
 export type BusFactory = (opts: { logger: Logger; drainTimeoutMs?: number }) => Promise<Bus>;
@@ -164,6 +165,24 @@ export function defineBusContract(label: string, factory: BusFactory): void {
       });
       const reply = await bus.request(`${root}.fwd`);
       expect(str(reply.data)).toBe('via publish');
+    });
+
+    test('a reply can itself be a request: the requester sees its reply subject and answers it', async () => {
+      const bus = await newBus();
+      let answered!: (s: string) => void;
+      const answer = new Promise<string>((resolve) => (answered = resolve));
+      bus.subscribe(`${root}.ask`, async (m) => {
+        // Answers the request with a question of its own, sent to the requester's inbox.
+        const back = await bus.request(m.reply!, text('which one?'), { headers: { 'X-Q': '1' } });
+        answered(str(back.data));
+      });
+      await bus.flush();
+      const reply = await bus.request(`${root}.ask`, text('give me one'));
+      expect(str(reply.data)).toBe('which one?');
+      expect(reply.headers?.['X-Q']).toBe('1');
+      expect(reply.reply).toEqual(expect.stringMatching(/^_INBOX\./));
+      expect(reply.respond(text('the blue one'))).toBe(true);
+      expect(await answer).toBe('the blue one');
     });
 
     test('many concurrent requests each get their own reply', async () => {
@@ -372,6 +391,45 @@ export function defineBusContract(label: string, factory: BusFactory): void {
       bus.publish(`${root}.$SRV.-_x`, text('ok'));
       await bus.flush();
       expect(got).toEqual([`${root}.$SRV.-_x|ok`]);
+    });
+
+    test('subjects over MAX_SUBJECT_BYTES and queue names over MAX_QUEUE_BYTES (UTF-8) are rejected; both at the limit work', async () => {
+      const bus = await newBus();
+      // Padded with a filler token to an exact UTF-8 length.
+      const ofBytes = (bytes: number, fill = 'x'): string => {
+        const head = `${root}.`;
+        const unit = Buffer.byteLength(fill);
+        return head + fill.repeat(Math.floor((bytes - head.length) / unit)) + 'y'.repeat((bytes - head.length) % unit);
+      };
+      const atLimit = ofBytes(MAX_SUBJECT_BYTES);
+      expect(Buffer.byteLength(atLimit)).toBe(MAX_SUBJECT_BYTES);
+      const over = [ofBytes(MAX_SUBJECT_BYTES + 1), ofBytes(MAX_SUBJECT_BYTES + 2, 'é'), ofBytes(5000)];
+      // 'é' is 2 bytes: fewer UTF-16 units than the limit, more bytes.
+      expect(over[1].length).toBeLessThan(MAX_SUBJECT_BYTES);
+      for (const s of over) {
+        expect(Buffer.byteLength(s)).toBeGreaterThan(MAX_SUBJECT_BYTES);
+        expect(() => bus.publish(s)).toThrow(InvalidSubjectError);
+        expect(() => bus.request(s)).toThrow(InvalidSubjectError);
+        expect(() => bus.subscribe(s, () => undefined)).toThrow(InvalidSubjectError);
+      }
+      const longQueue = 'q'.repeat(MAX_QUEUE_BYTES + 1);
+      expect(() => bus.subscribe(`${root}.q`, () => undefined, { queue: longQueue })).toThrow(InvalidSubjectError);
+      expect(() => bus.subscribe(`${root}.q`, () => undefined, { queue: 'é'.repeat(MAX_QUEUE_BYTES / 2 + 1) })).toThrow(InvalidSubjectError);
+      try {
+        bus.publish(over[0]);
+      } catch (err) {
+        expect((err as InvalidSubjectError).code).toBe('BAD_REQUEST');
+        expect((err as Error).message).toMatch(/longer than the limit/);
+      }
+      // At the limit: delivered, and the connection is still usable.
+      const got: string[] = [];
+      bus.subscribe(atLimit, (m) => void got.push(str(m.data)), { queue: 'q'.repeat(MAX_QUEUE_BYTES) });
+      bus.publish(atLimit, text('ok'));
+      await bus.flush();
+      expect(got).toEqual(['ok']);
+      bus.subscribe(`${root}.after`, (m) => void m.respond(text('alive')));
+      await bus.flush();
+      expect(str((await bus.request(`${root}.after`)).data)).toBe('alive');
     });
   });
 }

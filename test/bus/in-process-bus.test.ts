@@ -7,6 +7,32 @@ defineBusContract('in-process bus', async (opts) => new InProcessBus(opts));
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 describe('in-process bus', () => {
+  test('in-process bus - a queue group shares messages on distinct subjects evenly, across (un)subscribes', async () => {
+    const bus = new InProcessBus();
+    const counts = [0, 0];
+    for (const i of [0, 1]) bus.subscribe('fair.>', () => void counts[i]++, { queue: 'w' });
+    for (let i = 0; i < 1000; i++) {
+      // Every tenth message, some unrelated subscription comes and goes.
+      if (i % 10 === 0) bus.subscribe('other', () => undefined).unsubscribe();
+      bus.publish(`fair.${i}`);
+    }
+    await bus.flush();
+    expect(counts[0] + counts[1]).toBe(1000);
+    for (const c of counts) {
+      expect(c).toBeGreaterThanOrEqual(400);
+      expect(c).toBeLessThanOrEqual(600);
+    }
+    // One subject, the cache cleared before every message: still in turn.
+    counts.fill(0);
+    for (let i = 0; i < 100; i++) {
+      bus.subscribe('other', () => undefined).unsubscribe();
+      bus.publish('fair.same');
+    }
+    await bus.flush();
+    expect(counts).toEqual([50, 50]);
+    await bus.close();
+  });
+
   test('in-process bus - fan-out gives every subscriber its own buffer', async () => {
     const bus = new InProcessBus();
     const seen: number[][] = [];

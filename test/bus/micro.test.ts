@@ -1,7 +1,8 @@
 import { InProcessBus } from '../../bus/in-process-bus';
 import { MicroService } from '../../bus/micro';
 import { decodeJson, requestJson, respondError, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../../bus/codec';
-import { BusNoRespondersError, RemoteError } from '../../bus/errors';
+import { BusNoRespondersError, PayloadTooLargeError, RemoteError } from '../../bus/errors';
+import type { Message } from '../../bus/bus';
 import { BadRequestError, TableUnavailableError } from '../../store/errors';
 
 const STARTED = Date.UTC(2026, 0, 2, 3, 4, 5);
@@ -152,6 +153,43 @@ describe('micro', () => {
     } finally {
       sub.unsubscribe();
     }
+  });
+
+  test('micro - a reply that cannot be sent is not counted; the error reply after it is', async () => {
+    // The bus's own messages: a body that is not bytes throws in respond.
+    const ep = svc.addEndpoint({
+      name: 'own',
+      subject: 'own.x',
+      handler: (msg) => {
+        try {
+          msg.respond('not bytes' as unknown as Uint8Array);
+        } catch (err) {
+          respondError(msg, err);
+        }
+      },
+    });
+    const reply = await bus.request('own.x');
+    expect(reply.headers?.[SERVICE_ERROR_CODE_HEADER]).toBe('400');
+    expect(ep.stats()).toMatchObject({ num_requests: 1, num_errors: 1, last_error: 'message body must be a Uint8Array' });
+
+    // A message from elsewhere (wrapped): a plain reply over its limit throws, as over NATS.
+    const sent: string[] = [];
+    const raw: Message = {
+      subject: 'wrapped.x',
+      data: new Uint8Array(0),
+      reply: 'somewhere',
+      respond(data, opts) {
+        if (opts?.headers === undefined && data.length > 10) throw new PayloadTooLargeError(data.length, 10, 'a reply');
+        sent.push(new TextDecoder().decode(data));
+        return true;
+      },
+    };
+    const wrapped = svc.addEndpoint({ name: 'wrapped', subject: 'wrapped.x', subscribe: false, handler: () => 'x'.repeat(20) });
+    wrapped.handle(raw);
+    expect(sent).toHaveLength(1);
+    expect(JSON.parse(sent[0])).toMatchObject({ error: { code: 'bad_request' } });
+    expect(wrapped.stats()).toMatchObject({ num_requests: 1, num_errors: 1 });
+    expect(wrapped.stats().last_error).toMatch(/max_payload/);
   });
 
   test('micro - invalid names are refused', () => {

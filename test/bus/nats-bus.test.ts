@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { NatsBus } from '../../bus/nats-bus';
 import { MicroService } from '../../bus/micro';
-import { decodeJson } from '../../bus/codec';
+import { decodeJson, respondError, SERVICE_ERROR_CODE_HEADER } from '../../bus/codec';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { captureLog, defineBusContract } from './contract';
 
@@ -84,5 +84,54 @@ describe('nats bus', () => {
     await own.stop();
     expect(existsSync(own.dir)).toBe(false);
     expect(() => process.kill(own.pid, 0)).toThrow();
+  });
+});
+
+describe('nats bus - replies over max_payload', () => {
+  let small: NatsServer;
+
+  beforeAll(async () => {
+    small = await startNatsServer({ config: 'max_payload: 1024' });
+  });
+
+  afterAll(async () => {
+    await small?.stop();
+  });
+
+  test('nats bus - a reply over max_payload is not counted; the error reply after it is, in $SRV.STATS', async () => {
+    const bus = await NatsBus.connect({ servers: small.url });
+    const client = await NatsBus.connect({ servers: small.url });
+    try {
+      const svc = new MicroService(bus, { version: '1.0.0', id: 'oversize' });
+      const big = 'x'.repeat(2048);
+      // Returned body: the micro layer answers the send failure itself.
+      const returned = svc.addEndpoint({ name: 'returned', subject: 'big.returned', handler: () => big });
+      // Replied by the handler, which answers the failure with an error reply (as table requests do).
+      const replied = svc.addEndpoint({
+        name: 'replied',
+        subject: 'big.replied',
+        handler: (msg) => {
+          try {
+            msg.respond(new TextEncoder().encode(JSON.stringify(big)));
+          } catch (err) {
+            respondError(msg, err);
+          }
+        },
+      });
+      await bus.flush();
+      for (const subject of ['big.returned', 'big.replied']) {
+        const reply = await client.request(subject, undefined, { timeoutMs: 5000 });
+        expect(reply.headers?.[SERVICE_ERROR_CODE_HEADER]).toBe('413');
+        expect(decodeJson(reply.data)).toMatchObject({ error: { code: 'bad_request' } });
+      }
+      for (const ep of [returned, replied]) {
+        expect(ep.stats()).toMatchObject({ num_requests: 1, num_errors: 1 });
+        expect(ep.stats().last_error).toMatch(/max_payload/);
+      }
+      svc.stop();
+    } finally {
+      await client.close();
+      await bus.close();
+    }
   });
 });
