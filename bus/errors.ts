@@ -27,6 +27,17 @@ export class BusClosedError extends TablekeeperError {
   }
 }
 
+/**
+ * The connection to the NATS server is down and being re-established: a
+ * request in flight, or made now, is failed at once (whatever it sent may be
+ * lost), as is a publish. Code `BUS_CLOSED` (wire `unavailable`): retry later.
+ */
+export class BusDisconnectedError extends TablekeeperError {
+  constructor(options?: ErrorOptions) {
+    super('BUS_CLOSED', 'the NATS connection is down (reconnecting); retry later', options);
+  }
+}
+
 /** A subject, queue name or header is malformed. Code `BAD_REQUEST`. */
 export class InvalidSubjectError extends BadRequestError {
   constructor(message: string, options?: ErrorOptions) {

@@ -15,6 +15,7 @@ export { NatsBus, type NatsBusOptions } from './nats-bus';
 export { createBus, type CreateBusOptions } from './create-bus';
 export {
   BusClosedError,
+  BusDisconnectedError,
   BusNoRespondersError,
   BusTimeoutError,
   InvalidSubjectError,

@@ -47,7 +47,7 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from './bus';
-import { BusClosedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError, PayloadTooLargeError, RemoteError } from './errors';
+import { BusClosedError, BusDisconnectedError, BusNoRespondersError, BusTimeoutError, InvalidSubjectError, PayloadTooLargeError, RemoteError } from './errors';
 import { OBSERVE_REPLY, replyError, type ObservableMessage, type ReplyObserver } from './reply-observer';
 import { RequestTimers, type TimedEntry, type TimerList } from './request-timers';
 import { InflightHandlers, SeqTable } from './seq-table';
@@ -97,6 +97,8 @@ export class NatsBus implements Bus {
   private readonly inflight = new InflightHandlers();
   private readonly subs = new Set<NatsSubscription>();
   private draining = false;
+  // False from a 'disconnect' until the next 'reconnect' (see BusDisconnectedError).
+  private connected = true;
   private readonly statusLoop: Promise<void>;
   // Request/reply multiplexing: reply subjects are `<inboxPrefix><seq>`.
   private readonly inboxPrefix = `_INBOX.${randomBytes(11).toString('hex')}.`;
@@ -141,6 +143,8 @@ export class NatsBus implements Bus {
 
   publish(subject: string, data?: Uint8Array, opts?: PublishOptions): void {
     checkSubject(subject);
+    // The client would take it and drop it when it dials again: say so instead.
+    if (!this.connected && !this.nc.isClosed()) throw new BusDisconnectedError();
     const headers = toNatsHeaders(opts?.headers);
     this.send(subject, copyBody(data), headers);
   }
@@ -176,6 +180,7 @@ export class NatsBus implements Bus {
     checkTimeout(timeoutMs);
     const headers = toNatsHeaders(opts?.headers);
     if (this.draining || this.nc.isClosed() || this.nc.isDraining()) return Promise.reject(new BusClosedError());
+    if (!this.connected) return Promise.reject(new BusDisconnectedError());
     const seq = ++this.seq;
     const p = new NatsPendingRequest(seq, subject, timeoutMs, this);
     const body = copyBody(data);
@@ -263,9 +268,8 @@ export class NatsBus implements Bus {
     }
   }
 
-  private failPending(): void {
+  private failPending(err: Error = new BusClosedError()): void {
     if (this.pending.size === 0) return;
-    const err = new BusClosedError();
     for (const p of this.pending.valuesArray()) p.fail(err);
   }
 
@@ -307,10 +311,14 @@ export class NatsBus implements Bus {
       for await (const s of this.nc.status()) {
         switch (s.type) {
           case 'disconnect':
-            this.log.warn({ server: s.server }, 'nats disconnected');
+            this.log.warn({ server: s.server, pending: this.pending.size }, 'nats disconnected');
+            this.connected = false;
+            // Their requests or replies may be lost with the connection: fail them now rather than at their timeouts.
+            this.failPending(new BusDisconnectedError());
             break;
           case 'reconnect':
             this.log.info({ server: s.server }, 'nats reconnected');
+            this.connected = true;
             break;
           case 'reconnecting':
             this.log.debug('nats reconnecting');

@@ -4,6 +4,7 @@ import { MicroService } from '../../bus/micro';
 import { decodeJson, respondError, SERVICE_ERROR_CODE_HEADER } from '../../bus/codec';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { captureLog, defineBusContract } from './contract';
+import { until } from '../helpers/wait';
 
 let server: NatsServer;
 
@@ -73,6 +74,41 @@ describe('nats bus', () => {
       expect(log.lines.map((l) => l.msg)).toContain('nats disconnected');
     } finally {
       await bus.close();
+    }
+  });
+
+  test('nats bus - while the server is gone, requests fail at once (in flight ones too) and publishes throw; after it is back both work', async () => {
+    let own = await startNatsServer();
+    const { port } = own;
+    const log = captureLog();
+    const bus = await NatsBus.connect({ servers: own.url, logger: log.logger });
+    const responder = await NatsBus.connect({ servers: own.url });
+    try {
+      responder.subscribe('svc.echo', (msg) => void msg.respond(msg.data));
+      responder.subscribe('svc.silent', () => undefined);
+      await responder.flush();
+      expect(Buffer.from((await bus.request('svc.echo', Buffer.from('a'))).data).toString()).toBe('a');
+      // Never answered: without the server gone it would wait its whole 60 s.
+      const inFlight = bus.request('svc.silent', Buffer.from('x'), { timeoutMs: 60_000 }).then(() => 'answered', (err: unknown) => err);
+      await own.stop();
+      expect(await inFlight).toMatchObject({ code: 'BUS_CLOSED', message: expect.stringMatching(/connection is down/) });
+      await expect(bus.request('svc.echo', Buffer.from('b'), { timeoutMs: 60_000 })).rejects.toMatchObject({ code: 'BUS_CLOSED' });
+      expect(() => bus.publish('svc.event', Buffer.from('e'))).toThrow(/connection is down/);
+      // The same port again: both connections come back by themselves.
+      own = await startNatsServer({ args: ['-p', String(port)] });
+      await until(() => log.lines.some((l) => l.msg === 'nats reconnected'), 'the reconnect', 30_000);
+      // The responder's subscriptions are sent again on its own reconnect: retried until it has.
+      let answer = '';
+      for (let i = 0; i < 300 && answer !== 'c'; i++) {
+        answer = await bus.request('svc.echo', Buffer.from('c'), { timeoutMs: 1000 }).then((m) => Buffer.from(m.data).toString(), () => '');
+        if (answer !== 'c') await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(answer).toBe('c');
+      expect(() => bus.publish('svc.event', Buffer.from('e'))).not.toThrow();
+    } finally {
+      await bus.close();
+      await responder.close();
+      await own.stop();
     }
   });
 
