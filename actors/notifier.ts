@@ -46,6 +46,8 @@ export class Notifier {
   private readonly webhooks: DeliveryQueue<WebhookItem>[];
   private readonly pushes: DeliveryQueue<WebPushItem> | undefined;
   private readonly listeners = new Set<NotifyOutcomeListener>();
+  // Removals of gone push subscriptions still being written (see close).
+  private readonly removals = new Set<Promise<void>>();
   private readonly log: Logger;
 
   constructor(opts: NotifierOptions) {
@@ -82,9 +84,14 @@ export class Notifier {
         attempt: (item) => sendWebPush(send, item, { subject: wp.subject, keys: wp.keys }, config.timeoutMs),
         onOutcome: (item, outcome) => {
           if (outcome === 'gone') {
-            wp.subscriptions.remove(item.subscription.endpoint).catch((err: unknown) =>
-              this.log.error({ op: 'notify', channel: 'webpush', endpoint: loggableEndpoint(item.subscription.endpoint), err }, 'could not remove a gone push subscription'),
+            const removal = wp.subscriptions.remove(item.subscription.endpoint).then(
+              () => undefined,
+              (err: unknown) =>
+                this.log.error({ op: 'notify', channel: 'webpush', endpoint: loggableEndpoint(item.subscription.endpoint), err }, 'could not remove a gone push subscription'),
             );
+            // close() waits for it: the process may exit right after.
+            this.removals.add(removal);
+            void removal.finally(() => this.removals.delete(removal));
           }
           this.emit('webpush', outcome);
         },
@@ -129,6 +136,8 @@ export class Notifier {
     const queues: { close(ms: number): Promise<number> }[] = [...this.webhooks, ...(this.pushes ? [this.pushes] : [])];
     const dropped = (await Promise.all(queues.map((q) => q.close(deadlineMs)))).reduce((a, b) => a + b, 0);
     if (dropped > 0) this.log.warn({ op: 'notify', dropped, deadlineMs }, 'notifier stopped with undelivered notifications');
+    // Removals of gone subscriptions, durable before the process may exit (the queues are closed: no new ones).
+    await Promise.all([...this.removals]);
   }
 
   private emit(channel: NotifyChannel, outcome: DeliveryOutcome): void {

@@ -21,11 +21,15 @@ import type { Notification } from './notification';
 /** The POST the notifier makes; injected so tests (and proxies) can replace undici. */
 export type HttpPost = (url: string, init: { headers: Record<string, string>; body: string; signal: AbortSignal }) => Promise<{ status: number }>;
 
-/** The default `HttpPost`: undici, no redirects followed, the answer body read and discarded. */
+/**
+ * The default `HttpPost`: undici, no redirects followed. The status is the
+ * answer: a receiver that has said 2xx has the notification, however slowly
+ * it then sends (or never ends) its body, so the body is read and discarded
+ * behind the answer (that lets the connection be reused), not waited for.
+ */
 export const undiciPost: HttpPost = async (url, init) => {
   const res = await request(url, { method: 'POST', headers: init.headers, body: init.body, signal: init.signal });
-  // The body must be consumed, or the connection is not reused.
-  await res.body.dump();
+  res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
   return { status: res.statusCode };
 };
 

@@ -84,7 +84,10 @@ export function registerEventRoutes(app: FastifyInstance, ctx: HttpContext, stre
     let ended = false;
     let heartbeat: NodeJS.Timeout | undefined;
     let sub: Subscription | undefined;
-    const end = (): void => {
+    // `slow`: the client stopped reading. Its socket is destroyed, not ended:
+    // an end would wait behind the unread data and keep the socket open
+    // after its stream stopped counting against the client's limit.
+    const end = (slow = false): void => {
       if (ended) return;
       ended = true;
       clearInterval(heartbeat);
@@ -92,10 +95,11 @@ export function registerEventRoutes(app: FastifyInstance, ctx: HttpContext, stre
       streams.delete(end);
       ctx.metrics.streamClosed();
       ctx.log.debug({ op: 'events', ip: req.ip }, 'event stream closed');
-      if (!res.writableEnded) res.end();
+      if (slow) res.destroy();
+      else if (!res.writableEnded) res.end();
     };
     const send = (text: string): void => {
-      if (!write(res, text)) end();
+      if (!write(res, text)) end(!res.destroyed && !res.writableEnded);
     };
     // Subscribing first: if the bus is closed this throws, and the client gets a plain 503.
     sub = ctx.bus.subscribe(pattern, (msg) => {

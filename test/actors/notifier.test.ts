@@ -137,6 +137,20 @@ describe('notifier', () => {
     expect(verifyWebhookSignature({ secret: SECRET, timestamp, body: r.body, signature, nowS: Math.floor(clock.now() / 1000) + 3600 })).toBe(false);
   }
 
+  test('notifier - a webhook that answered 2xx has it, however slowly the rest of its answer comes: sent once', async () => {
+    const url = await receiver.start();
+    receiver.answer = () => undefined; // answered below, by hand
+    const { settled, outcomes, posts } = start(notifyConfig(url));
+    publish('backup_failed', { table: 'orders', trigger: 'scheduled', error: { code: 'BACKUP_FAILED', message: 'disk full' } });
+    await receiver.received(1);
+    const { res } = receiver.got[0];
+    res.writeHead(200);
+    res.write('accepted; the rest of this body never comes');
+    await settled(1);
+    expect(outcomes).toEqual([{ channel: 'webhook', outcome: 'sent' }]);
+    expect(posts).toHaveLength(1);
+  });
+
   test('notifier - a webhook receives exactly the failures and automatic recoveries, signed', async () => {
     const url = await receiver.start();
     const { settled, log } = start(notifyConfig(url));
@@ -272,6 +286,34 @@ describe('notifier', () => {
     await subscriptions.add(sub('later')); // serialised after the removal
     expect((await PushSubscriptions.open(dir)).list().map((s) => s.endpoint).sort()).toEqual(['https://push.example.test/alive', 'https://push.example.test/later']);
     expect(statSync(path.join(dir, '.tablekeeper', 'push-subscriptions.json')).mode & 0o777).toBe(0o600);
+  });
+
+  test('notifier - close waits until a gone subscription is removed on disk (the process may exit right after)', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tk-notify-'));
+    dirs.push(dir);
+    const subscriptions = await PushSubscriptions.open(dir);
+    await subscriptions.add({ endpoint: 'https://push.example.test/gone', keys: { p256dh: 'BPk'.padEnd(40, 'a'), auth: 'auth-secret-1' } });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    // The removal's write is held, as a slow disk would hold it.
+    const slow = Object.create(subscriptions) as PushSubscriptions;
+    slow.remove = async (endpoint: string) => {
+      await held;
+      return subscriptions.remove(endpoint);
+    };
+    const send: SendPush = async () => {
+      throw Object.assign(new Error('Received unexpected response code'), { statusCode: 410 });
+    };
+    const { notifier, settled } = start(notifyConfig(undefined), { webPush: { keys: generateVapidKeys(), subject: 'mailto:ops@example.test', subscriptions: slow, send } });
+    publish('recovery_failed', { table: 'orders', trigger: 'auto', degraded: true, error: { code: 'internal', message: 'started empty' } });
+    await settled(1);
+    let closed = false;
+    const closing = notifier.close(1000).then(() => (closed = true));
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(closed).toBe(false);
+    release();
+    await closing;
+    expect((await PushSubscriptions.open(dir)).list()).toEqual([]);
   });
 
   test('notifier - a second notification does not push the first one out of the Web Push queue', async () => {

@@ -4,7 +4,7 @@
  * recovery of one table, held at a chosen step through the file-access seam.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { request } from 'undici';
 import { tableFilePath } from '../../actors/table-owner';
 import { startService, type RunningService } from '../../cli/serve';
@@ -253,6 +253,29 @@ describe('http over the service\'s real port', () => {
     }
     // The service still serves.
     expect((await call('GET', '/healthz')).status).toBe(200);
+  });
+
+  test('http - an event stream client that stops reading is disconnected, not left holding its socket', async () => {
+    const { port } = new URL(base);
+    const accepted = new Promise<Socket>((resolve) => service.http.server.once('connection', resolve));
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    try {
+      const serverSide = await accepted;
+      const first = new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+      socket.write(`GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${READ_TOKEN}\r\n\r\n`);
+      expect((await first).split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+      socket.pause(); // reads nothing more
+      const pad = 'x'.repeat(64 * 1024);
+      // Past the stream's buffer limit (once the kernel's buffers are full too) the server lets go of the socket.
+      for (let i = 0; i < 2000 && !serverSide.destroyed; i++) {
+        service.bus.publish('backups.backup_failed', Buffer.from(JSON.stringify({ event: 'backup_failed', at: new Date().toISOString(), table: 'orders', pad, i })));
+        await new Promise((r) => setImmediate(r));
+      }
+      expect(serverSide.destroyed).toBe(true);
+    } finally {
+      socket.destroy();
+    }
   });
 
   test('http - during a real recovery the table answers 503 with Retry-After and /readyz is not ready, while the other table serves', async () => {
