@@ -11,7 +11,12 @@ import type { Logger } from 'pino';
 import type { Clock } from '../supervisor';
 
 /** What one attempt decided. */
-export type AttemptResult = { kind: 'ok' } | { kind: 'retry'; reason: string } | { kind: 'fail'; reason: string } | { kind: 'gone'; reason: string };
+export type AttemptResult =
+  | { kind: 'ok' }
+  /** `afterMs`: how long the receiver asked to wait (Retry-After), when it did. */
+  | { kind: 'retry'; reason: string; afterMs?: number }
+  | { kind: 'fail'; reason: string }
+  | { kind: 'gone'; reason: string };
 
 /** The final outcome of one item, as counted in metrics. */
 export type DeliveryOutcome = 'sent' | 'failed' | 'dropped' | 'gone';
@@ -145,7 +150,9 @@ export class DeliveryQueue<T> {
       last = result.reason;
       if (this.closed) return this.settle(item, 'dropped', `shutdown deadline reached: ${last}`);
       if (n < maxAttempts) {
-        const waitMs = Math.min(this.opts.maxBackoffMs ?? 60_000, (this.opts.baseBackoffMs ?? 1000) * 2 ** (n - 1));
+        // The backoff, or longer when the receiver asked for it (Retry-After), within maxBackoffMs.
+        const maxMs = this.opts.maxBackoffMs ?? 60_000;
+        const waitMs = Math.min(maxMs, Math.max((this.opts.baseBackoffMs ?? 1000) * 2 ** (n - 1), result.kind === 'retry' ? (result.afterMs ?? 0) : 0));
         this.opts.logger.warn({ op: 'notify', channel: this.opts.channel, target: this.opts.target, ...this.opts.describe(item), attempt: n, retryInMs: waitMs, reason: last }, 'notification attempt failed; will retry');
         await this.sleep(waitMs);
       }

@@ -19,7 +19,10 @@ import type { AttemptResult } from './delivery-queue';
 import type { Notification } from './notification';
 
 /** The POST the notifier makes; injected so tests (and proxies) can replace undici. */
-export type HttpPost = (url: string, init: { headers: Record<string, string>; body: string; signal: AbortSignal }) => Promise<{ status: number }>;
+export type HttpPost = (
+  url: string,
+  init: { headers: Record<string, string>; body: string; signal: AbortSignal },
+) => Promise<{ status: number; retryAfter?: string }>;
 
 /**
  * The default `HttpPost`: undici, no redirects followed. The status is the
@@ -30,7 +33,8 @@ export type HttpPost = (url: string, init: { headers: Record<string, string>; bo
 export const undiciPost: HttpPost = async (url, init) => {
   const res = await request(url, { method: 'POST', headers: init.headers, body: init.body, signal: init.signal });
   res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
-  return { status: res.statusCode };
+  const retryAfter = res.headers['retry-after'];
+  return { status: res.statusCode, retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter };
 };
 
 /** Header names of a webhook request. */
@@ -91,6 +95,15 @@ export function loggableUrl(url: string): string {
   }
 }
 
+/** A Retry-After header (seconds, or an HTTP date) as milliseconds from `nowMs`; undefined when absent or unreadable. */
+export function retryAfterMs(header: string | undefined, nowMs: number): number | undefined {
+  if (header === undefined) return undefined;
+  const text = header.trim();
+  if (/^[0-9]+$/.test(text)) return Number(text) * 1000;
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
+}
+
 /** Runs one delivery attempt of `item` to `target`. */
 export async function postWebhook(post: HttpPost, target: WebhookTarget, item: WebhookItem, nowMs: number, signal: AbortSignal): Promise<AttemptResult> {
   const timestamp = String(Math.floor(nowMs / 1000));
@@ -102,8 +115,11 @@ export async function postWebhook(post: HttpPost, target: WebhookTarget, item: W
     [WEBHOOK_HEADERS.timestamp]: timestamp,
   };
   if (target.secret !== undefined) headers[WEBHOOK_HEADERS.signature] = webhookSignature(target.secret, timestamp, item.payload);
-  const { status } = await post(target.url, { headers, body: item.payload, signal });
+  const { status, retryAfter } = await post(target.url, { headers, body: item.payload, signal });
   if (status >= 200 && status < 300) return { kind: 'ok' };
-  if (status === 408 || status === 429 || status >= 500) return { kind: 'retry', reason: `answered ${status}` };
+  if (status === 408 || status === 429 || status >= 500) {
+    const afterMs = retryAfterMs(retryAfter, nowMs);
+    return { kind: 'retry', reason: `answered ${status}`, ...(afterMs === undefined ? {} : { afterMs }) };
+  }
   return { kind: 'fail', reason: `answered ${status} (not retried)` };
 }

@@ -10,7 +10,7 @@ import type { DeliveryOutcome } from '../../actors/delivery-queue';
 import { Notifier, notifierMachine, type NotifyChannel } from '../../actors/notifier';
 import { PushSubscriptions, type PushSubscriptionRecord } from '../../actors/push-subscriptions';
 import { generateVapidKeys, type SendPush, type SendPushOptions } from '../../actors/web-push';
-import { undiciPost, verifyWebhookSignature, WEBHOOK_HEADERS, type HttpPost } from '../../actors/webhook';
+import { retryAfterMs, undiciPost, verifyWebhookSignature, WEBHOOK_HEADERS, type HttpPost } from '../../actors/webhook';
 import { encodeJson, InProcessBus, Subjects } from '../../bus';
 import type { NotifyConfig } from '../../supervisor/config';
 import { captureLogger } from '../http/http-helpers';
@@ -184,6 +184,35 @@ describe('notifier', () => {
     // The secret and the URL's query never reach the log.
     expect(log.text()).not.toContain(SECRET);
     expect(log.text()).not.toContain('query-secret');
+  });
+
+  test('notifier - a 429 with Retry-After waits as long as asked (within the longest backoff), then delivers', async () => {
+    const url = await receiver.start();
+    receiver.answer = () => undefined; // answered below, by hand
+    const { settled, logged, outcomes, posts, log } = start(notifyConfig(url));
+    publish('recovery_failed', { table: 'orders', trigger: 'auto', error: { code: 'RECOVERY_FAILED', message: 'x' } });
+    await receiver.received(1);
+    receiver.got[0].res.writeHead(429, { 'retry-after': '10' }).end();
+    await logged('notification attempt failed; will retry');
+    expect(log.lines.map((l) => JSON.parse(l) as { msg: string; retryInMs?: number }).find((l) => l.msg === 'notification attempt failed; will retry')?.retryInMs).toBe(10_000);
+    clock.increment(9_999); // the plain backoff (1 s) is long past
+    await new Promise((r) => setImmediate(r));
+    expect(posts).toHaveLength(1);
+    receiver.answer = () => 200;
+    clock.increment(1);
+    await receiver.received(2);
+    await settled(1);
+    expect(outcomes).toEqual([{ channel: 'webhook', outcome: 'sent' }]);
+  });
+
+  test('notifier - Retry-After as seconds or as an HTTP date; anything else is ignored', () => {
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    expect(retryAfterMs('120', now)).toBe(120_000);
+    expect(retryAfterMs(' 0 ', now)).toBe(0);
+    expect(retryAfterMs('Thu, 01 Jan 2026 00:00:30 GMT', now)).toBe(30_000);
+    expect(retryAfterMs('Wed, 31 Dec 2025 23:59:00 GMT', now)).toBe(0);
+    expect(retryAfterMs('soon', now)).toBeUndefined();
+    expect(retryAfterMs(undefined, now)).toBeUndefined();
   });
 
   test('notifier - a 500 is retried after the backoff with the same delivery id, then delivered', async () => {
