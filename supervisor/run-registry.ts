@@ -9,7 +9,7 @@
 export class RunRegistry {
   private readonly runs = new Map<string, Set<Promise<unknown>>>();
 
-  /** Notes `run` under `key` (a table name, or '' for work of no table) until it settles. */
+  /** Notes `run` under `key` (a table name, or a name of the caller's for work of no one table) until it settles. */
   add(key: string, run: Promise<unknown>): void {
     let set = this.runs.get(key);
     if (set === undefined) this.runs.set(key, (set = new Set()));
@@ -21,9 +21,9 @@ export class RunRegistry {
     run.then(done, done);
   }
 
-  /** True while some run of `key` (or, without one, any run) has not settled. */
-  busy(key?: string): boolean {
-    return key === undefined ? this.runs.size > 0 : this.runs.has(key);
+  /** True while some run of `key` has not settled. */
+  busy(key: string): boolean {
+    return this.runs.has(key);
   }
 
   /**

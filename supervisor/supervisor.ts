@@ -104,10 +104,20 @@ function tableOf(eventType: string): string {
 const STOPPING = { code: 'unavailable', message: 'the service is stopping' } as const;
 /** What the supervisor answers, once stopping, to what would start new work. */
 const refusedWhileStopping = {
-  MAINTAIN: { actions: ({ event }: { event: SupervisorEvent }) => event.type === 'MAINTAIN' && event.job.reject(new TableUnavailableError(event.table, 'stopping')) },
-  OWNER_CORRUPT: { actions: ({ event }: { event: SupervisorEvent }) => event.type === 'OWNER_CORRUPT' && event.reply?.({ error: STOPPING }) },
+  MAINTAIN: {
+    actions: ({ event }: { event: SupervisorEvent }) => {
+      if (event.type === 'MAINTAIN') event.job.reject(new TableUnavailableError(event.table, 'stopping'));
+    },
+  },
+  OWNER_CORRUPT: {
+    actions: ({ event }: { event: SupervisorEvent }) => {
+      if (event.type === 'OWNER_CORRUPT') event.reply?.({ error: STOPPING });
+    },
+  },
   OWNER_COMPACT_REQUEST: {
-    actions: ({ event }: { event: SupervisorEvent }) => event.type === 'OWNER_COMPACT_REQUEST' && event.reply({ status: 'error', table: event.table, error: STOPPING }),
+    actions: ({ event }: { event: SupervisorEvent }) => {
+      if (event.type === 'OWNER_COMPACT_REQUEST') event.reply({ status: 'error', table: event.table, error: STOPPING });
+    },
   },
 };
 
@@ -438,9 +448,7 @@ export const supervisorMachine = setup({
     draining: {
       // A recovery's file work and the history's close end before the supervisor does (and the service lets go of its data directory).
       invoke: { src: 'maintenanceDrained', input: ({ context }) => context.runs, onDone: 'stopped', onError: 'stopped' },
-      on: {
-        ...refusedWhileStopping,
-      },
+      on: refusedWhileStopping,
     },
     stopped: { type: 'final' },
   },
