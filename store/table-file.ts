@@ -280,12 +280,15 @@ export class TableFile {
    * true once the tombstone is durable per policy. When the key does not
    * exist nothing is written and it resolves false once every earlier write
    * is durable (the key's absence may be due to one of them), or rejects with
-   * that write's StoreIoError.
+   * that write's StoreIoError. On a failed table it is refused like any
+   * write, whether or not the key exists (the caller learns that the table
+   * takes no writes, not just that there was nothing to delete).
    */
   delete(key: string): Promise<boolean> {
     try {
       this.checkOpen();
       const keyBytes = validateKey(key);
+      this.queue.checkWritable();
       if (!this.index.has(key)) return this.queue.settledAll().then(() => false);
       return this.append(KIND_DELETE, key, keyBytes, undefined).done.then(() => true);
     } catch (err) {

@@ -116,6 +116,11 @@ export class WriteQueue {
     return this.failure;
   }
 
+  /** Throws the refusal every write gets once the queue has failed (for writes that append nothing, such as a delete of a missing key). */
+  checkWritable(): void {
+    if (this.failure !== undefined) throw this.refusal();
+  }
+
   /**
    * Encodes a record at the end of the log and returns its batch; the record's
    * file offset is the `fileEnd` read just before the call. The caller records

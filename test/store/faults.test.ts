@@ -170,6 +170,8 @@ describe('table file faults', () => {
     expect(t.failed?.details).toMatchObject({ operation: 'truncate' });
     await expect(t.put('c', b('3'))).rejects.toMatchObject({ code: 'IO_ERROR', details: { failed: true } });
     await expect(t.delete('a')).rejects.toThrow(StoreIoError);
+    // A delete of a missing key is a write too: refused, not answered "nothing to delete".
+    await expect(t.delete('never-there')).rejects.toMatchObject({ code: 'IO_ERROR', details: { failed: true } });
     await expect(t.sync()).rejects.toThrow(StoreIoError);
     // Reads still work.
     expect(t.get('a')?.toString()).toBe('1');
