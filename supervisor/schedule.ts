@@ -101,6 +101,7 @@ export class Schedule {
   // saving it worked: with the save failed, the persisted one is older and
   // already due, and the run would start again at once, back to back.
   private lastRun: number | undefined;
+  /** When the next run is due, or the next try of a run's deferred targets: what admin.health shows. */
   nextAt: number | undefined;
 
   constructor(
@@ -224,6 +225,8 @@ export class Schedule {
       const woke = this.woke;
       this.woke = false;
       if (retryAt < next) {
+        // What admin.health shows as the next run: the retry, not this run's own time, which is past.
+        this.nextAt = retryAt;
         // A table came up during the run: retry at once, not through a timer
         // of zero (a simulated clock fires none until it is moved).
         if (woke) void this.retry();

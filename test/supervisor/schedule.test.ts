@@ -180,12 +180,15 @@ describe('schedule', () => {
     await flush();
     expect(runs).toEqual([{ at: T0, targets: ['a', 'b', 'c'] }]);
     expect(store.state?.lastRun).toBeUndefined(); // b and c have not had their turn
+    // What admin.health shows as the next run: the retry, not the run's own time, now past.
+    expect(s.nextAt).toBe(T0 + 1000);
     // A table comes up: the deferred ones are tried at once.
     up.add('b');
     s.wake();
     await flush();
     expect(runs.at(-1)).toEqual({ at: T0, targets: ['b', 'c'] });
     expect(store.state?.lastRun).toBeUndefined();
+    expect(s.nextAt).toBe(T0 + 2000);
     // Without a wake, after the retry delay (1 s, doubling).
     up.add('c');
     clock.increment(999);
