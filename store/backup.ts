@@ -295,13 +295,18 @@ export async function verifyBackup(manifest: BackupManifest, backupDir: string, 
  * at the cost of one read in the usual case. A backup in `trusted` (one the
  * caller has just verified) counts as verified without a read. Also removes
  * leftovers older than the newest backup: `.partial` copies, data files
- * without a manifest, manifest temp files.
+ * without a manifest, manifest temp files; with `idle` (the caller knows
+ * that no backup of the table is running: it holds the table's maintenance),
+ * leftovers of any time, also those named after the newest backup. Those
+ * are left by a backup that was cut short while the clock ran ahead: backups
+ * made since the clock was set back are named earlier, so without `idle`
+ * such a copy would stay until the clock has caught up with it.
  */
 export async function pruneBackups(
   backupDir: string,
   table: string,
   keep: number,
-  opts: BackupDirOptions & { verify?: boolean | 'until-verified'; trusted?: string[] } = {},
+  opts: BackupDirOptions & { verify?: boolean | 'until-verified'; trusted?: string[]; idle?: boolean } = {},
 ): Promise<BackupManifest[]> {
   if (!Number.isInteger(keep) || keep < 1) throw new BadRequestError(`keep must be an integer >= 1, got ${keep}`);
   const sfs = opts.fs ?? nodeStoreFs;
@@ -332,14 +337,14 @@ export async function pruneBackups(
     await sfs.unlink(path.join(dir, `${m.name}.tkt`));
     deleted.push(m);
   }
-  const removed = await removeLeftovers(sfs, dir, backups);
+  const removed = await removeLeftovers(sfs, dir, backups, opts.idle === true);
   if (deleted.length > 0 || removed.length > 0) await sfs.syncDir(dir);
   if (deleted.length > 0 || removed.length > 0) opts.logger?.info({ table, deleted: deleted.map((m) => m.name), removed }, 'backups pruned');
   return deleted;
 }
 
-/** Removes partial copies, data files without a manifest and manifest temps older than the newest backup. */
-async function removeLeftovers(sfs: StoreFs, dir: string, backups: BackupManifest[]): Promise<string[]> {
+/** Removes partial copies, data files without a manifest and manifest temps older than the newest backup (of any time when `idle`: see pruneBackups). */
+async function removeLeftovers(sfs: StoreFs, dir: string, backups: BackupManifest[], idle: boolean): Promise<string[]> {
   const newest = backups[0];
   const newestStamp = NAME_PATTERN.exec(newest.name)?.[2];
   if (newestStamp === undefined) return [];
@@ -353,7 +358,7 @@ async function removeLeftovers(sfs: StoreFs, dir: string, backups: BackupManifes
     const [, name, ext] = m;
     if (ext === '.tkt' && (listed.has(name) || present.has(`${name}.json`))) continue;
     const stamp = NAME_PATTERN.exec(name)?.[2];
-    if (stamp === undefined || stamp >= newestStamp) continue;
+    if (stamp === undefined || (stamp >= newestStamp && !idle)) continue;
     await sfs.unlink(path.join(dir, entry)).catch(() => undefined);
     removed.push(entry);
   }

@@ -190,7 +190,9 @@ export class Maintenance {
    * backup (`fresh`). The newest backups are read back until one verifies
    * (`fresh` counts without a read, it was verified moments ago, and is never
    * deleted): a damaged one neither counts toward `keep` nor is deleted, so
-   * the last verified backup always survives. Never throws: a failure is
+   * the last verified backup always survives. No backup of the table runs
+   * meanwhile (the caller holds it exclusively), so every leftover goes,
+   * whatever its time (`idle`). Never throws: a failure is
    * logged and returned, and the backup stays a success.
    */
   private async prune(table: string, fresh: BackupManifest): Promise<{ pruned: number; pruneError?: { code: string; message: string } }> {
@@ -198,7 +200,7 @@ export class Maintenance {
     let pruned = 0;
     let pruneError: { code: string; message: string } | undefined;
     try {
-      const deleted = await pruneBackups(config.backupDir, table, config.backup.keep, { verify: 'until-verified', trusted: [fresh.name], logger, fs });
+      const deleted = await pruneBackups(config.backupDir, table, config.backup.keep, { verify: 'until-verified', trusted: [fresh.name], idle: true, logger, fs });
       pruned = deleted.length;
     } catch (err) {
       pruneError = errorBody(err);

@@ -504,6 +504,9 @@ describe('maintenance', () => {
     await stop();
     // Both rot on disk; the clock is then set back ten hours (a wrong RTC), so the next backup sorts oldest.
     for (const f of backupFiles(config, 'alpha')) writeFileSync(path.join(config.backupDir, 'alpha', f), 'rotted');
+    // A backup cut short while the clock ran ahead left its partial copy, named after both.
+    const cutShort = path.join(config.backupDir, 'alpha', 'alpha-20260101T110000000Z-g1.tkt.partial');
+    writeFileSync(cutShort, 'partial');
     const clock2 = new SimulatedClock();
     clock2.set(T0);
     await start(config, { clock: clock2 });
@@ -513,6 +516,8 @@ describe('maintenance', () => {
     expect(backupFiles(config, 'alpha')).toEqual(
       ['alpha-20260101T100000001Z-g1', 'alpha-20260101T100000002Z-g1'].map((n) => `${n}.tkt`).sort(),
     );
+    // No backup of the table runs while pruning, so it is removed although it is named after the newest backup.
+    expect(existsSync(cutShort)).toBe(false);
   });
 
   test('maintenance - a backup whose pruning fails is still a success; the failure is reported beside it', async () => {
