@@ -80,7 +80,7 @@ export interface RebuildReport {
   unidentifiedRanges: number;
   /** True when `damagedPath` was given but no such file exists (or none was given). */
   damagedFileMissing: boolean;
-  /** Generation in the rebuilt file's header: the highest known one plus one. */
+  /** Generation in the rebuilt file's header: one above the damaged file's and every backup's (rejected ones too). */
   generation: number;
   /** Highest sequence number in the rebuilt file (0 when empty). */
   maxSeq: number;
@@ -134,7 +134,13 @@ export async function rebuildTable(opts: RebuildOptions): Promise<RebuildReport>
       rejected.push({ name: m.name, problems });
       log.warn({ op: 'rebuild', backup: m.name, problems }, 'backup does not verify; trying an older one');
     }
-    const known = Math.max(used?.generation ?? 0, merge.damagedHeader?.generation ?? 0);
+    // Above every backup's generation, the rejected ones' too: a backup rejected
+    // now (an open or read that failed this time) may verify in a later rebuild,
+    // and a backup of a table file's own generation is taken for a byte copy of
+    // that file's start (stretchCovered in rebuild-merge.ts). Sharing a
+    // generation with one, this file would have its damage called covered by
+    // records the backup does not hold.
+    const known = Math.max(merge.damagedHeader?.generation ?? 0, ...backups.map((m) => m.generation));
     const generation = Math.min(known + 1, MAX_GENERATION);
     writer = await TableWriter.create(sfs, opts.outPath + REBUILD_SUFFIX, opts.outPath, generation);
     const result = await merge.finish(writer);

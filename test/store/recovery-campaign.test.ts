@@ -349,7 +349,8 @@ async function runCase(kind: DamageKind, seed: number): Promise<void> {
   check(got.entries.size === report.liveKeys, `rebuilt table has ${got.entries.size} keys, report says ${report.liveKeys}`);
   check(got.fileRecords === report.records, `rebuilt file has ${got.fileRecords} records, report says ${report.records}`);
   const headerOk = d.bytes !== undefined && d.bytes.length >= 16 && d.bytes.subarray(0, 16).equals(original.subarray(0, 16));
-  const generation = Math.max(headerOk ? built.generation : 0, used?.generation ?? 0) + 1;
+  // Above every backup's, the damaged one's too (see rebuildTable).
+  const generation = Math.max(headerOk ? built.generation : 0, ...built.backups.map((m) => m.generation)) + 1;
   check(got.generation === generation && report.generation === generation, `generation ${got.generation} (reported ${report.generation}), expected ${generation}`);
 
   if (problems.length > 0 && process.env.CAMPAIGN_DEBUG) {

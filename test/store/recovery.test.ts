@@ -11,6 +11,7 @@ import {
   RebuildReport,
   RecoveryFailedError,
   TableFile,
+  type OpenMode,
 } from '../../store';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
@@ -210,6 +211,45 @@ describe('table rebuild', () => {
     const none = await rebuild();
     expect(none).toMatchObject({ backupUsed: null, liveKeys: 0, records: 0, degraded: true, unidentifiedRanges: 1, lostRecords: 1 });
     expect((await contentsOf(rebuilt())).entries.size).toBe(0);
+  });
+
+  test('recovery - a backup rejected only this time still counts for the generation, so a later rebuild never takes it for a copy of the rebuilt file', async () => {
+    const t = await open();
+    await fill(t, 0, 20, 'a');
+    const older = await backupTable(t, backups(), { now: at(0) });
+    await t.compact({});
+    // Dead records: the newer backup (generation 2) is much longer than the rebuilt file will be.
+    for (let i = 0; i < 100; i++) await t.put('k000', b(`over:${i}`));
+    const newer = await backupTable(t, backups(), { now: at(1000) });
+    await fill(t, 100, 110, 'fresh'); // in no backup
+    await t.close();
+    expect([older.generation, newer.generation]).toEqual([1, 2]);
+    quarantineWith((bytes) => bytes.fill(0, 0, FILE_HEADER_BYTES));
+    // The newer backup's open fails once: it is rejected, and the older one used.
+    class FailsFirstOpenOf extends FaultyFs {
+      private failed = false;
+      constructor(private readonly name: string) {
+        super();
+      }
+      override open(file: string, mode: OpenMode): Promise<number> {
+        if (this.failed || path.basename(file) !== this.name) return super.open(file, mode);
+        this.failed = true;
+        return Promise.reject(Object.assign(new Error(`EIO: injected open failure of ${file}`), { code: 'EIO' }));
+      }
+    }
+    const first = await rebuildTable({ table: 't', damagedPath: damaged(), backupDir: backups(), outPath: rebuilt(), fs: new FailsFirstOpenOf(`${newer.name}.tkt`) });
+    expect(first).toMatchObject({ backupUsed: older.name, backupsRejected: [{ name: newer.name }], lostRecords: 0 });
+    expect(first.generation).toBeGreaterThan(newer.generation);
+    // The rebuilt file is damaged where k103..k105 are (records newer than every backup, at
+    // offsets the newer backup's length spans); that backup verifies this time and is used.
+    const recs = await recordsOf(rebuilt());
+    const from = recs.findIndex((r) => r.key === 'k103');
+    const to = recs.findIndex((r) => r.key === 'k106');
+    expect(recs[to].offset).toBeLessThan(newer.length);
+    fs.writeFileSync(damaged(), fs.readFileSync(rebuilt()).fill(0, recs[from].offset, recs[to].offset));
+    const second = await rebuild();
+    expect(second).toMatchObject({ backupUsed: newer.name, lostRecords: 1, unidentifiedRanges: 1 });
+    expect([...(await contentsOf(rebuilt())).entries.keys()].filter((k) => k >= 'k103' && k < 'k106')).toEqual([]);
   });
 
   test('recovery - a file truncated mid-record loses only the cut record, named by its key', async () => {
