@@ -366,15 +366,23 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
       if (event.type === 'OWNER_CORRUPT') {
         const { table, error, source, reply } = event;
         ready
-          .then(({ maintenance }) => {
-            // Stopping: no new run. The damage is still there at the next start, which finds it again.
-            if (stopped) {
-              reply?.({ error: { code: 'unavailable', message: 'the service is stopping' } });
-              return;
-            }
-            return maintenance.recover(table, { reason: error.reason, offset: error.offset, source, reply });
-          })
-          .catch(() => undefined); // published, recorded and logged by Maintenance
+          .then(
+            ({ maintenance }) => {
+              // Stopping: no new run. The damage is still there at the next start, which finds it again.
+              if (stopped) {
+                reply?.({ error: { code: 'unavailable', message: 'the service is stopping' } });
+                return;
+              }
+              return maintenance.recover(table, { reason: error.reason, offset: error.offset, source, reply });
+            },
+            // Maintenance is off (logged where `ready` failed): no run will ever
+            // answer, so the caller hears it now rather than waiting for a timeout.
+            (err: unknown) => {
+              logger.error({ table, op: 'recover', source, reason: error.reason }, 'corruption reported while maintenance is off: the table is not recovered until the next start');
+              reply?.({ error: { code: wireCode(toTablekeeperError(err).code), message: `maintenance is off (${(err as Error).message}): the table is not recovered until the service restarts` } });
+            },
+          )
+          .catch(() => undefined); // a run's failure is answered, published, recorded and logged by Maintenance
         return;
       }
       const { table, force, reply } = event;

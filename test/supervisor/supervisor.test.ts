@@ -5,6 +5,7 @@ import { tableFilePath } from '../../actors/table-owner';
 import { encodeJson, InProcessBus, requestJson, type Bus } from '../../bus';
 import { TableFile } from '../../store';
 import { loadConfig, type Config } from '../../supervisor/config';
+import { HistoryStore } from '../../supervisor/history';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
@@ -204,6 +205,25 @@ describe('supervisor', () => {
     // A request that could never succeed says so, even while the table does not serve.
     expect(await outcome(bus, 'tables.alpha.explode', {})).toBe('bad_request');
     expect(await outcome(bus, 'tables.alpha', {})).toBe('bad_request');
+  });
+
+  test('supervisor - a corruption request is answered, not left to time out, when maintenance could not start', async () => {
+    // A read of the history table that fails while maintenance starts (here its first read, a
+    // schedule's state) leaves maintenance off until the next start: nothing can run the recovery.
+    const getState = jest.spyOn(HistoryStore.prototype, 'getState').mockImplementationOnce(() => {
+      throw Object.assign(new Error('EIO: injected read failure of the history table'), { code: 'EIO' });
+    });
+    try {
+      const a = start(configFor(tmp.dir, ['alpha']));
+      await serving(a, 'alpha');
+      for (let i = 0; i < 400 && getState.mock.calls.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(getState).toHaveBeenCalled();
+      expect(await outcome(bus, 'admin.health', {})).toBe('internal');
+      expect(await outcome(bus, 'tables.alpha.corruption', { reason: 'reported while maintenance is off' })).toBe('internal');
+      expect(a.getSnapshot().context.owners.alpha.state).toBe('corrupt');
+    } finally {
+      getState.mockRestore();
+    }
   });
 
   const helperActive = (s: ReturnType<SupervisorRef['getSnapshot']>, id: 'gateway' | 'maintenance'): boolean =>
