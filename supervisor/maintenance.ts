@@ -6,7 +6,7 @@ import type { Config } from './config';
 import type { HistoryEntry, HistoryStore } from './history';
 import type { Clock } from './schedule';
 import type { RunRegistry } from './run-registry';
-import { finishRecovery, startRecovery, type OwnerControl, type RecoveryOutcome } from './recovery';
+import { finishRecovery, startRecovery, type OwnerControl, type RecoveryDeps, type RecoveryOutcome } from './recovery';
 import type { RecoveryJournal } from './recovery-journal';
 
 /** Who asked for a run. */
@@ -78,6 +78,13 @@ export interface ScrubSummary {
   durationMs: number;
 }
 
+/** A recovery or restore queued or running: who waits for its answer, and whether it has started the new owner. */
+interface RecoveryEntry {
+  replies: ((body: unknown) => void)[];
+  run: Promise<RecoveryOutcome>;
+  started: boolean;
+}
+
 /** A table started empty because nothing usable was left, until an operator clears it. */
 export interface DegradedMark {
   since: string;
@@ -109,7 +116,7 @@ export class Maintenance {
   // Recoveries queued or running, by table; later reports join the run.
   // `started`: the run has handed the verified file to a new owner, so a
   // report now is about that owner's file and needs a run of its own.
-  private readonly recoveries = new Map<string, { replies: ((body: unknown) => void)[]; run: Promise<RecoveryOutcome>; started: boolean }>();
+  private readonly recoveries = new Map<string, RecoveryEntry>();
 
   private stopped = false;
 
@@ -382,8 +389,8 @@ export class Maintenance {
     this.deps.logger.error({ table, op: 'recover', source: report.source, reason: report.reason, offset: report.offset }, 'corruption detected; recovering');
     this.publish('corruption_detected', { table, source: report.source, reason: report.reason, offset: report.offset });
     const trigger = report.source === 'operator' ? 'manual' : 'auto';
-    return this.track(table, trigger, detectedAt, report.reply, () =>
-      startRecovery(this.recoveryDeps(table), { table, mode: 'recover', trigger, reason: report.reason, source: report.source }, detectedAt),
+    return this.track(table, trigger, detectedAt, report.reply, (deps) =>
+      startRecovery(deps, { table, mode: 'recover', trigger, reason: report.reason, source: report.source }, detectedAt),
     );
   }
 
@@ -400,8 +407,8 @@ export class Maintenance {
       return pending.run.then(again, again);
     }
     const startedAt = this.deps.clock.now();
-    return this.track(table, 'manual', startedAt, undefined, () =>
-      startRecovery(this.recoveryDeps(table), { table, mode: 'restore', trigger: 'manual', reason: 'operator restore' }, startedAt),
+    return this.track(table, 'manual', startedAt, undefined, (deps) =>
+      startRecovery(deps, { table, mode: 'restore', trigger: 'manual', reason: 'operator restore' }, startedAt),
     );
   }
 
@@ -416,7 +423,7 @@ export class Maintenance {
     if (journal.mode === 'recover') {
       this.publish('corruption_detected', { table: journal.table, source: journal.source ?? 'journal', reason: journal.reason, resumed: true });
     }
-    return this.track(journal.table, journal.trigger, startedAt, undefined, () => finishRecovery(this.recoveryDeps(journal.table), journal, startedAt));
+    return this.track(journal.table, journal.trigger, startedAt, undefined, (deps) => finishRecovery(deps, journal, startedAt));
   }
 
   /** The table left degraded by a recovery, if any (until an operator clears it). */
@@ -471,7 +478,8 @@ export class Maintenance {
     return opts.defer === true ? { results, deferred } : { results };
   }
 
-  private recoveryDeps(table: string) {
+  /** What a run needs; starting the owner marks the run's own entry (not whichever entry the table has by then). */
+  private recoveryDeps(entry: RecoveryEntry): RecoveryDeps {
     const { owners } = this.deps;
     return {
       dataDir: this.deps.config.dataDir,
@@ -480,8 +488,7 @@ export class Maintenance {
       owners: {
         stop: (t: string) => owners.stop(t),
         start: (t: string) => {
-          const entry = this.recoveries.get(table);
-          if (entry) entry.started = true;
+          entry.started = true;
           return owners.start(t);
         },
       },
@@ -495,18 +502,23 @@ export class Maintenance {
     trigger: 'auto' | 'manual',
     startedAt: number,
     reply: ((body: unknown) => void) | undefined,
-    fn: () => Promise<RecoveryOutcome>,
+    fn: (deps: RecoveryDeps) => Promise<RecoveryOutcome>,
   ): Promise<RecoveryOutcome> {
-    const entry = { replies: reply ? [reply] : [], run: undefined as unknown as Promise<RecoveryOutcome>, started: false };
-    entry.run = this.exclusive(table, fn).then(
+    const entry: RecoveryEntry = { replies: reply ? [reply] : [], run: undefined as unknown as Promise<RecoveryOutcome>, started: false };
+    // The table's entry may be a later run's by the time this one ends (a
+    // resumed run queued behind this one): only this run's own is removed.
+    const done = (): void => {
+      if (this.recoveries.get(table) === entry) this.recoveries.delete(table);
+    };
+    entry.run = this.exclusive(table, () => fn(this.recoveryDeps(entry))).then(
       async (outcome) => {
-        this.recoveries.delete(table);
+        done();
         await this.finished(outcome);
         for (const r of entry.replies) r(outcome);
         return outcome;
       },
       async (err: unknown) => {
-        this.recoveries.delete(table);
+        done();
         if (this.stopped) {
           // Cut short by the stop at an owner step: not a failure. The journal
           // (kept unless the verified file was already in place) lets the next start finish it.

@@ -9,6 +9,7 @@ import { loadConfig } from '../../supervisor/config';
 import { HistoryStore } from '../../supervisor/history';
 import { Maintenance } from '../../supervisor/maintenance';
 import type { OwnerControl } from '../../supervisor/recovery';
+import { quarantinePath, writeJournal } from '../../supervisor/recovery-journal';
 import type { Clock } from '../../supervisor/schedule';
 import { useTempDir } from '../helpers/store-temp';
 import { contentsOf } from '../store/recovery-helpers';
@@ -98,6 +99,44 @@ describe('maintenance recovery', () => {
     await expect(ctx.maintenance.recover('alpha', { reason: 'test', source: 'scrub' })).rejects.toMatchObject({ code: 'RECOVERY_FAILED' });
     await expect(second).resolves.toMatchObject({ mode: 'recover', status: 'recovered', reason: 'damaged at open', liveKeys: 1 });
     expect(starts).toBe(2);
+  });
+
+  test('maintenance recovery - a run that ends never ends the record of the run queued behind it', async () => {
+    // A journaled run taken up while a restore of the table is under way (a restarted maintenance
+    // actor resumes what its predecessor left, while an operator's restore has come in).
+    const gates: (() => void)[] = [];
+    const stopped: string[] = [];
+    const ctx = await setup({
+      stop: async () => {
+        stopped.push('stop');
+        await new Promise<void>((resolve) => gates.push(resolve));
+      },
+      start: serving,
+    });
+    const t = await TableFile.open({ table: 'alpha', path: ctx.file, sync: 'always' });
+    await t.put('k', b('v'));
+    await backupTable(t, ctx.config.backupDir);
+    await t.close();
+    const journal = { table: 'alpha', mode: 'recover' as const, trigger: 'auto' as const, reason: 'interrupted', quarantine: quarantinePath(ctx.config.dataDir, 'alpha', new Date(0)), startedAt: new Date(0).toISOString() };
+    await writeJournal(ctx.config.dataDir, journal);
+
+    const restore = ctx.maintenance.restore('alpha');
+    for (let i = 0; i < 400 && gates.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    const resumed = ctx.maintenance.resume(journal);
+    gates.shift()!(); // the restore goes on, and ends
+    await expect(restore).resolves.toMatchObject({ mode: 'restore', status: 'restored' });
+    for (let i = 0; i < 400 && gates.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(stopped).toEqual(['stop', 'stop']);
+    // The resumed run holds the table: it still counts as recovering, and a report joins it.
+    expect(ctx.maintenance.recovering('alpha')).toBe(true);
+    const replies: unknown[] = [];
+    const report = ctx.maintenance.recover('alpha', { reason: 'reported meanwhile', source: 'operator', reply: (body) => void replies.push(body) });
+    gates.shift()!();
+    await expect(resumed).resolves.toMatchObject({ mode: 'recover', status: 'recovered', reason: 'interrupted' });
+    await expect(report).resolves.toMatchObject({ reason: 'interrupted' });
+    expect(replies).toEqual([expect.objectContaining({ mode: 'recover', reason: 'interrupted' })]);
+    expect(stopped).toEqual(['stop', 'stop']);
+    expect(ctx.maintenance.recovering('alpha')).toBe(false);
   });
 
   test('maintenance recovery - a failed recovery is recorded and published with its real duration', async () => {
