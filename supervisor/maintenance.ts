@@ -132,9 +132,16 @@ export class Maintenance {
     this.stopped = true;
   }
 
-  /** Runs `fn` after every earlier maintenance of `table` has settled (unless stopped by then). */
+  /**
+   * Runs `fn` after every earlier maintenance of `table` has settled (unless
+   * stopped by then): this one's, and a run a stopped or crashed predecessor
+   * left going (noted in `runs`), which goes on to its next owner step and
+   * may still be building and renaming the table's files. A run started
+   * beside it could have its file renamed over by that one, after serving
+   * writes on it.
+   */
   private exclusive<T>(table: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.chains.get(table) ?? Promise.resolve();
+    const previous = this.chains.get(table) ?? this.deps.runs?.current(table) ?? Promise.resolve();
     const guarded = (): Promise<T> => (this.stopped ? Promise.reject(new TableUnavailableError(table, 'not served by this maintenance actor any more (it stopped)')) : fn());
     const run = previous.then(guarded, guarded);
     const tail = run.then(

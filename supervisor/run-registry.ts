@@ -26,6 +26,11 @@ export class RunRegistry {
     return this.runs.has(key);
   }
 
+  /** Resolves once the runs of `key` noted so far have settled (not those added later). Never rejects. */
+  async current(key: string): Promise<void> {
+    await Promise.allSettled([...(this.runs.get(key) ?? [])]);
+  }
+
   /**
    * Resolves once every run of `key` (or every run but those of `except`),
    * including any added meanwhile, has settled. Never rejects.

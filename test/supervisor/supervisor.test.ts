@@ -3,9 +3,10 @@ import * as path from 'node:path';
 import { createActor, SimulatedClock, toPromise, waitFor } from 'xstate';
 import { tableFilePath } from '../../actors/table-owner';
 import { encodeJson, InProcessBus, requestJson, type Bus } from '../../bus';
-import { TableFile } from '../../store';
+import { nodeStoreFs, TableFile } from '../../store';
 import { loadConfig, type Config } from '../../supervisor/config';
 import { HistoryStore } from '../../supervisor/history';
+import { Schedule } from '../../supervisor/schedule';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
@@ -272,6 +273,62 @@ describe('supervisor', () => {
     await waitFor(a, (s) => helperActive(s, 'gateway') && s.context.helpers.gateway.gaveUpAt === undefined);
     await serving(a, 'alpha');
     expect(await outcome(bus, 'tables.alpha.put', { key: 'k', value: 1 })).toBe('ok');
+  });
+
+  test('supervisor - a restore asked of a restarted maintenance actor waits for the recovery its predecessor left going', async () => {
+    const a = start(configFor(tmp.dir, ['alpha']));
+    await serving(a, 'alpha');
+    await requestJson(bus, 'tables.alpha.put', { key: 'k', value: 'backed-up' });
+    await requestJson(bus, 'admin.backup.alpha', {}, { timeoutMs: 5000 });
+    await requestJson(bus, 'tables.alpha.put', { key: 'after-backup', value: 'rolled back by the restore' });
+    // The recovery's rebuild holds at its read of the quarantined file...
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const atGate = new Promise<void>((resolve) => (reached = resolve));
+    const open = nodeStoreFs.open.bind(nodeStoreFs);
+    let held = false;
+    let answeredBeforeRelease: boolean | undefined;
+    const spy = jest.spyOn(nodeStoreFs, 'open').mockImplementation(async (file, mode) => {
+      if (!held && file.includes(`${path.sep}quarantine${path.sep}alpha-`)) {
+        held = true;
+        reached();
+        await gate;
+      }
+      return open(file, mode);
+    });
+    try {
+      const report = requestJson(bus, 'tables.alpha.corruption', { reason: 'reported' }, { timeoutMs: 20000 }).catch((err: unknown) => err);
+      await atGate;
+      // ...while the maintenance actor crashes (a throw in its event handler) and is restarted.
+      jest.spyOn(Schedule.prototype, 'wake').mockImplementationOnce(() => {
+        throw new Error('injected crash of the maintenance actor');
+      });
+      a.getSnapshot().children.maintenance?.send({ type: 'OWNER_STATE', table: 'alpha', state: 'serving' });
+      await waitFor(a, (s) => s.context.helpers.maintenance.restarts.length === 1);
+      await waitFor(a, (s) => helperActive(s, 'maintenance') && s.context.helpers.maintenance.down === false, { timeout: 5000 });
+      let answered = false;
+      const restore = requestJson(bus, 'admin.restore.alpha', {}, { timeoutMs: 20000 }).finally(() => (answered = true));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      answeredBeforeRelease = answered;
+      release();
+      await expect(restore).resolves.toMatchObject({ mode: 'restore', status: 'restored' });
+      await expect(report).resolves.toMatchObject({ wireCode: 'unavailable' });
+      await requestJson(bus, 'tables.alpha.put', { key: 'after-restore', value: 'acknowledged' });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      release();
+      spy.mockRestore();
+    }
+    a.send({ type: 'STOP' });
+    await toPromise(a);
+    // The write acknowledged after the restore is there, and the rollback stands.
+    const t = await TableFile.open({ table: 'alpha', path: tableFilePath(tmp.dir, 'alpha') });
+    const keys = t.select({ limit: 10 }).items.map((i) => [i.key, JSON.parse(i.value.toString())]);
+    await t.close();
+    expect(keys).toEqual([['after-restore', 'acknowledged'], ['k', 'backed-up']]);
+    // The old run still built the table's file: the restore waited for it.
+    expect(answeredBeforeRelease).toBe(false);
   });
 
   test('supervisor - a maintenance actor that crashes is restarted and knows the owners again', async () => {
