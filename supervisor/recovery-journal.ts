@@ -11,7 +11,7 @@
  * the table path by an atomic rename.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
 import { isErrno } from '../store';
@@ -78,7 +78,8 @@ export async function removeJournal(dataDir: string, table: string): Promise<voi
 /**
  * The unfinished runs of the given tables, read synchronously at start (before
  * any owner opens its file). An unreadable journal is returned as a `recover`
- * run, the safe choice: it rebuilds from whatever exists.
+ * run, the safe choice: it rebuilds from whatever exists, including the file
+ * the run may already have moved into quarantine (see unreadableJournalRun).
  */
 export function pendingJournals(dataDir: string, tables: readonly string[]): RecoveryJournal[] {
   const dir = journalDir(dataDir);
@@ -101,9 +102,34 @@ export function pendingJournals(dataDir: string, tables: readonly string[]): Rec
     } catch {
       // Falls through to the safe default below.
     }
-    out.push({ table, mode: 'recover', trigger: 'auto', reason: 'unreadable recovery journal', quarantine: quarantinePath(dataDir, table, new Date()), startedAt: new Date().toISOString() });
+    out.push(unreadableJournalRun(dataDir, table));
   }
   return out;
+}
+
+/**
+ * The run for a journal that cannot be read. Its quarantine name is lost:
+ * with the table file still in place the move had not happened, and a fresh
+ * name does. With the table file gone the move may have happened, and a
+ * fresh name would rebuild from the backups alone, dropping every record of
+ * the moved file that no backup holds without counting one as lost: the
+ * run takes the table's newest quarantined file instead (names sort by time).
+ */
+function unreadableJournalRun(dataDir: string, table: string): RecoveryJournal {
+  const run = { table, mode: 'recover' as const, trigger: 'auto' as const, reason: 'unreadable recovery journal', startedAt: new Date().toISOString() };
+  if (!existsSync(path.join(dataDir, `${table}.tkt`))) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(quarantineDir(dataDir));
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    }
+    // <table>-<time>-<random>.tkt (quarantinePath), and not another table's whose name starts with this one's.
+    const ours = (n: string): boolean => n.startsWith(`${table}-`) && /^\d{8}T\d{9}Z-[0-9a-f]{12}\.tkt$/.test(n.slice(table.length + 1));
+    const newest = names.filter(ours).sort().pop();
+    if (newest !== undefined) return { ...run, quarantine: path.join(quarantineDir(dataDir), newest) };
+  }
+  return { ...run, quarantine: quarantinePath(dataDir, table, new Date()) };
 }
 
 /**

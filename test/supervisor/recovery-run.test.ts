@@ -4,7 +4,8 @@ import pino from 'pino';
 import { tableFilePath, type TableOwnerState } from '../../actors/table-owner';
 import { backupTable, nodeStoreFs, pendingCutOf, salvageFile, TableFile } from '../../store';
 import { finishRecovery, startRecovery, type RecoveryDeps } from '../../supervisor/recovery';
-import { pendingJournals, quarantineDir, writeJournal } from '../../supervisor/recovery-journal';
+import { moveToQuarantine } from '../../supervisor/quarantine';
+import { journalDir, pendingJournals, quarantineDir, quarantinePath, writeJournal } from '../../supervisor/recovery-journal';
 import { FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 import { contentsOf, sha256Of } from '../store/recovery-helpers';
@@ -151,5 +152,28 @@ describe('recovery run', () => {
     const aside = names.find((n) => n !== 'alpha-moved.tkt') as string;
     expect(sha256Of(path.join(quarantineDir(ctx.dataDir), aside))).toBe(present);
     expect(existsSync(quarantine)).toBe(true);
+  });
+
+  test('recovery run - a journal that cannot be read after the move still rebuilds from the moved file, not from the backups alone', async () => {
+    const ctx = setup();
+    const backupDir = ctx.deps.backupDir;
+    await write(ctx.file, [['k1', 'backed-up']]);
+    const t = await TableFile.open({ table: 'alpha', path: ctx.file, sync: 'always' });
+    await backupTable(t, backupDir);
+    await t.close();
+    await write(ctx.file, [['k2', 'in no backup']]);
+    // An earlier run of another table's name that starts with this one's: not taken for this table's.
+    mkdirSync(quarantineDir(ctx.dataDir), { recursive: true });
+    writeFileSync(quarantinePath(ctx.dataDir, 'alpha-b', new Date(Date.UTC(2030, 0, 1))), 'other');
+    const journal = { table: 'alpha', mode: 'recover' as const, trigger: 'auto' as const, reason: 'test', quarantine: quarantinePath(ctx.dataDir, 'alpha', new Date(0)), startedAt: new Date(0).toISOString() };
+    await writeJournal(ctx.dataDir, journal);
+    await moveToQuarantine(ctx.dataDir, ctx.file, journal.quarantine, silent);
+    // The run stops here, and its journal is damaged before the next start.
+    writeFileSync(path.join(journalDir(ctx.dataDir), 'alpha.json'), '{"table":"alpha","mo');
+    const [pending] = pendingJournals(ctx.dataDir, ['alpha']);
+    expect(pending).toMatchObject({ table: 'alpha', mode: 'recover', reason: 'unreadable recovery journal', quarantine: journal.quarantine });
+    const outcome = await finishRecovery(ctx.deps, pending, 0);
+    expect(outcome).toMatchObject({ status: 'recovered', liveKeys: 2, recordsLost: 0, quarantined: journal.quarantine });
+    expect((await contentsOf(ctx.file, 'alpha')).entries).toEqual(new Map([['k1', 'backed-up'], ['k2', 'in no backup']]));
   });
 });
