@@ -53,6 +53,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
 }
 
 if (require.main === module) {
+  // A reader that stops early (`tablekeeper dump ... | head`) closes the pipe,
+  // and every later write fails with EPIPE. That is not a failure of the
+  // command: what it writes from then on is dropped (dump stops reading),
+  // instead of the process dying with a stack trace in the middle of its
+  // work (a backup of every table would stop at the table it is on).
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
   main(process.argv.slice(2), process.env).then(
     (code) => process.exit(code),
     (err: unknown) => {

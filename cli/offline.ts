@@ -127,7 +127,14 @@ async function salvage(args: Parsed, io: CommandIo): Promise<number> {
 async function dump(args: Parsed, io: CommandIo): Promise<number> {
   let damaged = false;
   const cut = await pendingCutOf(args.file, nodeStoreFs);
+  // A reader that stops early (`dump ... | head`) closes the pipe: stop there.
+  const out = io.stdout as { on?: (event: string, fn: (err: NodeJS.ErrnoException) => void) => unknown };
+  let readerGone = false;
+  out.on?.('error', (err) => {
+    if (err.code === 'EPIPE') readerGone = true;
+  });
   for await (const item of scanFile(args.file)) {
+    if (readerGone) break;
     let line: unknown;
     let text: string | undefined;
     if (item.type === 'header') {
@@ -167,8 +174,16 @@ function valueText(value: Buffer): string {
   return JSON.stringify({ base64: value.toString('base64') });
 }
 
+/** Resolves once `stream` takes writes again, or can take none any more (closed, or failed). */
 function drained(stream: CommandIo['stdout']): Promise<void> {
-  const s = stream as unknown as { once?: (event: string, fn: () => void) => void };
+  const s = stream as unknown as { once?: (event: string, fn: () => void) => void; off?: (event: string, fn: () => void) => void };
   if (typeof s.once !== 'function') return Promise.resolve();
-  return new Promise((resolve) => s.once!('drain', resolve));
+  return new Promise((resolve) => {
+    const events = ['drain', 'close', 'error'];
+    const done = (): void => {
+      for (const e of events) s.off?.(e, done);
+      resolve();
+    };
+    for (const e of events) s.once!(e, done);
+  });
 }

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, linkSync, openSync, readFileSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
@@ -250,5 +250,28 @@ describe('offline tools', () => {
     });
     expect(result.code).toBe(1);
     expect(result.out).toContain('DAMAGED: 1 range(s)');
+  });
+
+  test('offline tools - the built dump piped into a reader that stops early (`| head`) ends quietly with the exit code of a clean file', async () => {
+    // Far more output than a pipe holds, so that dump is still writing when the reader goes.
+    const file = path.join(tmp.dir, 'big.tkt');
+    const t = await TableFile.open({ table: 't', path: file, sync: 'none' });
+    for (let i = 0; i < 4000; i++) await t.put(`key-${i}`, Buffer.from(JSON.stringify({ i, pad: 'x'.repeat(200) })));
+    await t.close();
+    const main = path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js');
+    const result = await new Promise<{ code: number | null; first: string; err: string }>((resolve) => {
+      const child = spawn(process.execPath, [main, 'dump', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let first = '';
+      let err = '';
+      child.stdout.once('data', (chunk: Buffer) => {
+        first = chunk.toString().split('\n')[0];
+        child.stdout.destroy(); // as `head` does once it has what it wants
+      });
+      child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+      child.on('close', (code) => resolve({ code, first, err }));
+    });
+    expect(JSON.parse(result.first)).toMatchObject({ header: { generation: 1 } });
+    expect(result.err).toBe('');
+    expect(result.code).toBe(0);
   });
 });
