@@ -8,6 +8,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import { decodeJson, type Subscription } from '../bus';
+import { BadRequestError } from '../store';
 import type { HttpContext } from './context';
 import { HttpError } from './error-status';
 
@@ -65,9 +66,18 @@ function write(res: ServerResponse, text: string): boolean {
   return res.writableLength <= MAX_BUFFERED_BYTES;
 }
 
+/** The ticket request takes no fields: no body, or `{}`; as on every POST route, an unknown field is a bad request. */
+function checkNoFields(body: unknown): void {
+  if (body === undefined) return;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('body: must be object');
+  const fields = Object.keys(body);
+  if (fields.length > 0) throw new BadRequestError(fields.map((f) => `${f}: is not allowed`).join('; '));
+}
+
 /** Registers `/api/events` and `/api/events/ticket`. */
 export function registerEventRoutes(app: FastifyInstance, ctx: HttpContext, streams: EventStreams): void {
   app.post('/api/events/ticket', { config: { access: 'read', operation: 'events.ticket' } }, async (req) => {
+    checkNoFields(req.body);
     // Auth ran in onRequest and left what the token grants.
     const ticket = ctx.tickets.issue(req.grant);
     return { ticket, expiresInMs: ctx.tickets.ttlMs };

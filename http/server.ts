@@ -185,12 +185,24 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
 
+  // Every route lists the query parameters it takes; fastify's parser gives strings, and arrays for repeats.
+  const checkQuery = (req: FastifyRequest): void => {
+    const allowed = req.routeOptions.config.query ?? (req.routeOptions.config.ticket === true ? ['ticket'] : []);
+    for (const [name, value] of Object.entries(req.query as Record<string, unknown>)) {
+      if (!allowed.includes(name)) throw new BadRequestError(`${name}: is not a query parameter of this route`);
+      if (typeof value !== 'string') throw new BadRequestError(`${name}: give it at most once`);
+    }
+  };
+
   let closing = false;
   app.addHook('onRequest', async (req) => {
     if (closing) throw new TablekeeperError('BUS_CLOSED', 'the service is stopping; retry later');
     if (req.routeOptions.url === undefined) return; // unknown route: 404 follows
     const access = req.routeOptions.config.access ?? 'admin';
-    if (access === 'public') return;
+    if (access === 'public') {
+      checkQuery(req);
+      return;
+    }
     const given = bearerToken(req.headers.authorization);
     let grant = auth.grantOf(given);
     let presented = given !== undefined;
@@ -211,12 +223,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
       log.warn({ op: 'auth', method: req.method, route: routeOf(req), ip: req.ip, presented, grant }, 'unauthorized request');
       throw err;
     }
-    // Every route lists the query parameters it takes; fastify's parser gives strings, and arrays for repeats.
-    const allowed = req.routeOptions.config.query ?? (req.routeOptions.config.ticket === true ? ['ticket'] : []);
-    for (const [name, value] of Object.entries(req.query as Record<string, unknown>)) {
-      if (!allowed.includes(name)) throw new BadRequestError(`${name}: is not a query parameter of this route`);
-      if (typeof value !== 'string') throw new BadRequestError(`${name}: give it at most once`);
-    }
+    checkQuery(req);
   });
 
   app.addHook('onResponse', async (req, reply) => {

@@ -134,6 +134,13 @@ describe('http api on the real service', () => {
       ['query parameter on health', { method: 'GET', url: '/api/admin/health?verbose=1', headers: admin }, 400],
       ['history limit given twice', { method: 'GET', url: '/api/admin/history?limit=1&limit=2', headers: admin }, 400],
       ['event ticket given twice', { method: 'GET', url: '/api/events?ticket=a&ticket=b' }, 400],
+      // The routes that need no token take no query parameters either.
+      ['query parameter on healthz', { method: 'GET', url: '/healthz?verbose=1' }, 400],
+      ['query parameter on readyz', { method: 'GET', url: '/readyz?x=1&x=2' }, 400],
+      ['query parameter on the OpenAPI document', { method: 'GET', url: '/api/openapi.json?v=2' }, 400],
+      ['query parameter on the dashboard', { method: 'GET', url: '/?token=abc' }, 400],
+      ['event ticket request with a field', { method: 'POST', url: '/api/events/ticket', headers: json, payload: { ttl: 600 } }, 400],
+      ['event ticket request whose body is no object', { method: 'POST', url: '/api/events/ticket', headers: json, payload: '[]' }, 400],
     ];
     for (const [what, req, status] of cases) {
       const res = await app.inject(req);
