@@ -342,7 +342,8 @@ export function loadConfig(sources: ConfigSources): Config {
   if (lockStaleMs < 600) throw new ConfigInvalidError(`TABLEKEEPER_LOCK_STALE: '${lockStale}' is too short (at least 600ms)`);
   const port = envInt(env, 'TABLEKEEPER_HTTP_PORT') ?? file.http?.port ?? 8080;
   if (port > 65535) throw new ConfigInvalidError(`TABLEKEEPER_HTTP_PORT: ${port} is not a port`);
-  const prefix = env.TABLEKEEPER_SUBJECT_PREFIX ?? file.subjectPrefix ?? '';
+  // Empty counts as unset, as for every other variable (an env file's `NAME=` placeholder must not override the file).
+  const prefix = env.TABLEKEEPER_SUBJECT_PREFIX || file.subjectPrefix || '';
   if (prefix !== '' && !/^([A-Za-z0-9_-]+)(\.[A-Za-z0-9_-]+)*$/.test(prefix)) {
     throw new ConfigInvalidError(`TABLEKEEPER_SUBJECT_PREFIX: '${prefix}' is not a subject prefix`);
   }

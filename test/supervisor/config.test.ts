@@ -55,6 +55,12 @@ describe('config', () => {
     expect(c.compaction).toEqual({ cron: '0 */6 * * *', threshold: 0.2 });
   });
 
+  test('config - an empty variable counts as unset, the subject prefix too', () => {
+    const c = withFile({ subjectPrefix: 'acme', dataDir: './from-file' }, { TABLEKEEPER_SUBJECT_PREFIX: '', TABLEKEEPER_DATA_DIR: '' });
+    expect(c.subjectPrefix).toBe('acme');
+    expect(c.dataDir).toBe('/srv/from-file');
+  });
+
   test('config - http section: host, port and tokens from the environment, limits from the file', () => {
     const c = withFile(
       {
