@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { createActor, toPromise, waitFor } from 'xstate';
@@ -99,6 +100,8 @@ async function startLocked(config: Config, logger: Logger, opts: StartOptions, l
     logger: logger.child({ component: 'bus' }),
   });
   let lifecycle: ServiceLifecycle = 'starting';
+  // Known before the HTTP server, whose /metrics asks this instance's own $SRV.STATS, not another's on the same NATS.
+  const serviceId = randomBytes(11).toString('hex');
   let http: FastifyInstance | undefined;
   let httpUrl: string;
   try {
@@ -109,6 +112,7 @@ async function startLocked(config: Config, logger: Logger, opts: StartOptions, l
       lifecycle: () => lifecycle,
       push: webPush && { publicKey: webPush.keys.publicKey, subscriptions: webPush.subscriptions },
       notifier,
+      serviceId,
     });
     httpUrl = await listenHttp(http, config.http);
   } catch (err) {
@@ -122,6 +126,7 @@ async function startLocked(config: Config, logger: Logger, opts: StartOptions, l
   notifierActor.start();
   const service = new MicroService(bus, {
     name: 'tablekeeper',
+    id: serviceId,
     version: VERSION,
     description: 'Self-maintaining key/value tables',
     logger: logger.child({ component: 'micro' }),

@@ -30,6 +30,12 @@ export interface HttpMetricsOptions {
   scrapeTimeoutMs?: number;
   /** Wall clock in ms, for backup and scrub ages; default `Date.now`. */
   now?: () => number;
+  /**
+   * This process's NATS micro-service id: the bus gauges come from its own
+   * `$SRV.STATS.tablekeeper.<id>`. Without it, from `$SRV.STATS.tablekeeper`,
+   * which any service named tablekeeper on the same NATS server may answer first.
+   */
+  serviceId?: string;
 }
 
 type EventBody = Record<string, unknown>;
@@ -304,7 +310,8 @@ export class HttpMetrics {
   private async refreshBusStats(): Promise<void> {
     let reply: unknown;
     try {
-      reply = await callBusJson(this.opts.bus, '$SRV.STATS.tablekeeper', undefined, this.opts.scrapeTimeoutMs ?? 3000);
+      const subject = this.opts.serviceId === undefined ? '$SRV.STATS.tablekeeper' : `$SRV.STATS.tablekeeper.${this.opts.serviceId}`;
+      reply = await callBusJson(this.opts.bus, subject, undefined, this.opts.scrapeTimeoutMs ?? 3000);
     } catch {
       // Optional: without it the bus counts are absent.
       this.busRequests.reset();

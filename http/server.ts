@@ -48,6 +48,8 @@ export interface HttpServerOptions {
   push?: PushRoutesOptions;
   /** The notifier, whose delivery outcomes `/metrics` counts. */
   notifier?: { onOutcome(listener: (channel: string, outcome: string) => void): () => void };
+  /** This process's NATS micro-service id, so that `/metrics` asks its own `$SRV.STATS` (see HttpMetricsOptions). */
+  serviceId?: string;
 }
 
 /** Log paths that could hold credentials; pino replaces them before anything is written. */
@@ -139,7 +141,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     subjects,
     log,
     tables: new Set(config.tables.map((t) => t.name)),
-    metrics: new HttpMetrics({ bus, subjects, logger: log, scrapeTimeoutMs: opts.probeTimeoutMs, now }),
+    metrics: new HttpMetrics({ bus, subjects, logger: log, scrapeTimeoutMs: opts.probeTimeoutMs, now, serviceId: opts.serviceId }),
     limiter: new TokenBucketLimiter({ ...config.http.rateLimit, now }),
     tickets: new EventTickets({ now }),
     lifecycle: opts.lifecycle ?? (() => 'running'),

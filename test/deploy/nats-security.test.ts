@@ -146,6 +146,15 @@ describe('deploy - NATS users and permissions', () => {
     }
   });
 
+  test('deploy - the service may ask $SRV.STATS for the bus gauges of /metrics', async () => {
+    const token = readFileSync(path.join(dir, 'data', '.tablekeeper', 'admin-token'), 'utf8').trim();
+    const res = await service.http.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toMatch(/^tablekeeper_up 1$/m);
+    // From the service's own `$SRV.STATS` request, which its user must be allowed to publish.
+    expect(res.body).toMatch(/^tablekeeper_bus_table_requests\{table="orders"\} \d+$/m);
+  });
+
   test('deploy - a wrong password is refused at connect', async () => {
     await expect(NatsBus.connect({ servers: nats.url, user: 'operator', pass: 'guess' })).rejects.toThrow(/authorization/i);
   });

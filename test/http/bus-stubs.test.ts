@@ -310,6 +310,23 @@ describe('http over stub responders', () => {
     expect(sampleValue(m, 'tablekeeper_recovery_duration_seconds_sum', { table: 'orders', result: 'failed' })).toBe(4);
   });
 
+  test('http - the bus gauges come from this instance, not another tablekeeper on the same NATS that answers first', async () => {
+    bus.subscribe('admin.health', (msg) => void respondOk(msg, health({ orders: 'serving' })));
+    // Another service named tablekeeper (another prefix) answers the name-wide subject at once ...
+    bus.subscribe('$SRV.STATS.tablekeeper', (msg) =>
+      void respondOk(msg, { id: 'other-id', endpoints: [{ name: 'orders', subject: 'staging.tables.orders.>', num_requests: 99, num_errors: 99 }] }),
+    );
+    // ... and this one its own id, a little later.
+    bus.subscribe('$SRV.STATS.tablekeeper.own-id', (msg) =>
+      void setTimeout(() => respondOk(msg, { id: 'own-id', endpoints: [{ name: 'orders', subject: 'tables.orders.>', num_requests: 7, num_errors: 1 }] }), 20),
+    );
+    const res = await server({ serviceId: 'own-id' }).inject({ method: 'GET', url: '/metrics', headers: auth });
+    expect(res.statusCode).toBe(200);
+    const m = parsePrometheus(res.body);
+    expect(sampleValue(m, 'tablekeeper_bus_table_requests', { table: 'orders' })).toBe(7);
+    expect(sampleValue(m, 'tablekeeper_bus_table_errors', { table: 'orders' })).toBe(1);
+  });
+
   test('http - two overlapping scrapes both render the table gauges, whichever answer comes first', async () => {
     // Each scrape's admin.health and $SRV.STATS requests are held here and answered in a chosen order.
     const healthAsks: Message[] = [];
