@@ -20,12 +20,35 @@ commands:
   --version    print the version
 `;
 
+const SERVE_USAGE = `usage: tablekeeper serve
+
+Runs the service until SIGTERM or Ctrl-C. It takes no arguments: its
+configuration comes from the environment and from the JSON file named by
+TABLEKEEPER_CONFIG (see README, "Configuration").
+`;
+
+/**
+ * `tablekeeper serve` takes no arguments. One given anyway (`--help`, a
+ * mistyped `--port`) must not start a service with the defaults, which
+ * creates `./data`, generates an admin token and locks the directory.
+ */
+function serve(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> | number {
+  const [arg] = args;
+  if (arg === undefined) return serveCommand(env);
+  if (arg === '--help' || arg === '-h') {
+    process.stdout.write(SERVE_USAGE);
+    return 0;
+  }
+  process.stderr.write(`tablekeeper serve: unexpected argument '${arg}' (settings come from the environment)\n${SERVE_USAGE}`);
+  return 2;
+}
+
 /** Dispatches the command line; resolves to the process exit code. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [command] = argv;
   switch (command) {
     case 'serve':
-      return serveCommand(env);
+      return serve(argv.slice(1), env);
     case 'status':
       return statusCommand({ argv: argv.slice(1), env, stdout: process.stdout, stderr: process.stderr });
     case 'compact':
