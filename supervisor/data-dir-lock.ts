@@ -203,7 +203,8 @@ function sameBoot(owner: LockOwner | undefined): owner is LockOwner {
 
 /**
  * True when `owner` certainly no longer runs: this host and boot, and its
- * pid dead, our own, or now another process (a different start time).
+ * pid dead (also a zombie its parent has not reaped yet: signal 0 still
+ * reaches that), our own, or now another process (a different start time).
  */
 function ownerIsGone(owner: LockOwner | undefined): boolean {
   if (!sameBoot(owner)) return false;
@@ -214,22 +215,35 @@ function ownerIsGone(owner: LockOwner | undefined): boolean {
     // EPERM: alive, under another user.
     return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
-  const start = procStart(owner.pid);
-  return owner.procStart !== '' && start !== undefined && start !== owner.procStart;
+  const stat = procStat(owner.pid);
+  if (stat !== undefined && exited(stat)) return true;
+  return owner.procStart !== '' && stat !== undefined && stat.start !== owner.procStart;
 }
 
-/** True when `owner` certainly still runs: this host and boot, and its pid is the same process (same start time). */
+/** True when `owner` certainly still runs: this host and boot, and its pid is the same process (same start time), not exited. */
 function ownerIsRunning(owner: LockOwner | undefined): boolean {
   if (!sameBoot(owner) || owner.pid === process.pid || owner.procStart === '') return false;
-  return procStart(owner.pid) === owner.procStart;
+  const stat = procStat(owner.pid);
+  return stat !== undefined && !exited(stat) && stat.start === owner.procStart;
+}
+
+/** A process that has exited and waits only to be reaped (zombie), or is being torn down. */
+function exited(stat: { state: string }): boolean {
+  return stat.state === 'Z' || stat.state === 'X';
 }
 
 /** Field 22 of /proc/<pid>/stat (start time since boot), or undefined when it cannot be read. */
 function procStart(pid: number): string | undefined {
+  return procStat(pid)?.start;
+}
+
+/** Fields 3 (state) and 22 (start time since boot) of /proc/<pid>/stat, or undefined when it cannot be read. */
+function procStat(pid: number): { state: string; start: string } | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) is in parentheses and may hold anything: count from after it.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0], start: fields[19] };
   } catch {
     return undefined;
   }

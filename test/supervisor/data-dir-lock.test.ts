@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -82,6 +82,26 @@ describe('data directory lock', () => {
     leaveLock({ pid: process.ppid, procStart: String(Number(parentStart) + 1) });
     const lock = await acquire({ staleMs: 60_000 });
     expect(readOwner()).toMatchObject({ token: lock.owner.token, procStart: expect.stringMatching(/^[0-9]+$/) });
+  });
+
+  test('lock - a lock whose owner was killed but not yet reaped by its parent (a zombie) is taken over at once', async () => {
+    // `sh` starts `sleep` in the background and then becomes a `sleep` of its own that never reaps it.
+    const parent = spawn('sh', ['-c', 'sleep 60 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (c: Buffer) => resolve(Number(c.toString().trim()))));
+      const stat = (): string[] => {
+        const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return text.slice(text.lastIndexOf(')') + 2).split(' ');
+      };
+      const procStart = stat()[19];
+      process.kill(pid, 'SIGKILL');
+      await until(() => stat()[0] === 'Z', 'the killed process to be a zombie');
+      leaveLock({ pid, procStart });
+      const lock = await acquire({ staleMs: 60_000 });
+      expect(readOwner().token).toBe(lock.owner.token);
+    } finally {
+      parent.kill('SIGKILL');
+    }
   });
 
   test('lock - a fresh lock of a live process, or of another host, or with no owner file, is refused; once untouched for staleMs it is taken over', async () => {
