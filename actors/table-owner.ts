@@ -325,7 +325,7 @@ export const tableOwnerMachine = setup({
         { type: 'report', params: 'corrupt' },
         ({ context }) => {
           const error = context.error as TableCorruptError;
-          context.input.logger.error({ offset: error.offset, reason: error.reason }, 'table corrupt');
+          context.input.logger.error({ op: 'recover', source: context.source, offset: error.offset, reason: error.reason }, 'table corrupt');
         },
         sendParent(({ context }): TableOwnerReport => ({
           type: 'OWNER_CORRUPT',

@@ -193,11 +193,11 @@ async function takeBackup(file: TableFile, backupDir: string, clock: Date, logge
     for (const f of ours) await sfs.unlink(f).catch(() => undefined);
     if (signal.aborted) {
       // Not a failure of the backup: the table is closing (the service is stopping, or recovering the table).
-      logger.info({ stage, ms: Math.round(performance.now() - started) }, 'backup cancelled: the table is closing; nothing was kept');
+      logger.info({ op: 'backup', stage, ms: Math.round(performance.now() - started) }, 'backup cancelled: the table is closing; nothing was kept');
       throw signal.reason;
     }
     const error = err instanceof BackupFailedError ? err : new BackupFailedError(table, stage, { cause: err });
-    logger.error({ err: error, stage }, 'backup failed; nothing was kept');
+    logger.error({ err: error, op: 'backup', stage }, 'backup failed; nothing was kept');
     throw error;
   }
 }
@@ -324,7 +324,7 @@ export async function pruneBackups(
       if (verify === true || (verify === 'until-verified' && !confirmed)) {
         const check = trusted.has(m.name) ? { ok: true, problems: [] } : await verifyBackup(m, backupDir, opts);
         if (!check.ok) {
-          opts.logger?.warn({ table, backup: m.name, problems: check.problems }, 'damaged backup does not count toward keep');
+          opts.logger?.warn({ table, op: 'prune', backup: m.name, problems: check.problems }, 'damaged backup does not count toward keep');
           continue;
         }
         confirmed = true;
@@ -339,7 +339,7 @@ export async function pruneBackups(
   }
   const removed = await removeLeftovers(sfs, dir, backups, opts.idle === true);
   if (deleted.length > 0 || removed.length > 0) await sfs.syncDir(dir);
-  if (deleted.length > 0 || removed.length > 0) opts.logger?.info({ table, deleted: deleted.map((m) => m.name), removed }, 'backups pruned');
+  if (deleted.length > 0 || removed.length > 0) opts.logger?.info({ table, op: 'prune', deleted: deleted.map((m) => m.name), removed }, 'backups pruned');
   return deleted;
 }
 

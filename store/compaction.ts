@@ -270,7 +270,7 @@ class Compaction implements CopyContext {
       host.observe(undefined);
       await this.discard();
       if (paused) queue.resume();
-      host.logger.warn({ err, ms: Math.round(performance.now() - started) }, 'compaction failed; the table stays on the old file');
+      host.logger.warn({ err, op: 'compact', ms: Math.round(performance.now() - started) }, 'compaction failed; the table stays on the old file');
       throw err;
     }
 
@@ -327,11 +327,11 @@ class Compaction implements CopyContext {
       pausedMs,
     };
     host.logger.info(
-      { bytesBefore, bytesAfter: result.bytesAfter, records: result.recordsCopied, tombstones: result.tombstonesKept, rounds: result.rounds, ms: Math.round(result.durationMs), pausedMs: Math.round(pausedMs * 10) / 10 },
+      { op: 'compact', bytesBefore, bytesAfter: result.bytesAfter, records: result.recordsCopied, tombstones: result.tombstonesKept, rounds: result.rounds, ms: Math.round(result.durationMs), pausedMs: Math.round(pausedMs * 10) / 10 },
       'compaction done',
     );
     // The compaction is done whatever the hook does.
-    await this.step('switched').catch((err: unknown) => host.logger.warn({ err }, 'compaction step hook failed'));
+    await this.step('switched').catch((err: unknown) => host.logger.warn({ err, op: 'compact' }, 'compaction step hook failed'));
     return result;
   }
 

@@ -67,9 +67,9 @@ export async function applyCutMarker(sfs: StoreFs, fd: number, table: string, pa
   const found = await readCutMarker(sfs, fd, table, file);
   if (found === 'none') return;
   if (found === 'unreadable') {
-    logger.warn({ file }, 'removed an unreadable cut marker');
+    logger.warn({ op: 'open', file }, 'removed an unreadable cut marker');
   } else if (found === 'stale') {
-    logger.warn({ file }, 'removed a cut marker of a table file that has since been replaced');
+    logger.warn({ op: 'open', file }, 'removed a cut marker of a table file that has since been replaced');
   } else {
     const marker = found;
     const size = await storeIo(table, 'stat', () => sfs.size(fd));

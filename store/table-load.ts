@@ -80,10 +80,10 @@ export async function openOrCreate(sfs: StoreFs, table: string, path: string, ge
 export async function removeLeftover(sfs: StoreFs, file: string, logger: Logger): Promise<void> {
   try {
     await sfs.unlink(file);
-    logger.warn({ file }, 'removed the leftover of an interrupted compaction');
+    logger.warn({ op: 'open', file }, 'removed the leftover of an interrupted compaction');
   } catch (err) {
     // Harmless if it stays: the next compaction truncates it.
-    if (!isErrno(err, 'ENOENT')) logger.warn({ err, file }, 'could not remove the leftover of an interrupted compaction');
+    if (!isErrno(err, 'ENOENT')) logger.warn({ err, op: 'open', file }, 'could not remove the leftover of an interrupted compaction');
   }
 }
 
@@ -139,7 +139,7 @@ export async function loadTable(sfs: StoreFs, fd: number, table: string, path: s
     if (cutSeq !== undefined && cutSeq > seq && cutSeq - seq <= MAX_SEQ_SKIP) seq = cutSeq;
     tornTailFile = await keepTornTail(sfs, fd, table, path, header.generation, end, size);
     await storeIo(table, 'truncate', () => sfs.truncate(fd, end));
-    logger.warn({ bytes: tornTailBytes, offset: end, reason: cursor.damage.reason, keptIn: tornTailFile, seq }, 'torn tail truncated');
+    logger.warn({ op: 'open', bytes: tornTailBytes, offset: end, reason: cursor.damage.reason, keptIn: tornTailFile, seq }, 'torn tail truncated');
   }
   // Also makes durableLength honest: bytes a previous process wrote without
   // fsync (policy none) may still be only in the page cache.

@@ -291,7 +291,7 @@ export class WriteQueue {
    * them in the index, and truncates the file back to writtenEnd.
    */
   private async recoverFromWrite(cause: unknown, batch: WriteBatch, syncWaiter: Waiter | undefined): Promise<void> {
-    this.opts.logger.error({ err: cause, offset: batch.base, bytes: batch.len }, 'write failed; rolling back');
+    this.opts.logger.error({ err: cause, op: 'write', offset: batch.base, bytes: batch.len }, 'write failed; rolling back');
     this.inflight = undefined;
     const dropped = this.abandon(batch);
     const undone = await this.truncateTo(this.writtenEnd);
@@ -316,7 +316,7 @@ export class WriteQueue {
       this.fail(error);
       return;
     }
-    this.opts.logger.error({ err: cause, bytes: this.fileEnd - durableLength }, 'fsync failed; rolling back');
+    this.opts.logger.error({ err: cause, op: 'write', bytes: this.fileEnd - durableLength }, 'fsync failed; rolling back');
     // Set first: abandon() moves fileEnd back to writtenEnd.
     this.writtenEnd = durableLength;
     const dropped = this.abandon(batch);
@@ -384,7 +384,7 @@ export class WriteQueue {
   private fail(error: StoreIoError, older?: WriteBatch): void {
     if (this.failure !== undefined) return;
     this.failure = error;
-    this.opts.logger.error({ err: error }, 'table file failed; writes are refused until it is reopened');
+    this.opts.logger.error({ err: error, op: 'write' }, 'table file failed; writes are refused until it is reopened');
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     for (const b of this.abandon(older)) b.reject(error);
