@@ -1,4 +1,6 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { generateVapidKeys } from '../../actors';
 import { PushSubscriptions } from '../../actors/push-subscriptions';
 import { InProcessBus } from '../../bus';
 import { createHttpServer } from '../../http';
@@ -166,9 +168,30 @@ describe('http push routes', () => {
     expect(log.text()).toContain(a.publicKey);
     expect(log.text()).not.toContain(a.privateKey);
     expect(resolveVapidKeys({ dataDir: tmp.dir, webPush, logger: log.logger })).toEqual(a);
-    const env = resolveVapidKeys({ dataDir: tmp.dir, webPush: { ...webPush, publicKey: 'pub', privateKey: 'priv' }, logger: log.logger });
-    expect(env).toEqual({ publicKey: 'pub', privateKey: 'priv' });
+    const pair = generateVapidKeys();
+    const env = resolveVapidKeys({ dataDir: tmp.dir, webPush: { ...webPush, ...pair }, logger: log.logger });
+    expect(env).toEqual(pair);
     fs.writeFileSync(vapidKeysPath(tmp.dir), '{"publicKey": 1}');
     expect(() => resolveVapidKeys({ dataDir: tmp.dir, webPush, logger: log.logger })).toThrow(/must hold/);
+  });
+
+  test('push - a VAPID key pair that cannot sign is a config error at start, from the environment or the file', () => {
+    const log = captureLogger('info');
+    const webPush = { enabled: true, subject: 'mailto:ops@example.test' };
+    const pair = generateVapidKeys();
+    const other = generateVapidKeys();
+    for (const [keys, why] of [
+      [{ publicKey: 'abc', privateKey: 'def' }, /public key must decode to an uncompressed P-256 point/],
+      [{ publicKey: pair.publicKey, privateKey: 'def' }, /private key must decode to 32 bytes/],
+      [{ publicKey: other.publicKey, privateKey: pair.privateKey }, /public key is not the one of the private key/],
+    ] as const) {
+      const fromEnv = (): unknown => resolveVapidKeys({ dataDir: tmp.dir, webPush: { ...webPush, ...keys }, logger: log.logger });
+      expect(fromEnv).toThrow(ConfigInvalidError);
+      expect(fromEnv).toThrow(why);
+      expect(fromEnv).toThrow(/^TABLEKEEPER_VAPID_PUBLIC_KEY \/ TABLEKEEPER_VAPID_PRIVATE_KEY: /);
+      fs.mkdirSync(path.dirname(vapidKeysPath(tmp.dir)), { recursive: true, mode: 0o700 });
+      fs.writeFileSync(vapidKeysPath(tmp.dir), JSON.stringify(keys), { mode: 0o600 });
+      expect(() => resolveVapidKeys({ dataDir: tmp.dir, webPush, logger: log.logger })).toThrow(why);
+    }
   });
 });
