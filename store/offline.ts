@@ -46,7 +46,8 @@ export interface VerifyReport {
 /**
  * Yields the header, then every record (key and value copied) and damaged
  * range of the file at `path`. Damage does not stop the scan: it resumes at
- * the next valid record.
+ * the next valid record. With a damaged header no range is a `tail`: an
+ * open refuses such a file as corrupt and cuts nothing.
  */
 export async function* scanFile(path: string, sfs: StoreFs = nodeStoreFs): AsyncGenerator<FileScanItem> {
   const fd = await sfs.open(path, 'r');
@@ -57,7 +58,12 @@ export async function* scanFile(path: string, sfs: StoreFs = nodeStoreFs): Async
     const decoded = decodeFileHeader(buf.subarray(0, got));
     if (typeof decoded === 'string') yield { type: 'header', header: undefined, damage: decoded };
     else yield { type: 'header', header: decoded, damage: undefined };
-    if (size > FILE_HEADER_BYTES) yield* scanRecords(sfs, fd, FILE_HEADER_BYTES, size);
+    if (size <= FILE_HEADER_BYTES) return;
+    if (typeof decoded !== 'string') {
+      yield* scanRecords(sfs, fd, FILE_HEADER_BYTES, size);
+      return;
+    }
+    for await (const item of scanRecords(sfs, fd, FILE_HEADER_BYTES, size)) yield item.type === 'damage' ? { ...item, tail: false } : item;
   } finally {
     await sfs.close(fd);
   }
@@ -77,7 +83,8 @@ export async function verifyFile(path: string, sfs: StoreFs = nodeStoreFs): Prom
       report.header = item.header;
       if (item.damage !== undefined) {
         const end = Math.min(FILE_HEADER_BYTES, report.fileBytes);
-        report.damaged.push({ type: 'damage', start: 0, end, reason: item.damage, tail: report.fileBytes <= FILE_HEADER_BYTES });
+        // Not a torn write even when the file is shorter than a header: an open refuses it as corrupt.
+        report.damaged.push({ type: 'damage', start: 0, end, reason: item.damage, tail: false });
       }
     } else if (item.type === 'record') {
       report.records++;

@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, linkSync, openSync, readFileSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, linkSync, openSync, readFileSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { offlineCommand } from '../../cli/offline';
 import { salvageFile, scanFile, TableFile } from '../../store';
@@ -174,6 +174,31 @@ describe('offline tools', () => {
     await expect(salvaging).rejects.toMatchObject({ code: 'BAD_REQUEST' });
     expect(readFileSync(out, 'utf8')).toBe('written meanwhile');
     expect(existsSync(out + '.partial')).toBe(false);
+  });
+
+  test('offline tools - with a damaged header nothing is a torn write that open cuts: open refuses the whole file', async () => {
+    const file = path.join(tmp.dir, 't.tkt');
+    await makeTable(file);
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.from([0xff]), 0, 1, 5); // the header's checksum no longer holds
+    writeSync(fd, Buffer.from('torn'), 0, 4, fstatSync(fd).size); // and a torn last record
+    closeSync(fd);
+    await expect(TableFile.open({ table: 't', path: file })).rejects.toMatchObject({ code: 'TABLE_CORRUPT', offset: 0 });
+    const text = await run('verify', [file]);
+    expect(text.code).toBe(1);
+    expect(text.out).toContain('header DAMAGED');
+    expect(text.out).not.toContain('cut at open');
+    const report = JSON.parse((await run('verify', [file, '--json'])).out);
+    expect(report.damaged).toHaveLength(2);
+    expect(report.damaged.map((d: { tail: boolean }) => d.tail)).toEqual([false, false]);
+    // The header line names the header's damage as text; the ranges after it are objects.
+    const dumped = (await run('dump', [file])).out.trim().split('\n').map((l) => JSON.parse(l)).filter((l) => typeof l.damage === 'object');
+    expect(dumped.map((l) => l.damage.tail)).toEqual([false]);
+    // A file shorter than a header is not a torn write either.
+    const short = path.join(tmp.dir, 'short.tkt');
+    writeFileSync(short, 'TKT1abcd');
+    await expect(TableFile.open({ table: 't', path: short })).rejects.toMatchObject({ code: 'TABLE_CORRUPT' });
+    expect(JSON.parse((await run('verify', [short, '--json'])).out).damaged).toEqual([expect.objectContaining({ start: 0, end: 8, tail: false })]);
   });
 
   test('offline tools - dump prints every record and damaged range as JSON lines', async () => {
