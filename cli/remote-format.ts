@@ -60,8 +60,12 @@ export function formatCompactResult(result: Json, width: number): string {
   switch (status) {
     case 'compacted':
       return `${name}  compacted  ${bytes(result.bytesBefore)} -> ${bytes(result.bytesAfter)}, writes paused ${duration(result.pausedMs)}${took}`;
-    case 'skipped':
-      return `${name}  skipped    ${str(result.reason)}${typeof result.fragmentation === 'number' ? ` (fragmentation ${percent(result.fragmentation)})` : ''}`;
+    case 'skipped': {
+      // The threshold's reason names the fragmentation itself; another reason gets it added.
+      const reason = str(result.reason);
+      const extra = typeof result.fragmentation === 'number' && !reason.includes('fragmentation') ? ` (fragmentation ${percent(result.fragmentation)})` : '';
+      return `${name}  skipped    ${reason}${extra}`;
+    }
     default:
       return `${name}  ${status.padEnd(9)}  ${errorText(result.error)}`;
   }

@@ -121,6 +121,8 @@ describe('cli remote - over HTTP', () => {
     const skipped = await runCli('compact', ['orders'], env);
     expect(skipped.code).toBe(0);
     expect(skipped.stdout).toMatch(/^orders  skipped    /);
+    // The reason names the fragmentation already: said once.
+    expect(skipped.stdout.match(/fragmentation/g)).toHaveLength(1);
     expect(stub.requests).toContain('POST /api/admin/compact/orders');
 
     const forced = await runCli('compact', ['orders', '--force', '--json'], env);
