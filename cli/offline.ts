@@ -8,6 +8,7 @@
  * exits 1 so a script notices the loss); 2 usage error or an unreadable file.
  */
 import { isUtf8 } from 'node:buffer';
+import * as path from 'node:path';
 import { nodeStoreFs, pendingCutOf, salvageFile, scanFile, verifyFile, type DamagedRange, type VerifyReport } from '../store';
 import type { CommandIo } from './remote';
 
@@ -80,6 +81,8 @@ export async function offlineCommand(command: OfflineCommand, io: CommandIo): Pr
 
 function describe(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
+  // salvage writes `<out>.partial` first: a missing folder of --out shows up there.
+  if (e?.code === 'ENOENT' && e.path?.endsWith('.partial') === true) return `cannot write ${e.path.slice(0, -'.partial'.length)}: no such directory: ${path.dirname(e.path)}`;
   if (e?.code === 'ENOENT') return `no such file: ${e.path ?? ''}`.trim();
   if (e?.code === 'EISDIR') return 'that is a directory, not a table file';
   return e instanceof Error ? e.message : String(err);

@@ -157,6 +157,11 @@ describe('offline tools', () => {
     const leftover = await run('salvage', [partial, '--out', path.join(tmp.dir, 'new.tkt')]);
     expect(leftover.code).toBe(2);
     expect(readFileSync(path.join(tmp.dir, 'new.tkt.partial'), 'utf8')).toBe('someone else');
+    // An output folder that does not exist is named as such, not as a missing temporary file.
+    const nowhere = await run('salvage', [partial, '--out', path.join(tmp.dir, 'no-such-dir', 'x.tkt')]);
+    expect(nowhere.code).toBe(2);
+    expect(nowhere.err).toContain(`no such directory: ${path.join(tmp.dir, 'no-such-dir')}`);
+    expect(nowhere.err).not.toContain('.partial');
     expect(sha(partial)).toBe(before);
   });
 
