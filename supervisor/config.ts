@@ -333,13 +333,15 @@ export function loadConfig(sources: ConfigSources): Config {
     throw new ConfigInvalidError(`TABLEKEEPER_LOG_LEVEL: unknown level '${logLevel}'`);
   }
   const lockStale = env.TABLEKEEPER_LOCK_STALE || file.lockStale || '60s';
+  // Errors name where the value came from.
+  const lockStaleFrom = env.TABLEKEEPER_LOCK_STALE ? 'TABLEKEEPER_LOCK_STALE' : 'lockStale';
   let lockStaleMs: number;
   try {
     lockStaleMs = parseDuration(lockStale);
   } catch (err) {
-    throw new ConfigInvalidError(`TABLEKEEPER_LOCK_STALE: ${(err as Error).message}`);
+    throw new ConfigInvalidError(`${lockStaleFrom}: ${(err as Error).message}`);
   }
-  if (lockStaleMs < 600) throw new ConfigInvalidError(`TABLEKEEPER_LOCK_STALE: '${lockStale}' is too short (at least 600ms)`);
+  if (lockStaleMs < 600) throw new ConfigInvalidError(`${lockStaleFrom}: '${lockStale}' is too short (at least 600ms)`);
   const port = envInt(env, 'TABLEKEEPER_HTTP_PORT') ?? file.http?.port ?? 8080;
   if (port > 65535) throw new ConfigInvalidError(`TABLEKEEPER_HTTP_PORT: ${port} is not a port`);
   // Empty counts as unset, as for every other variable (an env file's `NAME=` placeholder must not override the file).

@@ -118,6 +118,9 @@ describe('config', () => {
     expect(() => withFile({}, { TABLEKEEPER_LOCK_STALE: 'soon' })).toThrow(/TABLEKEEPER_LOCK_STALE: 'soon' is not a duration/);
     expect(() => withFile({}, { TABLEKEEPER_LOCK_STALE: '100ms' })).toThrow(/too short/);
     expect(() => withFile({ lockStale: 5 })).toThrow(ConfigInvalidError);
+    // A bad value from the file is named by its key there, not by a variable that was never set.
+    expect(() => withFile({ lockStale: 'soon' })).toThrow(/^lockStale: 'soon' is not a duration/);
+    expect(() => withFile({ lockStale: '100ms' })).toThrow(/^lockStale: '100ms' is too short/);
   });
 
   test('config - durations', () => {
