@@ -266,6 +266,9 @@ export interface ConfigSources {
   cwd?: string;
 }
 
+/** How deploy/env.example's placeholder secrets begin. */
+const PLACEHOLDER_SECRET = 'change-me';
+
 function envInt(env: Record<string, string | undefined>, name: string): number | undefined {
   const raw = env[name];
   if (raw === undefined || raw === '') return undefined;
@@ -348,6 +351,13 @@ export function loadConfig(sources: ConfigSources): Config {
   const prefix = env.TABLEKEEPER_SUBJECT_PREFIX || file.subjectPrefix || '';
   if (prefix !== '' && !/^([A-Za-z0-9_-]+)(\.[A-Za-z0-9_-]+)*$/.test(prefix)) {
     throw new ConfigInvalidError(`TABLEKEEPER_SUBJECT_PREFIX: '${prefix}' is not a subject prefix`);
+  }
+
+  // deploy/env.example's placeholders, copied and never replaced, would be secrets anyone can read.
+  for (const name of ['TABLEKEEPER_ADMIN_TOKEN', 'TABLEKEEPER_READ_TOKEN', 'NATS_PASS', 'NATS_TOKEN']) {
+    if (env[name]?.startsWith(PLACEHOLDER_SECRET) === true) {
+      throw new ConfigInvalidError(`${name}: still the placeholder of deploy/env.example; set a secret of your own (e.g. \`openssl rand -hex 24\`)`);
+    }
   }
 
   const nats = {

@@ -55,6 +55,14 @@ describe('config', () => {
     expect(c.compaction).toEqual({ cron: '0 */6 * * *', threshold: 0.2 });
   });
 
+  test("config - a secret still set to deploy/env.example's placeholder stops the start", () => {
+    for (const name of ['TABLEKEEPER_ADMIN_TOKEN', 'TABLEKEEPER_READ_TOKEN', 'NATS_PASS', 'NATS_TOKEN']) {
+      expect(() => loadConfig({ env: { [name]: 'change-me-admin-token' } })).toThrow(ConfigInvalidError);
+      expect(() => loadConfig({ env: { [name]: 'change-me-admin-token' } })).toThrow(new RegExp(`^${name}: still the placeholder`));
+    }
+    expect(loadConfig({ env: { TABLEKEEPER_ADMIN_TOKEN: 'a-real-secret-change-me-later' } }).http.adminToken).toBe('a-real-secret-change-me-later');
+  });
+
   test('config - an empty variable counts as unset, the subject prefix too', () => {
     const c = withFile({ subjectPrefix: 'acme', dataDir: './from-file' }, { TABLEKEEPER_SUBJECT_PREFIX: '', TABLEKEEPER_DATA_DIR: '' });
     expect(c.subjectPrefix).toBe('acme');
