@@ -163,6 +163,7 @@ export const OPENAPI_DOCUMENT = {
         security: [],
         responses: { '200': ok('Alive.', { type: 'object', properties: { status: { const: 'ok' }, service: { type: 'string' } } }) },
       },
+      head: { summary: 'Liveness, status only', tags: ['probes'], security: [], responses: { '200': { description: 'Alive.' } } },
     },
     '/readyz': {
       get: {
@@ -173,6 +174,12 @@ export const OPENAPI_DOCUMENT = {
           '200': ok('Every table serves.', ref('Readiness')),
           '503': ok('Starting, stopping, or some table is not serving (listed), with `Retry-After`.', ref('Readiness')),
         },
+      },
+      head: {
+        summary: 'Readiness, status only',
+        tags: ['probes'],
+        security: [],
+        responses: { '200': { description: 'Every table serves.' }, '503': { description: 'Not ready, with `Retry-After`.' } },
       },
     },
     '/metrics': {

@@ -20,12 +20,13 @@ function notReady(reply: FastifyReply, reason: string, tables: { table: string; 
 
 /** Registers the probe and document routes. */
 export function registerProbeRoutes(app: FastifyInstance, ctx: HttpContext): void {
-  app.get('/healthz', { config: { access: 'public' } }, async () => ({ status: 'ok', service: ctx.lifecycle() }));
+  // The probes also answer HEAD (some load balancers and checkers send it): the same status, no body.
+  app.get('/healthz', { config: { access: 'public' }, exposeHeadRoute: true }, async () => ({ status: 'ok', service: ctx.lifecycle() }));
 
   // Ready means: the service has started, is not stopping, and every table
   // serves. Any other table state (opening, recovering, corrupt, down, ...)
   // makes it not ready, and the answer lists those tables.
-  app.get('/readyz', { config: { access: 'public' } }, async (_req, reply) => {
+  app.get('/readyz', { config: { access: 'public' }, exposeHeadRoute: true }, async (_req, reply) => {
     const lifecycle = ctx.lifecycle();
     if (lifecycle !== 'running') return notReady(reply, `the service is ${lifecycle}`, []);
     let health: HealthSummary;

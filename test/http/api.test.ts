@@ -268,6 +268,11 @@ describe('http api on the real service', () => {
     expect(ready.json()).toEqual({ ready: true, tables: 2 });
     const live = await app.inject({ method: 'GET', url: '/healthz' });
     expect(live.json()).toEqual({ status: 'ok', service: 'running' });
+    // HEAD: the same status, no body.
+    for (const url of ['/readyz', '/healthz']) {
+      const head = await app.inject({ method: 'HEAD', url });
+      expect([url, head.statusCode, head.body]).toEqual([url, 200, '']);
+    }
   });
 
   test('http - metrics parse and report tables, events, HTTP requests and bus requests', async () => {
@@ -321,7 +326,7 @@ describe('http api on the real service', () => {
     expect(doc.openapi).toBe('3.1.0');
     expect(typeof doc.info.title).toBe('string');
     expect(typeof doc.info.version).toBe('string');
-    const methods = new Set(['get', 'put', 'post', 'delete', 'patch']);
+    const methods = new Set(['get', 'head', 'put', 'post', 'delete', 'patch']);
     const documented = Object.entries(doc.paths as Record<string, Record<string, unknown>>)
       .flatMap(([path, item]) => Object.keys(item).filter((m) => methods.has(m)).map((m) => `${m.toUpperCase()} ${path}`))
       .sort();

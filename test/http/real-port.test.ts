@@ -59,7 +59,7 @@ let service: RunningService;
 let base: string;
 const files = new HeldOpenFs();
 
-async function call(method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, headers: Record<string, string> = admin, body?: string): Promise<Answer> {
+async function call(method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE', path: string, headers: Record<string, string> = admin, body?: string): Promise<Answer> {
   const res = await request(`${base}${path}`, { method, headers, body });
   const text = await res.body.text();
   return { status: res.statusCode, headers: res.headers, text, json: () => JSON.parse(text) };
@@ -88,6 +88,14 @@ describe('http over the service\'s real port', () => {
       ['GET /readyz', async () => {
         const a = await call('GET', '/readyz', {});
         expect([a.status, a.json()]).toEqual([200, { ready: true, tables: 2 }]);
+      }],
+      ['HEAD /healthz', async () => {
+        const a = await call('HEAD', '/healthz', {});
+        expect([a.status, a.text]).toEqual([200, '']);
+      }],
+      ['HEAD /readyz', async () => {
+        const a = await call('HEAD', '/readyz', {});
+        expect([a.status, a.text]).toEqual([200, '']);
       }],
       ['PUT /api/tables/:table/keys/:key', async () => {
         const a = await call('PUT', '/api/tables/orders/keys/a%2Fb', json, '{"n":1}');
