@@ -179,6 +179,8 @@ export function describeErrors(errors: readonly ErrorObject[] | null | undefined
     const at = (name: string): string => (path ? `${path}.${name}` : name);
     if (e.keyword === 'required') return `${at(String(e.params.missingProperty))}: is required`;
     if (e.keyword === 'additionalProperties') return `${at(String(e.params.additionalProperty))}: is not allowed`;
+    // Ajv's own message ("must be equal to one of the allowed values") does not say which.
+    if (e.keyword === 'enum') return `${path || 'body'}: must be one of ${(e.params.allowedValues as unknown[]).map((v) => (typeof v === 'string' ? `'${v}'` : JSON.stringify(v))).join(', ')}`;
     return `${path || 'body'}: ${e.message ?? 'is invalid'}`;
   });
   return [...new Set(lines)].join('; ');

@@ -60,6 +60,8 @@ describe('schemas', () => {
     expect(failure('compact', { force: 'yes' })).toBe('force: must be boolean');
     expect(() => validateRequest('corruption', { reason: 'crc mismatch', offset: 128 })).not.toThrow();
     expect(failure('corruption', {})).toBe('reason: is required');
+    // An enum names what it takes.
+    expect(failure('corruption', { reason: 'r', source: 'cron' })).toBe("source: must be one of 'operator', 'scrub', 'owner'");
     expect(() => validateRequest('admin.history', { limit: 20 })).not.toThrow();
     expect(failure('admin.health', { x: 1 })).toBe('x: is not allowed');
   });
