@@ -3,7 +3,7 @@
  * required table, and where the service is (HTTP or NATS). Pure: everything
  * comes from `argv` and `env`, so tests need no real environment.
  */
-import { parseDuration, TABLE_NAME_PATTERN } from '../supervisor';
+import { loadConfig, parseDuration, TABLE_NAME_PATTERN } from '../supervisor';
 
 /** The longest --timeout: 24 days, under the 2^31-1 ms a timer can wait. */
 const MAX_TIMEOUT_MS = 24 * 24 * 3600 * 1000;
@@ -52,7 +52,9 @@ export function remoteUsage(command?: RemoteCommand): string {
   ${shown.join('\n  ')}
 
 options:
-  --url <url>         HTTP API of the service (env TABLEKEEPER_URL; default ${DEFAULT_URL})
+  --url <url>         HTTP API of the service (env TABLEKEEPER_URL; default: the service's
+                      configured address, TABLEKEEPER_HTTP_HOST/_PORT or TABLEKEEPER_CONFIG's,
+                      else ${DEFAULT_URL})
   --token <token>     admin token (env TABLEKEEPER_ADMIN_TOKEN; else <dataDir>/.tablekeeper/admin-token)
   --nats <url>        talk over NATS instead (env NATS_URL; credentials from NATS_USER/NATS_PASS,
                       NATS_TOKEN, NATS_CREDS or NATS_NKEY)
@@ -143,7 +145,27 @@ function targetFrom(values: Map<string, string>, env: NodeJS.ProcessEnv): Target
   if (url !== undefined) return httpTarget(url, token);
   if (env.TABLEKEEPER_URL) return httpTarget(env.TABLEKEEPER_URL, token);
   if (env.NATS_URL) return natsTarget(env.NATS_URL, values.has('--token'));
-  return httpTarget(DEFAULT_URL, token);
+  return httpTarget(configuredUrl(env), token);
+}
+
+/**
+ * The HTTP address the service's own configuration gives (the same
+ * environment and config file: `TABLEKEEPER_HTTP_HOST` / `_PORT`, `http` in
+ * the file), for an operator on the service's host; an address that listens
+ * on every interface is reached on loopback. DEFAULT_URL when the
+ * configuration does not load (the service would not start with it either).
+ */
+function configuredUrl(env: NodeJS.ProcessEnv): string {
+  let host: string;
+  let port: number;
+  try {
+    ({ host, port } = loadConfig({ env }).http);
+  } catch {
+    return DEFAULT_URL;
+  }
+  if (host === '0.0.0.0' || host === '') host = '127.0.0.1';
+  else if (host === '::') host = '::1';
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 function httpTarget(url: string, token: string | undefined): Target {

@@ -14,6 +14,14 @@ describe('cli remote args', () => {
     });
   });
 
+  test("cli remote args - without a URL, the service's own configured address, reached on loopback when it listens on all", () => {
+    expect(parseRemoteArgs('status', [], { TABLEKEEPER_HTTP_PORT: '9123' }).target).toEqual({ kind: 'http', url: 'http://127.0.0.1:9123', token: undefined });
+    expect(parseRemoteArgs('status', [], { TABLEKEEPER_HTTP_HOST: '0.0.0.0', TABLEKEEPER_HTTP_PORT: '9124' }).target).toMatchObject({ url: 'http://127.0.0.1:9124' });
+    expect(parseRemoteArgs('status', [], { TABLEKEEPER_HTTP_HOST: '::1' }).target).toMatchObject({ url: 'http://[::1]:8080' });
+    // A configuration that does not load: the default address.
+    expect(parseRemoteArgs('status', [], { TABLEKEEPER_HTTP_PORT: 'eighty' }).target).toMatchObject({ url: DEFAULT_URL });
+  });
+
   test('cli remote args - options beat the environment; TABLEKEEPER_URL beats NATS_URL', () => {
     const env = { TABLEKEEPER_URL: 'http://10.0.0.1:9000/', NATS_URL: 'nats://127.0.0.1:4222', TABLEKEEPER_ADMIN_TOKEN: 'env' };
     expect(parseRemoteArgs('status', [], env).target).toEqual({ kind: 'http', url: 'http://10.0.0.1:9000', token: 'env' });
