@@ -6,6 +6,7 @@
  * releases it (to build an exact interleaving), and can tell when a call of an
  * operation has completed (so tests wait for events, not for time).
  */
+import * as path from 'node:path';
 import { nodeStoreFs, OpenMode, StoreFs, StoreFsOp } from '../../store';
 
 /** One armed fault. */
@@ -211,3 +212,17 @@ function errnoError(fault: Fault, op: string): NodeJS.ErrnoException {
   const code = fault.code ?? 'EIO';
   return Object.assign(new Error(`${code}: injected ${op} failure`), { code, syscall: op });
 }
+
+/** Fails the first open of the one file named `name` (its base name) with EIO; everything else passes through. */
+export class FailsFirstOpenOf extends FaultyFs {
+  private failed = false;
+  constructor(private readonly name: string) {
+    super();
+  }
+  override open(file: string, mode: OpenMode): Promise<number> {
+    if (this.failed || path.basename(file) !== this.name) return super.open(file, mode);
+    this.failed = true;
+    return Promise.reject(Object.assign(new Error(`EIO: injected open failure of ${file}`), { code: 'EIO', syscall: 'open' }));
+  }
+}
+

@@ -11,9 +11,8 @@ import {
   RebuildReport,
   RecoveryFailedError,
   TableFile,
-  type OpenMode,
 } from '../../store';
-import { FaultyFs } from '../helpers/store-faulty-fs';
+import { FailsFirstOpenOf, FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 import { contentsOf, recordsOf, sha256Of } from './recovery-helpers';
 
@@ -226,17 +225,6 @@ describe('table rebuild', () => {
     expect([older.generation, newer.generation]).toEqual([1, 2]);
     quarantineWith((bytes) => bytes.fill(0, 0, FILE_HEADER_BYTES));
     // The newer backup's open fails once: it is rejected, and the older one used.
-    class FailsFirstOpenOf extends FaultyFs {
-      private failed = false;
-      constructor(private readonly name: string) {
-        super();
-      }
-      override open(file: string, mode: OpenMode): Promise<number> {
-        if (this.failed || path.basename(file) !== this.name) return super.open(file, mode);
-        this.failed = true;
-        return Promise.reject(Object.assign(new Error(`EIO: injected open failure of ${file}`), { code: 'EIO' }));
-      }
-    }
     const first = await rebuildTable({ table: 't', damagedPath: damaged(), backupDir: backups(), outPath: rebuilt(), fs: new FailsFirstOpenOf(`${newer.name}.tkt`) });
     expect(first).toMatchObject({ backupUsed: older.name, backupsRejected: [{ name: newer.name }], lostRecords: 0 });
     expect(first.generation).toBeGreaterThan(newer.generation);

@@ -8,23 +8,9 @@ import { loadConfig, type Config } from '../../supervisor/config';
 import { HistoryStore } from '../../supervisor/history';
 import { Schedule } from '../../supervisor/schedule';
 import { supervisorMachine, type SupervisorRef } from '../../supervisor/supervisor';
-import { FaultyFs } from '../helpers/store-faulty-fs';
+import { FailsFirstOpenOf, FaultyFs } from '../helpers/store-faulty-fs';
 import { useTempDir } from '../helpers/store-temp';
 import { fieldCheckingLogger } from '../helpers/log-fields';
-import type { OpenMode } from '../../store';
-
-/** Fails the first open of the one file named `name` with EIO; everything else passes through. */
-class FailsFirstOpenOf extends FaultyFs {
-  private failed = false;
-  constructor(private readonly name: string) {
-    super();
-  }
-  override open(file: string, mode: OpenMode): Promise<number> {
-    if (this.failed || path.basename(file) !== this.name) return super.open(file, mode);
-    this.failed = true;
-    return Promise.reject(Object.assign(new Error(`EIO: injected open failure of ${file}`), { code: 'EIO', syscall: 'open' }));
-  }
-}
 
 // Every line logged is checked (at every level) for a field named twice.
 const { logger: silent, repeats } = fieldCheckingLogger();
