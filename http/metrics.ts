@@ -11,12 +11,25 @@
  */
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { decodeJson, type Bus, type Subjects, type Subscription } from '../bus';
+import { BACKUP_EVENTS, decodeJson, type Bus, type Subjects, type Subscription } from '../bus';
 import { callBusJson } from './bus-call';
 import { parseHealth, type TableHealth } from './health-reply';
 
 /** Owner states a table can report; each gets a 0/1 series so queries need no `absent()`. */
 export const KNOWN_TABLE_STATES = ['opening', 'serving', 'compacting', 'corrupt', 'recovering', 'stopping', 'stopped', 'failed', 'down'] as const;
+
+/**
+ * Label values the event-fed metrics take. Every label value is a series kept
+ * for the life of the process, and the events come from the bus, where
+ * anyone allowed to publish `backups.>` picks the subject and the body: one
+ * series per made-up event name or table name grew the registry (and every
+ * scrape) without bound. Anything else is counted as `other` (event names)
+ * or not by table.
+ */
+const KNOWN_EVENTS: ReadonlySet<string> = new Set(BACKUP_EVENTS);
+const COMPACTION_STATUSES: ReadonlySet<string> = new Set(['compacted', 'skipped', 'error']);
+/** The history table, which `corruption_detected` names besides the configured tables. */
+const HISTORY_TABLE = '_history';
 
 const DURATION_BUCKETS_S = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800];
 const HTTP_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -36,6 +49,11 @@ export interface HttpMetricsOptions {
    * which any service named tablekeeper on the same NATS server may answer first.
    */
   serviceId?: string;
+  /**
+   * The configured tables: the only `table` labels events may add (and the
+   * history table). Without it, any table an event names is counted.
+   */
+  tables?: readonly string[];
 }
 
 type EventBody = Record<string, unknown>;
@@ -59,6 +77,7 @@ export class HttpMetrics {
   private readonly opts: HttpMetricsOptions;
   private readonly now: () => number;
   private events: Subscription | undefined;
+  private readonly knownTables: ReadonlySet<string> | undefined;
 
   private readonly up: Gauge;
   private readonly tableGauges: Gauge[];
@@ -101,6 +120,7 @@ export class HttpMetrics {
   constructor(opts: HttpMetricsOptions) {
     this.opts = opts;
     this.now = opts.now ?? Date.now;
+    this.knownTables = opts.tables === undefined ? undefined : new Set([...opts.tables, HISTORY_TABLE]);
     const registers = [this.registry];
     const gauge = (name: string, help: string, labelNames: string[] = ['table']) => new Gauge({ name, help, labelNames, registers });
     const counter = (name: string, help: string, labelNames: string[]) => new Counter({ name, help, labelNames, registers });
@@ -174,13 +194,13 @@ export class HttpMetrics {
 
   /** Counts one `backups.<name>` event. */
   onEvent(name: string, body: EventBody): void {
-    this.eventsSeen.inc({ event: name });
+    this.eventsSeen.inc({ event: KNOWN_EVENTS.has(name) ? name : 'other' });
     switch (name) {
       case 'compaction_complete':
         for (const r of records(body.results)) {
-          const table = str(r.table);
+          const table = this.table(r.table);
           const status = str(r.status);
-          if (table === undefined || status === undefined) continue;
+          if (table === undefined || status === undefined || !COMPACTION_STATUSES.has(status)) continue;
           this.compactions.inc({ table, status });
           const ms = num(r.durationMs);
           if (status === 'compacted' && ms !== undefined) this.compactionSeconds.observe({ table }, ms / 1000);
@@ -188,7 +208,7 @@ export class HttpMetrics {
         return;
       case 'backup_complete':
         for (const t of records(body.tables)) {
-          const table = str(t.table);
+          const table = this.table(t.table);
           if (table === undefined) continue;
           this.backups.inc({ table, result: 'ok' });
           const ms = num(t.durationMs);
@@ -196,18 +216,18 @@ export class HttpMetrics {
         }
         return;
       case 'backup_failed': {
-        const table = str(body.table);
+        const table = this.table(body.table);
         if (table !== undefined) this.backups.inc({ table, result: 'failed' });
         return;
       }
       case 'corruption_detected': {
-        const table = str(body.table);
+        const table = this.table(body.table);
         if (table !== undefined) this.corruptions.inc({ table });
         return;
       }
       case 'recovery_complete':
       case 'recovery_failed': {
-        const table = str(body.table);
+        const table = this.table(body.table);
         if (table === undefined) return;
         const result = name === 'recovery_complete' ? 'complete' : 'failed';
         this.recoveries.inc({ table, result });
@@ -218,6 +238,13 @@ export class HttpMetrics {
       default:
         return;
     }
+  }
+
+  /** The `table` label for a table an event names: undefined for none, or for one not configured. */
+  private table(v: unknown): string | undefined {
+    const table = str(v);
+    if (table === undefined || (this.knownTables !== undefined && !this.knownTables.has(table))) return undefined;
+    return table;
   }
 
   /** Records one finished HTTP request; `route` is the route pattern, never the raw URL. */

@@ -310,6 +310,31 @@ describe('http over stub responders', () => {
     expect(sampleValue(m, 'tablekeeper_recovery_duration_seconds_sum', { table: 'orders', result: 'failed' })).toBe(4);
   });
 
+  test('http - made-up event names and tables on backups.* add no metric series: they count as event "other" and under no table', async () => {
+    bus.subscribe('admin.health', (msg) => void respondOk(msg, health({ orders: 'serving' })));
+    const s = server();
+    // What anyone allowed to publish backups.> could send: each of these used to be a series of its own, for good.
+    const n = 500;
+    for (let i = 0; i < n; i++) {
+      bus.publish(`backups.made_up_${i}`, encodeJson({ event: `made_up_${i}` }));
+      bus.publish('backups.corruption_detected', encodeJson({ table: `nosuch_${i}`, reason: 'x' }));
+      bus.publish('backups.compaction_complete', encodeJson({ results: [{ table: `nosuch_${i}`, status: 'compacted', durationMs: 1 }, { table: 'orders', status: `status_${i}` }] }));
+      bus.publish('backups.recovery_failed', encodeJson({ table: `nosuch_${i}`, durationMs: 1 }));
+    }
+    // The service's own events still count by table, the history table's included.
+    bus.publish('backups.corruption_detected', encodeJson({ table: 'orders', reason: 'crc' }));
+    bus.publish('backups.corruption_detected', encodeJson({ table: '_history', reason: 'crc', source: 'open' }));
+    await bus.flush();
+    const m = parsePrometheus((await s.inject({ method: 'GET', url: '/metrics', headers: auth })).body);
+    const series = (name: string) => m.filter((x) => x.name === name);
+    expect(series('tablekeeper_events_total').map((x) => x.labels.event).sort()).toEqual(['compaction_complete', 'corruption_detected', 'other', 'recovery_failed']);
+    expect(sampleValue(m, 'tablekeeper_events_total', { event: 'other' })).toBe(n);
+    expect(sampleValue(m, 'tablekeeper_events_total', { event: 'corruption_detected' })).toBe(n + 2);
+    expect(series('tablekeeper_corruptions_detected_total').map((x) => x.labels.table).sort()).toEqual(['_history', 'orders']);
+    expect(series('tablekeeper_compactions_total')).toEqual([]);
+    expect(series('tablekeeper_recoveries_total')).toEqual([]);
+  });
+
   test('http - the bus gauges come from this instance, not another tablekeeper on the same NATS that answers first', async () => {
     bus.subscribe('admin.health', (msg) => void respondOk(msg, health({ orders: 'serving' })));
     // Another service named tablekeeper (another prefix) answers the name-wide subject at once ...
