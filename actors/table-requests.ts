@@ -12,6 +12,7 @@ import {
   type Message,
 } from '../bus';
 import {
+  SELECT_DEFAULT_MAX_BYTES,
   TableCorruptError,
   TableUnavailableError,
   TablekeeperError,
@@ -185,13 +186,36 @@ export class TableRequests {
             after?: string;
             limit?: number;
           };
-          const page = file.select(q);
+          // A page is bounded in bytes as well as in items (a limit of 1000
+          // values of 1 MiB each was read, copied and encoded in one go, holding
+          // the event loop for seconds); over NATS by what a reply can carry.
+          const max = this.maxPayload();
+          const page = file.select({ ...q, maxBytes: max ?? SELECT_DEFAULT_MAX_BYTES });
+          const items = page.items;
+          let count = items.length;
+          let next = page.next;
+          if (max !== undefined && count > 1) {
+            // The store counted keys and values only: drop trailing items until
+            // the framing fits too, so a page of large values comes back shorter
+            // (with `next`) rather than refused. A single item that does not fit
+            // is refused as VALUE_TOO_LARGE below, as before.
+            // `{"key":K,"value":V}` plus the comma before it; `{"items":[` and
+            // `]}`, or `],"next":K}`.
+            const itemBytes = items.map((item) => 18 + Buffer.byteLength(JSON.stringify(item.key)) + item.value.length);
+            let total = 10 - 1 + itemBytes.reduce((a, b) => a + b, 0);
+            const tail = (key: string | undefined) => (key === undefined ? 2 : 10 + Buffer.byteLength(JSON.stringify(key)));
+            while (count > 1 && total + tail(next) > max) {
+              count--;
+              total -= itemBytes[count];
+              next = items[count - 1].key;
+            }
+          }
           let out = '{"items":[';
-          for (let i = 0; i < page.items.length; i++) {
-            const item = page.items[i];
+          for (let i = 0; i < count; i++) {
+            const item = items[i];
             out += `${i === 0 ? '' : ','}{"key":${JSON.stringify(item.key)},"value":${item.value.toString('utf8')}}`;
           }
-          out += page.next === undefined ? ']}' : `],"next":${JSON.stringify(page.next)}}`;
+          out += next === undefined ? ']}' : `],"next":${JSON.stringify(next)}}`;
           msg.respond(Buffer.from(out));
           return;
         }

@@ -256,7 +256,7 @@ export const OPENAPI_DOCUMENT = {
           tableParam,
           { name: 'prefix', in: 'query', required: false, schema: { type: 'string' } },
           { name: 'after', in: 'query', required: false, description: 'Exclusive; pass the previous page\'s `next`.', schema: { type: 'string' } },
-          { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+          { name: 'limit', in: 'query', required: false, description: 'Items at most; a page also stops at about 4 MiB of keys and values (always one item at least).', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
         ],
         responses: { '200': ok('A page of items; `next` when more match.', ref('SelectReply')), ...dataErrors },
       },

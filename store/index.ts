@@ -8,6 +8,7 @@ export {
   DEFAULT_MAX_VALUE_BYTES,
   DEFAULT_READ_CACHE_BYTES,
   SELECT_DEFAULT_LIMIT,
+  SELECT_DEFAULT_MAX_BYTES,
   SELECT_MAX_LIMIT,
 } from './table-file';
 export type { ReadCacheStats } from './read-cache';

@@ -43,6 +43,12 @@ export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
 export const SELECT_DEFAULT_LIMIT = 100;
 /** Largest `limit` of select; larger requests are clamped to it. */
 export const SELECT_MAX_LIMIT = 1000;
+/**
+ * Default bound on the keys and values of one select page, in bytes. Without
+ * it a page was `limit` values of up to `maxValueBytes` each (1000 x 1 MiB),
+ * all read and copied at once on the serving thread.
+ */
+export const SELECT_DEFAULT_MAX_BYTES = 4 * 1024 * 1024;
 /** Default size of a table's read cache: 8 MiB. */
 export const DEFAULT_READ_CACHE_BYTES = 8 * 1024 * 1024;
 
@@ -106,6 +112,12 @@ export interface SelectOptions {
   after?: string;
   /** Page size; default 100, at most 1000 (larger values are clamped). */
   limit?: number;
+  /**
+   * Bytes of keys and values (UTF-8) a page may hold; default 4 MiB. The page
+   * stops before the item that would take it past this, with `next` set, but
+   * always holds at least one item.
+   */
+  maxBytes?: number;
 }
 
 /** One page of select. */
@@ -309,14 +321,22 @@ export class TableFile {
     if (typeof prefix !== 'string') throw new BadRequestError('prefix must be a string');
     if (after !== undefined && typeof after !== 'string') throw new BadRequestError('after must be a string');
     const limit = selectLimit(opts.limit);
+    const maxBytes = opts.maxBytes ?? SELECT_DEFAULT_MAX_BYTES;
+    if (!(maxBytes >= 1)) throw new BadRequestError(`maxBytes must be at least 1, got ${maxBytes}`);
     if (this.order === undefined) this.order = SortedKeys.fromUnsorted(this.index.keys());
     const order = this.order;
     const pos = after !== undefined && after >= prefix ? order.seek(after, true) : order.seek(prefix, false);
     const items: { key: string; value: Buffer }[] = [];
+    let bytes = 0;
     for (let key = order.keyAt(pos); key !== undefined && key.startsWith(prefix); key = order.keyAt(order.advance(pos))) {
       if (items.length === limit) return { items, next: items[items.length - 1].key };
       const slot = this.index.slotOf(key);
-      items.push({ key, value: copyOf(this.readShared(key, this.index.offsetOf(slot), this.index.lengthOf(slot))) });
+      const length = this.index.lengthOf(slot);
+      // The record's key and value bytes, known from the index before reading
+      // anything: a page of large values stops here, not once it is in memory.
+      bytes += length - RECORD_HEADER_BYTES;
+      if (bytes > maxBytes && items.length > 0) return { items, next: items[items.length - 1].key };
+      items.push({ key, value: copyOf(this.readShared(key, this.index.offsetOf(slot), length)) });
     }
     return { items };
   }

@@ -135,6 +135,33 @@ describe('table file', () => {
     await r.close();
   });
 
+  test('table file - a select page is bounded in bytes: it stops before the value that would pass maxBytes (4 MiB by default), reading nothing past it', async () => {
+    const t = await open({ readCacheBytes: 0 });
+    const mib = 1024 * 1024;
+    // Ten values of 1 MiB: a limit of 1000 used to read, copy and return all of them.
+    for (let i = 0; i < 10; i++) await t.put(`k${i}`, Buffer.alloc(mib - 8, 0x61));
+    const page = t.select({ limit: 1000 });
+    expect(page.items.map((i) => i.key)).toEqual(['k0', 'k1', 'k2', 'k3']);
+    expect(page.next).toBe('k3');
+    expect(page.items.reduce((n, i) => n + i.key.length + i.value.length, 0)).toBeLessThanOrEqual(4 * mib);
+    // Only the values returned were read from the file.
+    expect(t.stats().readCache.misses).toBe(4);
+    // A smaller bound; the first item always goes in, however large.
+    expect(t.select({ limit: 1000, maxBytes: 10 }).items.map((i) => i.key)).toEqual(['k0']);
+    expect(t.select({ limit: 1000, maxBytes: 2 * mib }).items.map((i) => i.key)).toEqual(['k0', 'k1']);
+    // Paging by `next` still reaches every key.
+    const seen: string[] = [];
+    for (let after: string | undefined; ; ) {
+      const p = t.select({ after, limit: 1000, maxBytes: 3 * mib });
+      seen.push(...p.items.map((i) => i.key));
+      if (p.next === undefined) break;
+      after = p.next;
+    }
+    expect(seen).toEqual(Array.from({ length: 10 }, (_, i) => `k${i}`));
+    expect(() => t.select({ maxBytes: 0 })).toThrow(BadRequestError);
+    await t.close();
+  });
+
   test('table file - select pages in key order with prefix, after and limit', async () => {
     const t = await open();
     const keys: string[] = [];
