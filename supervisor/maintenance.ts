@@ -117,6 +117,9 @@ export class Maintenance {
   // `started`: the run has handed the verified file to a new owner, so a
   // report now is about that owner's file and needs a run of its own.
   private readonly recoveries = new Map<string, RecoveryEntry>();
+  // Manual backups and compactions asked for and not started yet, by what
+  // they would do: the same run asked for again joins the waiting one (see `joined`).
+  private readonly waiting = new Map<string, Promise<unknown>>();
 
   private stopped = false;
 
@@ -153,6 +156,37 @@ export class Maintenance {
       if (this.chains.get(table) === tail) this.chains.delete(table);
     });
     return run;
+  }
+
+  /**
+   * Runs `run` unless the same run (kind, tables, options) is already
+   * queued and has not started yet: then the caller joins that one and gets
+   * its answer. `run` calls `started` (its argument) once its first table's work begins;
+   * from then on a new request queues a run of its own (at most one waits
+   * per key). A joined request gets a run that starts after it was asked
+   * for, which is what it asked for. Without this, every `tables.<t>.compact`
+   * (which any client allowed to publish `tables.>` may send) and every
+   * `admin.compact` or `admin.backup` over the bus queued a run of its own:
+   * 50,000 of them were 50,000 compactions one after another, with the
+   * requests held for the half hour that took and an operator's request
+   * behind them all.
+   */
+  private joined<T>(op: 'backup' | 'compact', tables: string[], options: string, run: (started: () => void) => Promise<T>): Promise<T> {
+    const key = `${op}:${options}:${tables.join(',')}`;
+    const queued = this.waiting.get(key);
+    if (queued !== undefined) {
+      this.deps.logger.debug({ op, ...(tables.length === 1 ? { table: tables[0] } : { tables }), options }, 'the same run is already queued; this request joins it');
+      return queued as Promise<T>;
+    }
+    let p: Promise<T> | undefined;
+    const started = (): void => {
+      if (p !== undefined && this.waiting.get(key) === p) this.waiting.delete(key);
+    };
+    p = run(started);
+    this.waiting.set(key, p);
+    // A run refused before its work began (stopped, not serving) never calls `started`.
+    void p.then(started, started);
+    return p;
   }
 
   /** True while a recovery or restore of `table` is queued or running. */
@@ -234,7 +268,18 @@ export class Maintenance {
    * serving) is neither recorded nor published but returned in `deferred`,
    * for the schedule to try again.
    */
-  async backup(tables: string[], trigger: Trigger, opts: { defer?: boolean } = {}): Promise<{ results: BackupResult[]; durationMs: number; deferred?: string[] }> {
+  backup(tables: string[], trigger: Trigger, opts: { defer?: boolean } = {}): Promise<{ results: BackupResult[]; durationMs: number; deferred?: string[] }> {
+    // Scheduled runs (deferring) come one at a time from their schedule.
+    if (opts.defer === true) return this.runBackup(tables, trigger, opts, () => undefined);
+    return this.joined('backup', tables, trigger, (onStart) => this.runBackup(tables, trigger, opts, onStart));
+  }
+
+  private async runBackup(
+    tables: string[],
+    trigger: Trigger,
+    opts: { defer?: boolean },
+    onStart: () => void,
+  ): Promise<{ results: BackupResult[]; durationMs: number; deferred?: string[] }> {
     const { config, clock, logger } = this.deps;
     const started = clock.now();
     const results: BackupResult[] = [];
@@ -245,6 +290,7 @@ export class Maintenance {
       try {
         // Pruning holds the table's slot too, so it never deletes a file a recovery or restore is reading.
         const { manifest: m, pruned, pruneError } = await this.exclusive(table, async () => {
+          onStart();
           const t0 = clock.now();
           let outcome: MaintenanceOutcome;
           try {
@@ -295,9 +341,18 @@ export class Maintenance {
    * `defer`, a table that could not be compacted at all (not serving) is
    * returned in `deferred` instead of being retried, recorded or published.
    */
-  async compact(
+  compact(
     tables: string[],
     opts: { force: boolean; trigger: Trigger; defer?: boolean },
+  ): Promise<{ results: CompactionRunResult[]; durationMs: number; deferred?: string[] }> {
+    if (opts.defer === true) return this.runCompact(tables, opts, () => undefined);
+    return this.joined('compact', tables, `${opts.trigger}:force=${opts.force}`, (onStart) => this.runCompact(tables, opts, onStart));
+  }
+
+  private async runCompact(
+    tables: string[],
+    opts: { force: boolean; trigger: Trigger; defer?: boolean },
+    onStart: () => void,
   ): Promise<{ results: CompactionRunResult[]; durationMs: number; deferred?: string[] }> {
     const { config, clock, logger } = this.deps;
     const started = clock.now();
@@ -312,6 +367,7 @@ export class Maintenance {
         attempts++;
         try {
           const outcome = await this.exclusive(table, async () => {
+            onStart();
             const t0 = clock.now();
             try {
               const backups = await listBackups(config.backupDir, table);
