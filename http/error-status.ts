@@ -20,7 +20,8 @@ export type HttpOnlyCode =
   | 'BODY_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'RATE_LIMITED'
-  | 'TOO_MANY_STREAMS';
+  | 'TOO_MANY_STREAMS'
+  | 'EVENT_STREAMS_FULL';
 
 /** How an HTTP-only failure is answered. */
 export interface HttpOnlyMapping {
@@ -38,6 +39,7 @@ export const HTTP_ONLY_ERRORS: Readonly<Record<HttpOnlyCode, HttpOnlyMapping>> =
   UNSUPPORTED_MEDIA_TYPE: { wire: 'bad_request', status: 415, doc: 'A body was sent that is not `application/json`.' },
   RATE_LIMITED: { wire: 'unavailable', status: 429, doc: 'Too many admin mutations from this client; wait `Retry-After` seconds.' },
   TOO_MANY_STREAMS: { wire: 'unavailable', status: 429, doc: 'This client already holds the most `/api/events` streams allowed at once; close one first.' },
+  EVENT_STREAMS_FULL: { wire: 'unavailable', status: 503, doc: 'The server already holds `http.maxEventStreams` `/api/events` streams, from all clients together; retry later.' },
 };
 
 /** Seconds a client should wait before retrying a 503. */

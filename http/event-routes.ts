@@ -9,6 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import { decodeJson, type Subscription } from '../bus';
 import { BadRequestError } from '../store';
+import { DEFAULT_MAX_EVENT_STREAMS } from '../supervisor';
 import type { HttpContext } from './context';
 import { HttpError } from './error-status';
 
@@ -21,13 +22,23 @@ export const DEFAULT_MAX_STREAMS_PER_CLIENT = 8;
 /**
  * Open event streams of one server, so that closing the server can end
  * them, and how many each client address holds, so that one client cannot
- * hold an unbounded number of subscriptions and sockets.
+ * hold an unbounded number of subscriptions and sockets. `maxTotal` bounds
+ * them all together: the per-client limit does not, since a client can
+ * come from as many addresses as it has.
  */
 export class EventStreams {
   private readonly open = new Map<() => void, string>();
   private readonly perClient = new Map<string, number>();
 
-  constructor(readonly maxPerClient = DEFAULT_MAX_STREAMS_PER_CLIENT) {}
+  constructor(
+    readonly maxPerClient = DEFAULT_MAX_STREAMS_PER_CLIENT,
+    readonly maxTotal = DEFAULT_MAX_EVENT_STREAMS,
+  ) {}
+
+  /** True when the server holds as many streams as it allows. */
+  get full(): boolean {
+    return this.open.size >= this.maxTotal;
+  }
 
   get size(): number {
     return this.open.size;
@@ -84,6 +95,10 @@ export function registerEventRoutes(app: FastifyInstance, ctx: HttpContext, stre
   });
 
   app.get('/api/events', { config: { access: 'read', operation: 'events', ticket: true } }, (req, reply) => {
+    if (streams.full) {
+      ctx.log.warn({ op: 'events', ip: req.ip, open: streams.size, max: streams.maxTotal }, 'event stream refused: the server holds the most it allows');
+      throw new HttpError('EVENT_STREAMS_FULL', `the server already holds ${streams.maxTotal} event streams, its limit; retry later`);
+    }
     if (streams.heldBy(req.ip) >= streams.maxPerClient) {
       ctx.log.warn({ op: 'events', ip: req.ip, open: streams.heldBy(req.ip) }, 'event stream refused: too many from this client');
       throw new HttpError('TOO_MANY_STREAMS', `this client already has ${streams.maxPerClient} event streams open; close one first`);

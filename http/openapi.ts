@@ -280,6 +280,7 @@ export const OPENAPI_DOCUMENT = {
           '200': { description: 'The stream.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
           ...authErrors,
           '429': err('This client already holds the most event streams allowed at once (8).'),
+          '503': err('The server already holds `http.maxEventStreams` event streams from all clients; retry after `Retry-After` seconds.'),
         },
       },
     },

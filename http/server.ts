@@ -17,7 +17,7 @@ import { resolveAdminToken } from './admin-token';
 import { bearerToken, TokenAuth, type Grant } from './auth';
 import { routeOf, type HttpContext, type ServiceLifecycle } from './context';
 import { HttpError, httpErrorAnswer } from './error-status';
-import { EventStreams, registerEventRoutes } from './event-routes';
+import { DEFAULT_MAX_STREAMS_PER_CLIENT, EventStreams, registerEventRoutes } from './event-routes';
 import { EventTickets } from './event-tickets';
 import { HttpMetrics } from './metrics';
 import { registerProbeRoutes } from './probe-routes';
@@ -158,7 +158,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     probeTimeoutMs: opts.probeTimeoutMs ?? 3000,
     heartbeatMs: opts.heartbeatMs ?? 15_000,
   };
-  const streams = new EventStreams();
+  const streams = new EventStreams(DEFAULT_MAX_STREAMS_PER_CLIENT, config.http.maxEventStreams);
 
   const sendError = (err: unknown, req: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const a = httpErrorAnswer(err);

@@ -76,6 +76,8 @@ export interface HttpConfig {
   bodyLimitBytes: number;
   /** Per-client token bucket on admin mutations (compact, backup, restore). */
   rateLimit: { burst: number; perMinute: number };
+  /** Open `/api/events` streams the server holds at most, from all clients together; default 256. */
+  maxEventStreams: number;
 }
 
 /** The nine tables of the predecessor system, declared by default. */
@@ -96,6 +98,14 @@ export const TABLE_NAME_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
 
 const DURATION_PATTERN = '^[0-9]+(ms|s|m|h|d)$';
 const BODY_LIMIT_SLACK = 64 * 1024;
+/**
+ * Event streams the HTTP server holds at once, from every client together.
+ * The limit of 8 per client address alone bounded nothing: from 1,200
+ * loopback addresses one host held 9,600 streams (18,000 descriptors of its
+ * 20,000), each with a bus subscription and up to ~2 MiB waiting for a
+ * client that stopped reading.
+ */
+export const DEFAULT_MAX_EVENT_STREAMS = 256;
 
 const scheduleSchema = {
   oneOf: [
@@ -141,6 +151,7 @@ export const CONFIG_FILE_SCHEMA = {
             perMinute: { type: 'integer', minimum: 1, maximum: 600_000 },
           },
         },
+        maxEventStreams: { type: 'integer', minimum: 1, maximum: 100_000 },
       },
     },
     nats: {
@@ -393,6 +404,7 @@ export function loadConfig(sources: ConfigSources): Config {
       // Room for the largest value plus JSON framing; the owner enforces the exact limit.
       bodyLimitBytes: file.http?.bodyLimitBytes ?? Math.max(...tables.map((t) => t.maxValueBytes)) + BODY_LIMIT_SLACK,
       rateLimit: { burst: file.http?.rateLimit?.burst ?? 20, perMinute: file.http?.rateLimit?.perMinute ?? 60 },
+      maxEventStreams: file.http?.maxEventStreams ?? DEFAULT_MAX_EVENT_STREAMS,
     },
     nats: Object.fromEntries(Object.entries(nats).filter(([, v]) => v !== undefined && v !== '')) as Config['nats'],
     tables,

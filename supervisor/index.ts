@@ -6,7 +6,7 @@
  */
 export { supervisorMachine, allTablesSettled } from './supervisor';
 export type { SupervisorInput, SupervisorRef } from './supervisor';
-export { loadConfig, parseDuration, TABLE_NAME_PATTERN } from './config';
+export { DEFAULT_MAX_EVENT_STREAMS, loadConfig, parseDuration, TABLE_NAME_PATTERN } from './config';
 export type {
   Config,
   ConfigSources,

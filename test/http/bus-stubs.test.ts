@@ -414,6 +414,45 @@ describe('http over stub responders', () => {
     }
   });
 
+  test('http - the server holds at most http.maxEventStreams streams from all clients together; the next gets 503 in the usual shape until one closes', async () => {
+    const config = testConfig(tmp.dir);
+    app = createHttpServer({ config: { ...config, http: { ...config.http, maxEventStreams: 3 } }, bus, logger: captureLogger('warn').logger });
+    const url = await app.listen({ host: '127.0.0.1', port: 0 });
+    const open: { abort: AbortController; reading: Promise<unknown> }[] = [];
+    const openStream = async () => {
+      const abort = new AbortController();
+      const res = await request(`${url}/api/events`, { headers: { authorization: `Bearer ${READ_TOKEN}` }, signal: abort.signal });
+      if (res.statusCode !== 200) return { status: res.statusCode, headers: res.headers, body: await res.body.json() };
+      open.push({ abort, reading: res.body.dump().catch(() => undefined) });
+      return { status: 200 };
+    };
+    try {
+      // Fewer than the 8 one address may hold: the server's own limit is what refuses the fourth.
+      for (let i = 0; i < 3; i++) expect((await openStream()).status).toBe(200);
+      const refused = await openStream();
+      expect(refused.status).toBe(503);
+      expect(refused.headers?.['retry-after']).toBe('1');
+      expect(refused.body).toEqual({ error: { code: 'unavailable', message: 'the server already holds 3 event streams, its limit; retry later' } });
+      const first = open.shift()!;
+      first.abort.abort();
+      await first.reading;
+      await until(async () => (await openStream()).status === 200, 'a stream to be allowed again once one closed');
+      expect(open).toHaveLength(3);
+    } finally {
+      for (const o of open) o.abort.abort();
+      await Promise.all(open.map((o) => o.reading));
+    }
+  });
+
+  test('http - the server-wide stream limit counts every address', () => {
+    const streams = new EventStreams(8, 3);
+    const ends = [() => undefined, () => undefined, () => undefined];
+    ends.forEach((end, i) => streams.add(end, `10.0.0.${i}`));
+    expect([streams.size, streams.full, streams.heldBy('10.0.0.0')]).toEqual([3, true, 1]);
+    streams.delete(ends[0]);
+    expect(streams.full).toBe(false);
+  });
+
   test('http - event streams are counted per client address', () => {
     const streams = new EventStreams(2);
     const [a, b, c] = [() => undefined, () => undefined, () => undefined];

@@ -77,6 +77,7 @@ describe('http error statuses', () => {
       UNSUPPORTED_MEDIA_TYPE: 415,
       RATE_LIMITED: 429,
       TOO_MANY_STREAMS: 429,
+      EVENT_STREAMS_FULL: 503,
     };
     for (const [code, status] of Object.entries(expected)) {
       expect(HTTP_ONLY_ERRORS[code as HttpOnlyCode].status).toBe(status);

@@ -27,6 +27,7 @@ describe('config', () => {
       readToken: undefined,
       bodyLimitBytes: 1024 * 1024 + 64 * 1024,
       rateLimit: { burst: 20, perMinute: 60 },
+      maxEventStreams: 256,
     });
     expect(c.nats).toEqual({});
     expect(c.backup).toEqual({ every: '24h', keep: 3 });
@@ -72,7 +73,7 @@ describe('config', () => {
   test('config - http section: host, port and tokens from the environment, limits from the file', () => {
     const c = withFile(
       {
-        http: { host: '0.0.0.0', port: 9000, bodyLimitBytes: 4096, rateLimit: { burst: 2, perMinute: 60 } },
+        http: { host: '0.0.0.0', port: 9000, bodyLimitBytes: 4096, rateLimit: { burst: 2, perMinute: 60 }, maxEventStreams: 3 },
         tables: [{ name: 'a', maxValueBytes: 100 }],
       },
       {
@@ -89,6 +90,7 @@ describe('config', () => {
       readToken: 'read-secret',
       bodyLimitBytes: 4096,
       rateLimit: { burst: 2, perMinute: 60 },
+      maxEventStreams: 3,
     });
     // Without a file limit the body may hold the largest table value plus framing.
     const d = withFile({ tables: [{ name: 'a', maxValueBytes: 100 }, { name: 'b', maxValueBytes: 5000 }] });
@@ -97,6 +99,7 @@ describe('config', () => {
     expect(d.http.adminToken).toBeUndefined();
     expect(() => withFile({ http: { adminToken: 'x' } })).toThrow(/unknown key 'adminToken'/);
     expect(() => withFile({ http: { rateLimit: { burst: 0 } } })).toThrow(/rateLimit\/burst/);
+    expect(() => withFile({ http: { maxEventStreams: 0 } })).toThrow(/maxEventStreams/);
     expect(() => loadConfig({ env: { TABLEKEEPER_HTTP_PORT: '70000' } })).toThrow(/not a port/);
   });
 
