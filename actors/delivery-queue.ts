@@ -31,6 +31,14 @@ export interface DeliveryQueueOptions<T> {
   logger: Logger;
   /** Items waiting (not in flight) before the oldest is dropped. */
   capacity: number;
+  /**
+   * Bytes the waiting items may hold (as `sizeOf` counts them) before the
+   * oldest is dropped; default no bound. One item larger than this still
+   * waits alone.
+   */
+  maxBytes?: number;
+  /** The size of an item for `maxBytes`. */
+  sizeOf?(item: T): number;
   /** Attempts per item, the first included. */
   maxAttempts: number;
   /** Per-attempt timeout; the attempt's signal aborts then and the attempt counts as retriable. */
@@ -57,6 +65,8 @@ interface Waiter {
 export class DeliveryQueue<T> {
   private readonly opts: DeliveryQueueOptions<T>;
   private readonly waiting: T[] = [];
+  /** What the waiting items hold, by `sizeOf`. */
+  private waitingBytes = 0;
   private readonly controllers = new Set<AbortController>();
   private readonly sleepers = new Set<Waiter>();
   private readonly idleWaiters: (() => void)[] = [];
@@ -74,18 +84,43 @@ export class DeliveryQueue<T> {
     return this.waiting.length + this.active;
   }
 
-  /** Queues an item; drops the oldest waiting one when full. Ignored once closed. */
+  /** Bytes the waiting items hold (0 without `sizeOf`). */
+  get bytes(): number {
+    return this.waitingBytes;
+  }
+
+  /** Queues an item; drops the oldest waiting ones when full (by count, or by bytes). Ignored once closed. */
   push(item: T): void {
     if (this.closed) {
       this.settle(item, 'dropped', 'the notifier is stopped');
       return;
     }
     if (this.waiting.length >= this.opts.capacity) {
-      const oldest = this.waiting.shift();
+      const oldest = this.take();
       if (oldest !== undefined) this.settle(oldest, 'dropped', `queue full (${this.opts.capacity}); dropped the oldest`);
     }
+    const size = this.sizeOf(item);
+    const maxBytes = this.opts.maxBytes ?? Infinity;
+    // The count alone bounded nothing in bytes: 1000 events of 400 KB from
+    // whoever may publish `backups.>` held 2.6 GB waiting for a dead receiver.
+    while (this.waiting.length > 0 && this.waitingBytes + size > maxBytes) {
+      const oldest = this.take();
+      if (oldest !== undefined) this.settle(oldest, 'dropped', `queue full (${maxBytes} bytes); dropped the oldest`);
+    }
     this.waiting.push(item);
+    this.waitingBytes += size;
     this.pump();
+  }
+
+  private sizeOf(item: T): number {
+    return this.opts.sizeOf?.(item) ?? 0;
+  }
+
+  /** The oldest waiting item, out of the queue. */
+  private take(): T | undefined {
+    const item = this.waiting.shift();
+    if (item !== undefined) this.waitingBytes -= this.sizeOf(item);
+    return item;
   }
 
   /**
@@ -113,6 +148,7 @@ export class DeliveryQueue<T> {
         dropped++;
         this.settle(item, 'dropped', 'shutdown deadline reached');
       }
+      this.waitingBytes = 0;
       for (const c of this.controllers) c.abort(new Error('shutdown deadline reached'));
       // Aborted attempts settle within a few microtasks (the abort is raced), so this cannot hang.
       dropped += this.active;
@@ -129,7 +165,7 @@ export class DeliveryQueue<T> {
   private pump(): void {
     const limit = this.opts.concurrency ?? 1;
     while (this.active < limit && this.waiting.length > 0) {
-      const item = this.waiting.shift() as T;
+      const item = this.take() as T;
       this.active++;
       void this.deliver(item).finally(() => {
         this.active--;

@@ -17,6 +17,13 @@ import { MAX_PUSH_SUBSCRIPTIONS, type PushSubscriptions } from './push-subscript
 
 /** At most this many Web Push deliveries wait at once (about 100 notifications to 1000 subscribers). */
 const PUSH_QUEUE_MAX_ITEMS = 100_000;
+/**
+ * Bytes of payload one webhook's queue holds at most, besides its
+ * `queueSize` notifications. The service's own events are a few KiB (a
+ * recovery's at most ~100 KiB, with 100 lost keys), but the notifier takes
+ * whatever is published on `backups.>`, up to the server's `max_payload`.
+ */
+export const WEBHOOK_QUEUE_MAX_BYTES = 16 * 1024 * 1024;
 import { loggableEndpoint, sendWebPush, webPushSend, type SendPush, type VapidKeys, type WebPushItem } from './web-push';
 import { loggableUrl, postWebhook, undiciPost, webhookItem, type HttpPost, type WebhookItem } from './webhook';
 
@@ -63,6 +70,8 @@ export class Notifier {
           ...common,
           channel: 'webhook',
           target: loggableUrl(target.url),
+          maxBytes: WEBHOOK_QUEUE_MAX_BYTES,
+          sizeOf: (item) => item.payload.length,
           attempt: (item, _n, signal) => postWebhook(post, target, item, clock.now(), signal),
           onOutcome: (_item, outcome) => this.emit('webhook', outcome),
           describe: (item) => ({ event: item.notification.event, table: item.notification.table, delivery: item.delivery }),
@@ -127,7 +136,9 @@ export class Notifier {
     this.log.info({ op: 'notify', event: n.event, table: n.table, webhooks: this.webhooks.length }, 'notifying');
     for (const q of this.webhooks) q.push(webhookItem(n));
     if (this.pushes !== undefined && this.opts.webPush !== undefined) {
-      for (const subscription of this.opts.webPush.subscriptions.list()) this.pushes.push({ notification: n, subscription });
+      // A push carries the title and text, never the event body: the queued items (one per subscriber) do not keep it.
+      const notification = { ...n, data: {} };
+      for (const subscription of this.opts.webPush.subscriptions.list()) this.pushes.push({ notification, subscription });
     }
   }
 

@@ -80,9 +80,13 @@ export function webhookPayload(n: Notification): string {
   return JSON.stringify({ event: n.event, subject: n.subject, at: n.at, title: n.title, message: n.body, table: n.table, data: n.data });
 }
 
-/** A queue item for `n`, with a new delivery id. */
+/**
+ * A queue item for `n`, with a new delivery id. The event body is kept once,
+ * in the payload: the item's notification leaves it out (only its event and
+ * table are read later), so a queued item holds it once, not twice.
+ */
 export function webhookItem(n: Notification): WebhookItem {
-  return { notification: n, delivery: randomUUID(), payload: webhookPayload(n) };
+  return { notification: { ...n, data: {} }, delivery: randomUUID(), payload: webhookPayload(n) };
 }
 
 /** The URL as it may be logged: no credentials, no query (either may hold a token). */

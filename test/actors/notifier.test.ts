@@ -6,8 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as webpush from 'web-push';
 import { createActor, SimulatedClock, toPromise, type Actor } from 'xstate';
-import type { DeliveryOutcome } from '../../actors/delivery-queue';
-import { Notifier, notifierMachine, type NotifyChannel } from '../../actors/notifier';
+import { DeliveryQueue, type DeliveryOutcome } from '../../actors/delivery-queue';
+import { Notifier, notifierMachine, WEBHOOK_QUEUE_MAX_BYTES, type NotifyChannel } from '../../actors/notifier';
 import { PushSubscriptions, type PushSubscriptionRecord } from '../../actors/push-subscriptions';
 import { generateVapidKeys, type SendPush, type SendPushOptions } from '../../actors/web-push';
 import { retryAfterMs, undiciPost, verifyWebhookSignature, WEBHOOK_HEADERS, type HttpPost } from '../../actors/webhook';
@@ -287,6 +287,51 @@ describe('notifier', () => {
     await settled(4);
     expect(outcomes.map((o) => o.outcome)).toEqual(['dropped', 'dropped', 'dropped', 'dropped']);
     expect(receiver.got).toHaveLength(1);
+  });
+
+  test('notifier - a webhook queue holds at most WEBHOOK_QUEUE_MAX_BYTES of payloads: large events push the oldest out, whatever queueSize says', async () => {
+    const url = await receiver.start();
+    receiver.answer = () => undefined; // never answers: everything after the first waits
+    const { outcomes } = start(notifyConfig(url, { queueSize: 1000 }));
+    // Anyone who may publish backups.> can send bodies up to max_payload; 1000 of these held over 2 GB.
+    const pad = 'z'.repeat(1024 * 1024);
+    publish('backup_failed', { table: 't1', error: { message: 'x' }, pad });
+    await receiver.received(1);
+    const payloadBytes = receiver.got[0].body.length;
+    const n = 40;
+    for (let i = 1; i < n; i++) publish('backup_failed', { table: 't1', error: { message: 'x' }, pad });
+    await bus.flush();
+    // Dropping happens as each event is queued, so it is all done once the bus has delivered them.
+    const fit = Math.floor((16 * 1024 * 1024) / payloadBytes);
+    expect(fit).toBe(15);
+    expect(outcomes).toEqual(Array.from({ length: n - 1 - fit }, () => ({ channel: 'webhook', outcome: 'dropped' })));
+    expect(WEBHOOK_QUEUE_MAX_BYTES).toBe(16 * 1024 * 1024);
+  });
+
+  test('notifier - a delivery queue bounded in bytes drops the oldest waiting items to make room; one item larger than the bound waits alone', async () => {
+    const dropped: string[] = [];
+    const q = new DeliveryQueue<string>({
+      channel: 'webhook',
+      target: 'test',
+      clock,
+      logger: captureLogger('warn').logger,
+      capacity: 100,
+      maxBytes: 10,
+      sizeOf: (item) => item.length,
+      maxAttempts: 1,
+      timeoutMs: 60_000,
+      attempt: () => new Promise(() => undefined), // hangs: one item in flight, the rest wait
+      onOutcome: (item, outcome) => void (outcome === 'dropped' && dropped.push(item)),
+      describe: () => ({}),
+    });
+    for (const item of ['a0000', 'b0000', 'c0000', 'd0000']) q.push(item);
+    // 'a0000' is in flight; 'b0000' and 'c0000' fill the 10 bytes, so 'd0000' pushes 'b0000' out.
+    expect(dropped).toEqual(['b0000']);
+    expect(q.bytes).toBe(10);
+    q.push('e'.repeat(25));
+    expect(dropped).toEqual(['b0000', 'c0000', 'd0000']);
+    expect(q.bytes).toBe(25);
+    expect(q.size).toBe(2);
   });
 
   test('notifier - Web Push sends the payload to each subscriber and removes one the push service calls gone', async () => {
