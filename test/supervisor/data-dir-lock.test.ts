@@ -94,6 +94,8 @@ describe('data directory lock', () => {
         return text.slice(text.lastIndexOf(')') + 2).split(' ');
       };
       const procStart = stat()[19];
+      // Killed while the parent is still the shell, the child would be reaped by it at once: wait for the exec.
+      await until(() => fs.readFileSync(`/proc/${parent.pid}/comm`, 'utf8').trim() === 'sleep', 'the shell to become sleep');
       process.kill(pid, 'SIGKILL');
       await until(() => stat()[0] === 'Z', 'the killed process to be a zombie');
       leaveLock({ pid, procStart });
