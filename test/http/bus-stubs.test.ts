@@ -382,9 +382,8 @@ describe('http over stub responders', () => {
     expect(sampleValue(b, 'tablekeeper_bus_table_errors', { table: 'orders' })).toBe(1);
   });
 
-  test('http - one client may hold at most 8 event streams; the next gets 429 in the usual shape until one closes', async () => {
-    const s = server();
-    const url = await s.listen({ host: '127.0.0.1', port: 0 });
+  /** Opens `/api/events` streams on `url` with the read token; `open` holds those let in, which `closeAll` ends. */
+  function eventStreams(url: string) {
     const open: { abort: AbortController; reading: Promise<unknown> }[] = [];
     const openStream = async () => {
       const abort = new AbortController();
@@ -393,6 +392,17 @@ describe('http over stub responders', () => {
       open.push({ abort, reading: res.body.dump().catch(() => undefined) });
       return { status: 200 };
     };
+    const closeAll = async (): Promise<void> => {
+      for (const o of open) o.abort.abort();
+      await Promise.all(open.map((o) => o.reading));
+    };
+    return { open, openStream, closeAll };
+  }
+
+  test('http - one client may hold at most 8 event streams; the next gets 429 in the usual shape until one closes', async () => {
+    const s = server();
+    const url = await s.listen({ host: '127.0.0.1', port: 0 });
+    const { open, openStream, closeAll } = eventStreams(url);
     const streamsGauge = async () => sampleValue(parsePrometheus((await s.inject({ method: 'GET', url: '/metrics', headers: auth })).body), 'tablekeeper_http_event_streams');
     try {
       for (let i = 0; i < 8; i++) expect((await openStream()).status).toBe(200);
@@ -409,8 +419,7 @@ describe('http over stub responders', () => {
       // Hijacked stream replies are counted as operations too.
       expect(sampleValue(m, 'tablekeeper_http_operations_total', { operation: 'events' })).toBeGreaterThanOrEqual(9);
     } finally {
-      for (const o of open) o.abort.abort();
-      await Promise.all(open.map((o) => o.reading));
+      await closeAll();
     }
   });
 
@@ -418,14 +427,7 @@ describe('http over stub responders', () => {
     const config = testConfig(tmp.dir);
     app = createHttpServer({ config: { ...config, http: { ...config.http, maxEventStreams: 3 } }, bus, logger: captureLogger('warn').logger });
     const url = await app.listen({ host: '127.0.0.1', port: 0 });
-    const open: { abort: AbortController; reading: Promise<unknown> }[] = [];
-    const openStream = async () => {
-      const abort = new AbortController();
-      const res = await request(`${url}/api/events`, { headers: { authorization: `Bearer ${READ_TOKEN}` }, signal: abort.signal });
-      if (res.statusCode !== 200) return { status: res.statusCode, headers: res.headers, body: await res.body.json() };
-      open.push({ abort, reading: res.body.dump().catch(() => undefined) });
-      return { status: 200 };
-    };
+    const { open, openStream, closeAll } = eventStreams(url);
     try {
       // Fewer than the 8 one address may hold: the server's own limit is what refuses the fourth.
       for (let i = 0; i < 3; i++) expect((await openStream()).status).toBe(200);
@@ -439,8 +441,7 @@ describe('http over stub responders', () => {
       await until(async () => (await openStream()).status === 200, 'a stream to be allowed again once one closed');
       expect(open).toHaveLength(3);
     } finally {
-      for (const o of open) o.abort.abort();
-      await Promise.all(open.map((o) => o.reading));
+      await closeAll();
     }
   });
 

@@ -1,41 +1,22 @@
-import { mkdirSync } from 'node:fs';
-import * as path from 'node:path';
 import pino from 'pino';
 import type { MaintenanceOutcome, MaintenanceRequest } from '../../actors';
-import { InProcessBus } from '../../bus';
 import { Subjects } from '../../bus/subjects';
-import { loadConfig } from '../../supervisor/config';
-import { HistoryStore } from '../../supervisor/history';
 import { Maintenance } from '../../supervisor/maintenance';
 import type { Clock } from '../../supervisor/schedule';
-import { useTempDir } from '../helpers/store-temp';
+import { useMaintenanceHarness } from '../helpers/maintenance-harness';
 import { until } from '../helpers/wait';
 
 const silent = pino({ level: process.env.TK_TEST_LOG ?? 'silent' });
 
 describe('maintenance queue', () => {
-  const tmp = useTempDir('tk-maint-queue-');
-  let bus: InProcessBus;
-  let history: HistoryStore | undefined;
-
-  beforeEach(() => {
-    bus = new InProcessBus({ logger: silent });
-  });
-
-  afterEach(async () => {
-    await history?.close();
-    history = undefined;
-    await bus.close();
-  });
+  const harness = useMaintenanceHarness('tk-maint-queue-', silent);
 
   /**
    * A Maintenance whose owner (`submit`) counts its jobs; with `holdAll` it
    * holds each one until the test lets it go, else only the first.
    */
   async function setup(holdAll = false) {
-    const config = { ...loadConfig({ env: { TABLEKEEPER_DATA_DIR: path.join(tmp.dir, 'data') } }), tables: [{ name: 'alpha', sync: 'always' as const, maxValueBytes: 4096 }] };
-    mkdirSync(config.dataDir, { recursive: true });
-    history = await HistoryStore.open(config.dataDir, { logger: silent });
+    const { config, bus, history } = await harness.alpha();
     const clock: Clock = { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined };
     const jobs: { request: MaintenanceRequest; finish: () => void }[] = [];
     const outcome = (request: MaintenanceRequest): MaintenanceOutcome =>

@@ -1,42 +1,25 @@
-import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
 import { tableFilePath, type TableOwnerState } from '../../actors/table-owner';
-import { decodeJson, InProcessBus } from '../../bus';
+import { decodeJson } from '../../bus';
 import { Subjects } from '../../bus/subjects';
 import { backupTable, TableFile } from '../../store';
-import { loadConfig } from '../../supervisor/config';
-import { HistoryStore } from '../../supervisor/history';
 import { Maintenance } from '../../supervisor/maintenance';
 import type { OwnerControl } from '../../supervisor/recovery';
 import { quarantinePath, writeJournal } from '../../supervisor/recovery-journal';
 import type { Clock } from '../../supervisor/schedule';
-import { useTempDir } from '../helpers/store-temp';
+import { useMaintenanceHarness } from '../helpers/maintenance-harness';
 import { contentsOf } from '../store/recovery-helpers';
 
 const silent = pino({ level: process.env.TK_TEST_LOG ?? 'silent' });
 const b = (s: string): Buffer => Buffer.from(s);
 
 describe('maintenance recovery', () => {
-  const tmp = useTempDir('tk-maint-rec-');
-  let bus: InProcessBus;
-  let history: HistoryStore | undefined;
-
-  beforeEach(() => {
-    bus = new InProcessBus({ logger: silent });
-  });
-
-  afterEach(async () => {
-    await history?.close();
-    history = undefined;
-    await bus.close();
-  });
+  const harness = useMaintenanceHarness('tk-maint-rec-', silent);
 
   /** A Maintenance over real files, with a clock the test moves and owners it controls. */
   async function setup(owners: OwnerControl) {
-    const config = { ...loadConfig({ env: { TABLEKEEPER_DATA_DIR: path.join(tmp.dir, 'data') } }), tables: [{ name: 'alpha', sync: 'always' as const, maxValueBytes: 4096 }] };
-    mkdirSync(config.dataDir, { recursive: true });
-    history = await HistoryStore.open(config.dataDir, { logger: silent });
+    const { config, bus, history } = await harness.alpha();
     const time = { now: 1_000 };
     const clock: Clock = { now: () => time.now, setTimeout: () => undefined, clearTimeout: () => undefined };
     const events: { subject: string; body: any }[] = [];
