@@ -117,6 +117,8 @@ export class Maintenance {
   // `started`: the run has handed the verified file to a new owner, so a
   // report now is about that owner's file and needs a run of its own.
   private readonly recoveries = new Map<string, RecoveryEntry>();
+  // A restore waiting for the table's run under way to end (see restore).
+  private readonly queuedRestores = new Map<string, Promise<RecoveryOutcome>>();
   // Manual backups and compactions asked for and not started yet, by what
   // they would do: the same run asked for again joins the waiting one (see `joined`).
   private readonly waiting = new Map<string, Promise<unknown>>();
@@ -466,8 +468,19 @@ export class Maintenance {
   restore(table: string): Promise<RecoveryOutcome> {
     const pending = this.recoveries.get(table);
     if (pending) {
-      const again = (): Promise<RecoveryOutcome> => this.restore(table);
-      return pending.run.then(again, again);
+      // One restore waits behind the run under way, and every restore asked
+      // for meanwhile joins it: it starts after each of them was asked for,
+      // which is what they asked for. (Each used to be a rollback of its own,
+      // one after another, each leaving a file in quarantine.)
+      const queued = this.queuedRestores.get(table);
+      if (queued !== undefined) return queued;
+      const again = (): Promise<RecoveryOutcome> => {
+        this.queuedRestores.delete(table);
+        return this.restore(table);
+      };
+      const next = pending.run.then(again, again);
+      this.queuedRestores.set(table, next);
+      return next;
     }
     const startedAt = this.deps.clock.now();
     return this.track(table, 'manual', startedAt, undefined, (deps) =>

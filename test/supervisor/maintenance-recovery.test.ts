@@ -64,6 +64,37 @@ describe('maintenance recovery', () => {
     expect((await contentsOf(ctx.file, 'alpha')).entries).toEqual(new Map([['k', 'backed-up']]));
   });
 
+  test('maintenance recovery - restores asked for while one runs share the one that waits behind it', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let stops = 0;
+    const ctx = await setup({
+      stop: async () => {
+        if (stops++ === 0) await gate; // the first restore holds here until the others have been asked for
+      },
+      start: serving,
+    });
+    const t = await TableFile.open({ table: 'alpha', path: ctx.file, sync: 'always' });
+    await t.put('k', b('backed-up'));
+    await backupTable(t, ctx.config.backupDir);
+    await t.close();
+
+    const first = ctx.maintenance.restore('alpha');
+    const later = Array.from({ length: 5 }, () => ctx.maintenance.restore('alpha'));
+    release();
+    await expect(first).resolves.toMatchObject({ mode: 'restore', status: 'restored' });
+    const outcomes = await Promise.all(later);
+    // One rollback for the five, after the first: two in all, two files in quarantine.
+    expect(new Set(outcomes).size).toBe(1);
+    expect(outcomes[0]).toMatchObject({ mode: 'restore', status: 'restored', liveKeys: 1 });
+    expect(outcomes[0].quarantined).not.toBe((await first).quarantined);
+    expect(stops).toBe(2);
+    expect(ctx.history.recent(10, (e) => e.kind === 'recovery')).toHaveLength(2);
+    // Asked for once the waiting one has started, a restore is a run of its own again.
+    await expect(ctx.maintenance.restore('alpha')).resolves.toMatchObject({ status: 'restored' });
+    expect(stops).toBe(3);
+  });
+
   test('maintenance recovery - damage the new owner reports while the run starts it gets a run of its own', async () => {
     let starts = 0;
     let second: Promise<unknown> | undefined;
