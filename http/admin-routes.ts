@@ -59,7 +59,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: HttpContext): voi
   const mutation = (op: Extract<AdminOperation, 'compact' | 'backup' | 'restore' | 'clear'>, perTable: boolean) => {
     const operation = `admin.${op}`;
     const url = perTable ? `/api/admin/${op}/:table` : `/api/admin/${op}`;
-    // A restore waits in the supervisor for one already running and then runs on its own, and clearing is instant: neither is refused.
+    // A restore waits in the supervisor for the run under way (restores asked for meanwhile share one), and clearing is instant: neither is refused.
     const exclusive = op === 'compact' || op === 'backup';
     app.post<{ Params: TableParams }>(url, { config: { access: 'admin', operation } }, async (req, reply) => {
       const table = perTable ? configuredTable(ctx, req.params.table) : undefined;
