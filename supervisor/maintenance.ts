@@ -117,10 +117,8 @@ export class Maintenance {
   // `started`: the run has handed the verified file to a new owner, so a
   // report now is about that owner's file and needs a run of its own.
   private readonly recoveries = new Map<string, RecoveryEntry>();
-  // A restore waiting for the table's run under way to end (see restore).
-  private readonly queuedRestores = new Map<string, Promise<RecoveryOutcome>>();
-  // Manual backups and compactions asked for and not started yet, by what
-  // they would do: the same run asked for again joins the waiting one (see `joined`).
+  // Manual backups, compactions and restores asked for and not started yet, by
+  // what they would do: the same run asked for again joins the waiting one (see `joined`).
   private readonly waiting = new Map<string, Promise<unknown>>();
 
   private stopped = false;
@@ -166,14 +164,14 @@ export class Maintenance {
    * its answer. `run` calls `started` (its argument) once its first table's work begins;
    * from then on a new request queues a run of its own (at most one waits
    * per key). A joined request gets a run that starts after it was asked
-   * for, which is what it asked for. Without this, every `tables.<t>.compact`
+   * for, which is what it asked for. Without this, every restore, every `tables.<t>.compact`
    * (which any client allowed to publish `tables.>` may send) and every
    * `admin.compact` or `admin.backup` over the bus queued a run of its own:
    * 50,000 of them were 50,000 compactions one after another, with the
    * requests held for the half hour that took and an operator's request
    * behind them all.
    */
-  private joined<T>(op: 'backup' | 'compact', tables: string[], options: string, run: (started: () => void) => Promise<T>): Promise<T> {
+  private joined<T>(op: 'backup' | 'compact' | 'restore', tables: string[], options: string, run: (started: () => void) => Promise<T>): Promise<T> {
     const key = `${op}:${options}:${tables.join(',')}`;
     const queued = this.waiting.get(key);
     if (queued !== undefined) {
@@ -181,11 +179,14 @@ export class Maintenance {
       return queued as Promise<T>;
     }
     let p: Promise<T> | undefined;
+    let begun = false;
     const started = (): void => {
+      begun = true;
       if (p !== undefined && this.waiting.get(key) === p) this.waiting.delete(key);
     };
     p = run(started);
-    this.waiting.set(key, p);
+    // A run may begin at once (nothing ahead of it): then nothing waits to be joined.
+    if (!begun) this.waiting.set(key, p);
     // A run refused before its work began (stopped, not serving) never calls `started`.
     void p.then(started, started);
     return p;
@@ -466,22 +467,20 @@ export class Maintenance {
    * own, so the answer is always this restore's outcome.
    */
   restore(table: string): Promise<RecoveryOutcome> {
+    // Restores asked for while one waits for the table's run under way share
+    // it (each used to be a rollback of its own, one after another, each
+    // leaving a file in quarantine).
+    return this.joined('restore', [table], '', (started) => this.restoreAfterRuns(table, started));
+  }
+
+  /** A restore of `table` once no recovery or restore of it is queued or running; calls `started` as it begins. */
+  private restoreAfterRuns(table: string, started: () => void): Promise<RecoveryOutcome> {
     const pending = this.recoveries.get(table);
     if (pending) {
-      // One restore waits behind the run under way, and every restore asked
-      // for meanwhile joins it: it starts after each of them was asked for,
-      // which is what they asked for. (Each used to be a rollback of its own,
-      // one after another, each leaving a file in quarantine.)
-      const queued = this.queuedRestores.get(table);
-      if (queued !== undefined) return queued;
-      const again = (): Promise<RecoveryOutcome> => {
-        this.queuedRestores.delete(table);
-        return this.restore(table);
-      };
-      const next = pending.run.then(again, again);
-      this.queuedRestores.set(table, next);
-      return next;
+      const again = (): Promise<RecoveryOutcome> => this.restoreAfterRuns(table, started);
+      return pending.run.then(again, again);
     }
+    started();
     const startedAt = this.deps.clock.now();
     return this.track(table, 'manual', startedAt, undefined, (deps) =>
       startRecovery(deps, { table, mode: 'restore', trigger: 'manual', reason: 'operator restore' }, startedAt),
