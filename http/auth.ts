@@ -15,6 +15,9 @@ export type Access = 'read' | 'admin';
 /** What a presented token turned out to grant. */
 export type Grant = 'admin' | 'read' | 'none';
 
+/** What a request presented: nothing, a bearer token, or an event-stream ticket. */
+export type Credential = 'none' | 'token' | 'ticket';
+
 function digest(text: string): Buffer {
   return createHash('sha256').update(text, 'utf8').digest();
 }
@@ -51,11 +54,16 @@ export class TokenAuth {
     return isAdmin ? 'admin' : isRead ? 'read' : 'none';
   }
 
-  /** Throws `HttpError('UNAUTHORIZED')` unless `grant` allows `access`. */
-  static require(grant: Grant, access: Access, hadToken: boolean): void {
+  /**
+   * Throws `HttpError('UNAUTHORIZED')` unless `grant` allows `access`;
+   * `presented` is what the request carried, which the message names.
+   */
+  static require(grant: Grant, access: Access, presented: Credential): void {
     if (grant === 'admin' || (grant === 'read' && access === 'read')) return;
-    if (!hadToken) throw new HttpError('UNAUTHORIZED', 'this route needs an Authorization: Bearer token');
+    if (presented === 'none') throw new HttpError('UNAUTHORIZED', 'this route needs an Authorization: Bearer token');
     if (grant === 'read') throw new HttpError('UNAUTHORIZED', 'the read-only token does not grant this route');
+    // A used or expired ticket is the usual case (an EventSource retrying with the ticket it had).
+    if (presented === 'ticket') throw new HttpError('UNAUTHORIZED', 'the ticket is not valid: each works once, and only shortly; ask POST /api/events/ticket for a new one');
     throw new HttpError('UNAUTHORIZED', 'the bearer token is not valid');
   }
 }

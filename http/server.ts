@@ -14,7 +14,7 @@ import { BadRequestError, TablekeeperError } from '../store';
 import type { Config } from '../supervisor';
 import { registerAdminRoutes } from './admin-routes';
 import { resolveAdminToken } from './admin-token';
-import { bearerToken, TokenAuth, type Grant } from './auth';
+import { bearerToken, TokenAuth, type Credential, type Grant } from './auth';
 import { routeOf, type HttpContext, type ServiceLifecycle } from './context';
 import { HttpError, httpErrorAnswer } from './error-status';
 import { DEFAULT_MAX_STREAMS_PER_CLIENT, EventStreams, registerEventRoutes } from './event-routes';
@@ -215,24 +215,18 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     }
     const given = bearerToken(req.headers.authorization);
     let grant = auth.grantOf(given);
-    let presented = given !== undefined;
-    let viaTicket = false;
+    let presented: Credential = given === undefined ? 'none' : 'token';
     if (given === undefined && req.routeOptions.config.ticket === true) {
       // Hooks see the query untyped; fastify's parser always gives an object of strings and string arrays.
       const ticket = (req.query as Record<string, unknown>).ticket;
       if (Array.isArray(ticket)) throw new BadRequestError('ticket: give it at most once');
       if (typeof ticket === 'string') {
-        presented = true;
-        viaTicket = true;
+        presented = 'ticket';
         grant = ctx.tickets.redeem(ticket);
       }
     }
     req.grant = grant;
     try {
-      // A used or expired ticket is the usual case here (an EventSource retrying with the ticket it had).
-      if (viaTicket && grant === 'none') {
-        throw new HttpError('UNAUTHORIZED', `the ticket is not valid: each works once, within ${Math.round(ctx.tickets.ttlMs / 1000)} s; ask POST /api/events/ticket for a new one`);
-      }
       TokenAuth.require(grant, access, presented);
     } catch (err) {
       // Never the token: only that one was missing or not accepted.

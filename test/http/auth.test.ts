@@ -32,11 +32,13 @@ describe('http auth', () => {
     expect(auth.grantOf('read-t')).toBe('read');
     expect(auth.grantOf('other')).toBe('none');
     expect(auth.grantOf(undefined)).toBe('none');
-    expect(() => TokenAuth.require('admin', 'admin', true)).not.toThrow();
-    expect(() => TokenAuth.require('read', 'read', true)).not.toThrow();
-    expect(() => TokenAuth.require('read', 'admin', true)).toThrow(/read-only token does not grant/);
-    expect(() => TokenAuth.require('none', 'read', false)).toThrow(/needs an Authorization: Bearer token/);
-    expect(() => TokenAuth.require('none', 'read', true)).toThrow(/not valid/);
+    expect(() => TokenAuth.require('admin', 'admin', 'token')).not.toThrow();
+    expect(() => TokenAuth.require('read', 'read', 'token')).not.toThrow();
+    expect(() => TokenAuth.require('read', 'read', 'ticket')).not.toThrow();
+    expect(() => TokenAuth.require('read', 'admin', 'token')).toThrow(/read-only token does not grant/);
+    expect(() => TokenAuth.require('none', 'read', 'none')).toThrow(/needs an Authorization: Bearer token/);
+    expect(() => TokenAuth.require('none', 'read', 'token')).toThrow(/^the bearer token is not valid/);
+    expect(() => TokenAuth.require('none', 'read', 'ticket')).toThrow(/^the ticket is not valid/);
     // Without a read token configured, nothing is read-only.
     expect(new TokenAuth('admin-t').grantOf('')).toBe('none');
     expect(() => new TokenAuth('')).toThrow();
