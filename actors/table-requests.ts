@@ -188,10 +188,11 @@ export class TableRequests {
           };
           // A page is bounded in bytes as well as in items (a limit of 1000
           // values of 1 MiB each was read, copied and encoded in one go, holding
-          // the event loop for seconds); over NATS by what a reply can carry.
+          // the event loop for seconds), and over NATS by what a reply can carry.
           const max = this.maxPayload();
-          const page = file.select({ ...q, maxBytes: max ?? SELECT_DEFAULT_MAX_BYTES });
-          const items = page.items;
+          const page = file.select(max === undefined ? q : { ...q, maxBytes: Math.min(max, SELECT_DEFAULT_MAX_BYTES) });
+          const { items } = page;
+          const keys = items.map((item) => JSON.stringify(item.key));
           let count = items.length;
           let next = page.next;
           if (max !== undefined && count > 1) {
@@ -201,7 +202,7 @@ export class TableRequests {
             // is refused as VALUE_TOO_LARGE below, as before.
             // `{"key":K,"value":V}` plus the comma before it; `{"items":[` and
             // `]}`, or `],"next":K}`.
-            const itemBytes = items.map((item) => 18 + Buffer.byteLength(JSON.stringify(item.key)) + item.value.length);
+            const itemBytes = items.map((item, i) => 18 + Buffer.byteLength(keys[i]) + item.value.length);
             let total = 10 - 1 + itemBytes.reduce((a, b) => a + b, 0);
             const tail = (key: string | undefined) => (key === undefined ? 2 : 10 + Buffer.byteLength(JSON.stringify(key)));
             while (count > 1 && total + tail(next) > max) {
@@ -211,10 +212,7 @@ export class TableRequests {
             }
           }
           let out = '{"items":[';
-          for (let i = 0; i < count; i++) {
-            const item = items[i];
-            out += `${i === 0 ? '' : ','}{"key":${JSON.stringify(item.key)},"value":${item.value.toString('utf8')}}`;
-          }
+          for (let i = 0; i < count; i++) out += `${i === 0 ? '' : ','}{"key":${keys[i]},"value":${items[i].value.toString('utf8')}}`;
           out += next === undefined ? ']}' : `],"next":${JSON.stringify(next)}}`;
           msg.respond(Buffer.from(out));
           return;
