@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
+import { tableFilePath } from '../actors';
 import { isErrno } from '../store';
 
 /** What a recovery in progress has to finish. */
@@ -117,20 +118,23 @@ export function pendingJournals(dataDir: string, tables: readonly string[]): Rec
  */
 function unreadableJournalRun(dataDir: string, table: string): RecoveryJournal {
   const run = { table, mode: 'recover' as const, trigger: 'auto' as const, reason: 'unreadable recovery journal', startedAt: new Date().toISOString() };
-  if (!existsSync(path.join(dataDir, `${table}.tkt`))) {
+  if (!existsSync(tableFilePath(dataDir, table))) {
     let names: string[] = [];
     try {
       names = readdirSync(quarantineDir(dataDir));
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw err;
     }
-    // <table>-<time>-<random>.tkt (quarantinePath), and not another table's whose name starts with this one's.
-    const ours = (n: string): boolean => n.startsWith(`${table}-`) && /^\d{8}T\d{9}Z-[0-9a-f]{12}\.tkt$/.test(n.slice(table.length + 1));
+    // Not another table's whose name starts with this one's.
+    const ours = (n: string): boolean => n.startsWith(`${table}-`) && QUARANTINE_NAME_TAIL.test(n.slice(table.length + 1));
     const newest = names.filter(ours).sort().pop();
     if (newest !== undefined) return { ...run, quarantine: path.join(quarantineDir(dataDir), newest) };
   }
   return { ...run, quarantine: quarantinePath(dataDir, table, new Date()) };
 }
+
+/** What follows `<table>-` in the names quarantinePath gives: `<time>-<random>.tkt`. */
+const QUARANTINE_NAME_TAIL = /^\d{8}T\d{9}Z-[0-9a-f]{12}\.tkt$/;
 
 /**
  * A fresh quarantine path for `table`: named by time for people, with a
