@@ -12,5 +12,5 @@ export type { NotifierOptions, NotifierMachineInput, NotifyChannel, NotifyOutcom
 export type { DeliveryOutcome } from './delivery-queue';
 export { PushSubscriptions } from './push-subscriptions';
 export type { PushSubscriptionRecord } from './push-subscriptions';
-export { generateVapidKeys } from './web-push';
+export { generateVapidKeys, isP256PublicKey } from './web-push';
 export type { VapidKeys } from './web-push';

@@ -31,6 +31,15 @@ export type SendPush = (subscription: PushSubscriptionRecord, payload: string, o
 /** The default `SendPush`. */
 export const webPushSend: SendPush = (subscription, payload, options) => webpush.sendNotification(subscription, payload, options);
 
+/**
+ * True when `key` (base64url) decodes to an uncompressed P-256 point, the
+ * form Web Push takes for both a subscription's p256dh and a VAPID public key.
+ */
+export function isP256PublicKey(key: string): boolean {
+  const bytes = Buffer.from(key, 'base64url');
+  return bytes.length === 65 && bytes[0] === 0x04;
+}
+
 /** Generates a VAPID key pair. */
 export function generateVapidKeys(): VapidKeys {
   return webpush.generateVAPIDKeys();

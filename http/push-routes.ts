@@ -6,7 +6,7 @@
  */
 import Ajv from 'ajv';
 import type { FastifyInstance } from 'fastify';
-import type { PushSubscriptionRecord, PushSubscriptions } from '../actors';
+import { isP256PublicKey, type PushSubscriptionRecord, type PushSubscriptions } from '../actors';
 import { describeErrors } from '../bus';
 import { BadRequestError } from '../store';
 import { HttpError } from './error-status';
@@ -73,8 +73,7 @@ export function registerPushRoutes(app: FastifyInstance, push: PushRoutesOptions
       throw new BadRequestError('endpoint: is not a URL');
     }
     // Checked now, not at the first notification (which would fail, and be retried, for ever).
-    const p256dh = Buffer.from(req.body.keys.p256dh, 'base64url');
-    if (p256dh.length !== 65 || p256dh[0] !== 0x04) throw new BadRequestError('keys.p256dh: is not an uncompressed P-256 public key (65 bytes, base64url)');
+    if (!isP256PublicKey(req.body.keys.p256dh)) throw new BadRequestError('keys.p256dh: is not an uncompressed P-256 public key (65 bytes, base64url)');
     if (Buffer.from(req.body.keys.auth, 'base64url').length !== 16) throw new BadRequestError('keys.auth: is not a 16-byte secret (base64url)');
     const { created } = await p.subscriptions.add(req.body);
     req.log.info({ op: 'push.subscribe', created, host }, 'push subscription saved');

@@ -7,7 +7,7 @@
  */
 import { createECDH } from 'node:crypto';
 import type { Logger } from 'pino';
-import { generateVapidKeys, type VapidKeys } from '../actors';
+import { generateVapidKeys, isP256PublicKey, type VapidKeys } from '../actors';
 import { ConfigInvalidError } from '../store';
 import type { NotifyConfig } from '../supervisor';
 import { readOrCreateSecret, secretFilePath } from './secret-file';
@@ -30,7 +30,7 @@ export function vapidKeysProblem(keys: VapidKeys): string | undefined {
   if (!KEY.test(keys.publicKey) || !KEY.test(keys.privateKey)) return 'the keys must be in URL-safe base64';
   const pub = Buffer.from(keys.publicKey, 'base64url');
   const priv = Buffer.from(keys.privateKey, 'base64url');
-  if (pub.length !== 65 || pub[0] !== 0x04) return `the public key must decode to an uncompressed P-256 point (65 bytes), not ${pub.length} bytes`;
+  if (!isP256PublicKey(keys.publicKey)) return `the public key must decode to an uncompressed P-256 point (65 bytes), not ${pub.length} bytes`;
   if (priv.length !== 32) return `the private key must decode to 32 bytes, not ${priv.length}`;
   const ecdh = createECDH('prime256v1');
   try {
