@@ -12,6 +12,7 @@
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { BACKUP_EVENTS, decodeJson, type Bus, type Subjects, type Subscription } from '../bus';
+import { HISTORY_TABLE } from '../supervisor';
 import { callBusJson } from './bus-call';
 import { parseHealth, type TableHealth } from './health-reply';
 
@@ -28,8 +29,6 @@ export const KNOWN_TABLE_STATES = ['opening', 'serving', 'compacting', 'corrupt'
  */
 const KNOWN_EVENTS: ReadonlySet<string> = new Set(BACKUP_EVENTS);
 const COMPACTION_STATUSES: ReadonlySet<string> = new Set(['compacted', 'skipped', 'error']);
-/** The history table, which `corruption_detected` names besides the configured tables. */
-const HISTORY_TABLE = '_history';
 
 const DURATION_BUCKETS_S = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800];
 const HTTP_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

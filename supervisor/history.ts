@@ -138,6 +138,9 @@ function lowerBound(list: string[], key: string): number {
 // two stores would be two writers of one log).
 const closingFiles = new Map<string, Promise<void>>();
 
+/** The history's own table, as logs, events and metrics name it (its file is `history.tkt`). */
+export const HISTORY_TABLE = '_history';
+
 /**
  * Maintenance history and schedule state, persisted in an internal table
  * (`<dataDir>/.tablekeeper/history.tkt`, outside the configured tables'
@@ -178,7 +181,7 @@ export class HistoryStore {
   ): Promise<HistoryStore> {
     const dir = path.join(dataDir, '.tablekeeper');
     const file = path.join(dir, 'history.tkt');
-    const logger = opts.logger && tableLogger(opts.logger, '_history');
+    const logger = opts.logger && tableLogger(opts.logger, HISTORY_TABLE);
     const make = async (table: HistoryTable, reset?: HistoryReset): Promise<HistoryStore> => {
       const store = new HistoryStore(table, opts.limit ?? 1000, opts.compaction ?? DEFAULT_COMPACTION, logger, reset, file);
       await store.load();
@@ -189,18 +192,18 @@ export class HistoryStore {
     let moved: string | null = null;
     try {
       await mkdir(dir, { recursive: true });
-      return await make(await TableFile.open({ table: '_history', path: file, logger }));
+      return await make(await TableFile.open({ table: HISTORY_TABLE, path: file, logger }));
     } catch (err) {
       reason = err instanceof Error ? err.message : String(err);
       // Only damage is moved aside: a file that failed to open for another reason (EMFILE, EACCES) may be whole.
       if (err instanceof TableCorruptError) {
         try {
           ensureQuarantineDir(dataDir);
-          const to = quarantinePath(dataDir, '_history', new Date((opts.now ?? Date.now)()));
+          const to = quarantinePath(dataDir, HISTORY_TABLE, new Date((opts.now ?? Date.now)()));
           await rename(file, to);
           moved = to;
           await syncDir(dir);
-          return await make(await TableFile.open({ table: '_history', path: file, logger }), { reason, quarantined: to, persisted: true });
+          return await make(await TableFile.open({ table: HISTORY_TABLE, path: file, logger }), { reason, quarantined: to, persisted: true });
         } catch (moveErr) {
           logger?.error({ err: moveErr, op: 'open' }, 'could not replace the damaged history table');
         }

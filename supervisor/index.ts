@@ -18,6 +18,7 @@ export type {
   HttpConfig,
 } from './config';
 export { systemClock } from './schedule';
+export { HISTORY_TABLE } from './history';
 export { acquireDataDirLock, DataDirLockedError, LOCK_DIR_NAME } from './data-dir-lock';
 export type { DataDirLock, DataDirLockOptions, LockOwner } from './data-dir-lock';
 export type { Clock } from './schedule';

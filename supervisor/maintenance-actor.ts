@@ -20,7 +20,7 @@ import type { OwnerControl } from './recovery';
 import { pendingJournals, type RecoveryJournal } from './recovery-journal';
 import type { RunRegistry } from './run-registry';
 import type { Config } from './config';
-import { HistoryStore } from './history';
+import { HISTORY_TABLE, HistoryStore } from './history';
 import { Maintenance } from './maintenance';
 import { Schedule, type Clock, type ScheduleState } from './schedule';
 
@@ -132,17 +132,17 @@ export const maintenanceActor = fromCallback<MaintenanceActorEvent, MaintenanceA
       });
 
     const ready: Promise<{ maintenance: Maintenance; history: HistoryStore }> = HistoryStore.open(config.dataDir, {
-      logger: logger.child({ table: '_history' }),
+      logger: logger.child({ table: HISTORY_TABLE }),
       now: () => clock.now(),
     }).then(async (history) => {
       if (history.reset) {
         // pino has no "critical" level: fatal is its most severe. Schedules start over, as on a first start.
         const { reason, quarantined, persisted } = history.reset;
         logger.fatal(
-          { table: '_history', op: 'open', severity: 'critical', reason, quarantined, persisted },
+          { table: HISTORY_TABLE, op: 'open', severity: 'critical', reason, quarantined, persisted },
           persisted ? 'history table damaged: quarantined it and started an empty history' : 'history table cannot be used: keeping history in memory until the next start',
         );
-        publishEvent('corruption_detected', { table: '_history', source: 'open', reason, quarantined, persisted });
+        publishEvent('corruption_detected', { table: HISTORY_TABLE, source: 'open', reason, quarantined, persisted });
       }
       const maintenance = new Maintenance({ config, bus, subjects, logger, clock, history, submit, owners, fs: input.fs, runs });
       started = maintenance;
