@@ -21,6 +21,11 @@ export interface Notification {
   data: Record<string, unknown>;
 }
 
+/** `n` without its event body: what a queued delivery keeps once its payload is built (or a push, which sends only the title and text). */
+export function withoutData(n: Notification): Notification {
+  return { ...n, data: {} };
+}
+
 type Body = Record<string, unknown>;
 
 function str(v: unknown): string | undefined {

@@ -12,7 +12,7 @@ import { fromCallback, fromPromise, setup } from 'xstate';
 import { decodeJson, type Bus, type Subjects } from '../bus';
 import type { Clock, NotifyConfig, NotifyEvent } from '../supervisor';
 import { DeliveryQueue, type DeliveryOutcome } from './delivery-queue';
-import { toNotification, type Notification } from './notification';
+import { toNotification, withoutData, type Notification } from './notification';
 import { MAX_PUSH_SUBSCRIPTIONS, type PushSubscriptions } from './push-subscriptions';
 
 /** At most this many Web Push deliveries wait at once (about 100 notifications to 1000 subscribers). */
@@ -137,7 +137,7 @@ export class Notifier {
     for (const q of this.webhooks) q.push(webhookItem(n));
     if (this.pushes !== undefined && this.opts.webPush !== undefined) {
       // A push carries the title and text, never the event body: the queued items (one per subscriber) do not keep it.
-      const notification = { ...n, data: {} };
+      const notification = withoutData(n);
       for (const subscription of this.opts.webPush.subscriptions.list()) this.pushes.push({ notification, subscription });
     }
   }

@@ -16,7 +16,7 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { request } from 'undici';
 import type { AttemptResult } from './delivery-queue';
-import type { Notification } from './notification';
+import { withoutData, type Notification } from './notification';
 
 /** The POST the notifier makes; injected so tests (and proxies) can replace undici. */
 export type HttpPost = (
@@ -86,7 +86,7 @@ export function webhookPayload(n: Notification): string {
  * table are read later), so a queued item holds it once, not twice.
  */
 export function webhookItem(n: Notification): WebhookItem {
-  return { notification: { ...n, data: {} }, delivery: randomUUID(), payload: webhookPayload(n) };
+  return { notification: withoutData(n), delivery: randomUUID(), payload: webhookPayload(n) };
 }
 
 /** The URL as it may be logged: no credentials, no query (either may hold a token). */

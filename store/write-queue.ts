@@ -127,7 +127,7 @@ export class WriteQueue {
    * the undo entry and awaits `batch.done`. Throws when the queue has failed.
    */
   append(kind: RecordKind, seq: number, key: string, keyBytes: number, value: Uint8Array | undefined, length: number): WriteBatch {
-    if (this.failure !== undefined) throw this.refusal();
+    this.checkWritable();
     let batch = this.pending;
     if (batch === undefined) {
       const buf = this.spare !== undefined && this.spare.length >= length ? this.spare : Buffer.allocUnsafe(Math.max(MIN_BATCH_BYTES, length));
