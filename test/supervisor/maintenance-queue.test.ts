@@ -1,7 +1,5 @@
 import pino from 'pino';
 import type { MaintenanceOutcome, MaintenanceRequest } from '../../actors';
-import { Subjects } from '../../bus/subjects';
-import { Maintenance } from '../../supervisor/maintenance';
 import type { Clock } from '../../supervisor/schedule';
 import { useMaintenanceHarness } from '../helpers/maintenance-harness';
 import { until } from '../helpers/wait';
@@ -16,7 +14,6 @@ describe('maintenance queue', () => {
    * holds each one until the test lets it go, else only the first.
    */
   async function setup(holdAll = false) {
-    const { config, bus, history } = await harness.alpha();
     const clock: Clock = { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined };
     const jobs: { request: MaintenanceRequest; finish: () => void }[] = [];
     const outcome = (request: MaintenanceRequest): MaintenanceOutcome =>
@@ -26,13 +23,8 @@ describe('maintenance queue', () => {
             kind: 'backup',
             manifest: { table: 'alpha', name: `alpha-${jobs.length}`, generation: 1, length: 16, records: 0, liveKeys: 0, maxSeq: 0, sha256: '0'.repeat(64), createdAt: new Date(0).toISOString() },
           } as MaintenanceOutcome;
-    const maintenance = new Maintenance({
-      config,
-      bus,
-      subjects: new Subjects(''),
-      logger: silent,
+    const { maintenance, history } = await harness.alpha({
       clock,
-      history,
       submit: (_table, request) =>
         new Promise((resolve) => {
           jobs.push({ request, finish: () => resolve(outcome(request)) });

@@ -2,9 +2,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { tableFilePath, type TableOwnerState } from '../../actors/table-owner';
 import { decodeJson } from '../../bus';
-import { Subjects } from '../../bus/subjects';
 import { backupTable, TableFile } from '../../store';
-import { Maintenance } from '../../supervisor/maintenance';
 import type { OwnerControl } from '../../supervisor/recovery';
 import { quarantinePath, writeJournal } from '../../supervisor/recovery-journal';
 import type { Clock } from '../../supervisor/schedule';
@@ -19,21 +17,11 @@ describe('maintenance recovery', () => {
 
   /** A Maintenance over real files, with a clock the test moves and owners it controls. */
   async function setup(owners: OwnerControl) {
-    const { config, bus, history } = await harness.alpha();
     const time = { now: 1_000 };
     const clock: Clock = { now: () => time.now, setTimeout: () => undefined, clearTimeout: () => undefined };
+    const { config, bus, history, maintenance } = await harness.alpha({ clock, submit: () => Promise.reject(new Error('no owner in this test')), owners });
     const events: { subject: string; body: any }[] = [];
     bus.subscribe('backups.>', (msg) => void events.push({ subject: msg.subject, body: decodeJson(msg.data) }));
-    const maintenance = new Maintenance({
-      config,
-      bus,
-      subjects: new Subjects(''),
-      logger: silent,
-      clock,
-      history,
-      submit: () => Promise.reject(new Error('no owner in this test')),
-      owners,
-    });
     return { config, maintenance, time, events, file: tableFilePath(config.dataDir, 'alpha'), history };
   }
 
